@@ -1,0 +1,243 @@
+//! The API's view of sessions: a watch-fed cache of TkaSignins, so status reads and long-poll waits never
+//! poll the apiserver (spec: api.md §5), and the one place where the API writes a session's spec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::model::naming;
+use crate::operator::crd::{Origin, TkaSignin, TkaSigninSpec};
+use crate::operator::objects::{self, CLUSTER_ROLE, LAST_SIGN_IN, LOGIN_NAME, NODE, VALID_UNTIL};
+use crate::operator::reconcile::valid_until;
+
+pub const FIELD_MANAGER: &str = "tka-api";
+
+/// Where a session stands, as the API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// The controller has not yet reported on the current generation.
+    Pending,
+    Ready,
+    /// Terminal `Ready=False` for the current generation: reason and message.
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+pub fn state(signin: &TkaSignin) -> State {
+    let generation = signin.metadata.generation.unwrap_or_default();
+    let observed = signin
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(-1);
+    match signin.ready_condition() {
+        Some(c) if observed >= generation && c.status == "True" => State::Ready,
+        Some(c) if observed >= generation && c.status == "False" && c.reason != "Provisioning" => {
+            State::Failed {
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            }
+        }
+        _ => State::Pending,
+    }
+}
+
+#[derive(Clone)]
+pub struct Sessions {
+    client: Client,
+    namespace: String,
+    store: Store<TkaSignin>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Sessions {
+    /// Starts the watch; returns once the cache holds the initial list.
+    pub async fn start(client: Client, namespace: &str) -> Sessions {
+        let api: Api<TkaSignin> = Api::namespaced(client.clone(), namespace);
+        let (store, writer) = reflector::store();
+        let (tx, changed) = watch::channel(0u64);
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        );
+        tokio::spawn(async move {
+            stream
+                .for_each(|_| {
+                    tx.send_modify(|n| *n += 1);
+                    futures::future::ready(())
+                })
+                .await;
+        });
+        let _ = store.wait_until_ready().await;
+        Sessions {
+            client,
+            namespace: namespace.to_string(),
+            store,
+            changed,
+        }
+    }
+
+    pub fn api(&self) -> Api<TkaSignin> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<TkaSignin>> {
+        self.store
+            .get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    /// All sessions of a user (any node).
+    pub fn of_user(&self, subject_key: &str) -> Vec<Arc<TkaSignin>> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|s| s.spec.subject_key == subject_key)
+            .collect()
+    }
+
+    pub fn all(&self) -> Vec<Arc<TkaSignin>> {
+        self.store.state()
+    }
+
+    /// Waits until `done` holds for the cached object `name` (or its absence), or the deadline passes, or
+    /// `cancel` fires. Returns the last seen value. Woken by the watch, never by polling.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        deadline: tokio::time::Instant,
+        mut cancel: watch::Receiver<bool>,
+        done: impl Fn(Option<&TkaSignin>) -> bool,
+    ) -> Option<Arc<TkaSignin>> {
+        let mut changed = self.changed.clone();
+        loop {
+            changed.borrow_and_update();
+            let current = self.get(name);
+            if done(current.as_deref()) || *cancel.borrow() {
+                return current;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return self.get(name),
+                r = changed.changed() => if r.is_err() { return self.get(name) },
+                _ = cancel.changed() => return self.get(name),
+            }
+        }
+    }
+
+    /// Creates or extends a session: server-side apply of spec, labels and annotations (foreign
+    /// annotations are kept: SSA merges map keys). Never touches status. Returns the new generation.
+    pub async fn write(&self, new: &NewSession) -> Result<TkaSignin, kube::Error> {
+        let name = new.name();
+        let uk = naming::subject_key(&new.login);
+        let now = Timestamp::now();
+        let until = now
+            .checked_add(jiff::SignedDuration::try_from(new.period).unwrap_or_default())
+            .unwrap_or(now);
+        let spec = TkaSigninSpec {
+            username: new.login.clone(),
+            role: new.role.clone(),
+            validity_period: crate::model::duration::GoDuration::from_std(new.period).to_string(),
+            subject_key: uk.clone(),
+            node: new.node.clone(),
+            node_id: new.node_id.clone(),
+            node_ip: new.node_ip.clone(),
+            requested_at: Some(Time(now)),
+            namespaces: new.namespaces.clone(),
+            origin: Some(Origin {
+                kind: "local".into(),
+                primary: String::new(),
+            }),
+        };
+        let patch = json!({
+            "apiVersion": "tka.specht-labs.de/v1alpha1",
+            "kind": "TkaSignin",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    objects::MANAGED_BY: "tka",
+                    objects::INSTANCE: self.namespace,
+                    objects::USER_KEY: uk,
+                    objects::SESSION: name,
+                    objects::NODE_KEY: naming::node_key(&new.node_id),
+                },
+                "annotations": {
+                    LOGIN_NAME: new.login,
+                    NODE: new.node,
+                    CLUSTER_ROLE: new.role,
+                    LAST_SIGN_IN: crate::model::wire::rfc3339(now),
+                    VALID_UNTIL: crate::model::wire::rfc3339(until),
+                },
+            },
+            "spec": spec,
+        });
+        self.api()
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+    }
+
+    /// Deletes one session object (its finalizer revokes the tokens). NotFound is success.
+    pub async fn delete(&self, signin: &TkaSignin) -> Result<(), kube::Error> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: signin.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api().delete(&signin.name_any(), &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a login asks for.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub login: String,
+    pub node: String,
+    pub node_id: String,
+    pub node_ip: String,
+    pub role: String,
+    pub period: Duration,
+    pub namespaces: Vec<String>,
+}
+
+impl NewSession {
+    pub fn name(&self) -> String {
+        naming::signin_name(
+            &naming::subject_key(&self.login),
+            &naming::node_key(&self.node_id),
+        )
+    }
+}
+
+/// `valid_until` of a session, or its estimate while the controller has not reported yet.
+pub fn until(signin: &TkaSignin) -> Option<Timestamp> {
+    signin
+        .status
+        .as_ref()
+        .and_then(|s| s.valid_until.as_ref())
+        .map(|t| t.0)
+        .or_else(|| valid_until(signin).ok())
+}
+
+/// Has the session passed its end? Judged from the spec, which the controller may not have acted on yet.
+pub fn expired(signin: &TkaSignin, now: Timestamp) -> bool {
+    valid_until(signin).is_ok_and(|u| u <= now)
+}

@@ -1,0 +1,260 @@
+//! `tka login` / `reauth` and `tka kubeconfig` (`cli.md` §2, §6, §7).
+//!
+//! Normally one round trip: `POST /login?wait=…&include=kubeconfig&format=v1`. A 202 (still pending, or
+//! `--no-wait`) is followed by polling `GET /kubeconfig?format=v1`. An upstream Go server (its answer has no
+//! `provisioned` field) ignores `include`, so its legacy JSON kubeconfig is fetched and converted locally.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use crate::config::OutputFormat;
+use crate::model::kubeconfig::legacy_to_v1;
+use crate::model::wire::UserLoginResponse;
+use serde_json::{Value, json};
+
+use super::client::{Api, Method, Reply, human, retry_delay};
+use super::error::{CliError, Exit};
+use super::kubeconfig_files::{self as files, Shell};
+use super::output;
+use super::settings::{Settings, env_var};
+
+/// Flags of `login` and `reauth`.
+#[derive(Debug, Clone, Default)]
+pub struct LoginOptions {
+    pub role: Option<String>,
+    pub replace: bool,
+    pub no_wait: bool,
+    pub stdout: bool,
+}
+
+/// `tka login` (also `reauth`: a login extends the session, no logout first).
+pub async fn login(s: &Settings, o: &LoginOptions) -> Result<(), CliError> {
+    let api = s.api()?;
+    let (resp, doc) = obtain(&api, o, s.quiet).await?;
+    deliver(s, &api, Some(&resp), doc, o.stdout)
+}
+
+/// `tka kubeconfig`: a fresh kubeconfig for the existing session.
+pub async fn kubeconfig(s: &Settings, stdout: bool) -> Result<(), CliError> {
+    let api = s.api()?;
+    let doc = poll_kubeconfig(&api, true, true, s.quiet).await?;
+    deliver(s, &api, None, doc, stdout)
+}
+
+async fn obtain(
+    api: &Api,
+    o: &LoginOptions,
+    quiet: bool,
+) -> Result<(UserLoginResponse, Value), CliError> {
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if let Some(role) = o.role.as_deref().filter(|r| !r.is_empty()) {
+        query.push(("role", role));
+    }
+    if o.replace {
+        query.push(("replace", "true"));
+    }
+    if !o.no_wait {
+        query.push(("include", "kubeconfig"));
+        query.push(("format", "v1"));
+    }
+    let reply = api.call(Method::Post, "/login", &query, !o.no_wait).await?;
+    if !matches!(reply.status, 200 | 202) {
+        return Err(reply.error());
+    }
+    let raw: Value = serde_json::from_slice(&reply.body).map_err(|e| unexpected(&reply, e))?;
+    let upstream = raw.get("provisioned").is_none();
+    let mut resp: UserLoginResponse =
+        serde_json::from_value(raw).map_err(|e| unexpected(&reply, e))?;
+    let included = resp.kubeconfig.take();
+    resp.credential = None;
+    if let (200, false, Some(doc)) = (reply.status, upstream, included) {
+        return Ok((resp, normalize(doc, &api.server.base)));
+    }
+    // Pending, --no-wait, or an upstream server: fetch the kubeconfig separately.
+    let doc = poll_kubeconfig(api, !o.no_wait && !upstream, !upstream, quiet).await?;
+    Ok((resp, doc))
+}
+
+/// Polls `GET /kubeconfig` until it answers 200, honouring `Retry-After` on 202, until the deadline.
+/// `long_poll` adds `wait`, `v1` asks for `format=v1` (both omitted for upstream servers).
+async fn poll_kubeconfig(
+    api: &Api,
+    long_poll: bool,
+    v1: bool,
+    quiet: bool,
+) -> Result<Value, CliError> {
+    let query: &[(&str, &str)] = if v1 { &[("format", "v1")] } else { &[] };
+    let mut attempt: u32 = 0;
+    let mut announced = false;
+    loop {
+        let reply = api
+            .call(Method::Get, "/kubeconfig", query, long_poll)
+            .await?;
+        match reply.status {
+            200 => {
+                let doc = parse_document(&reply)?;
+                return Ok(normalize(doc, &api.server.base));
+            }
+            202 => {
+                if !announced && !quiet && std::io::stderr().is_terminal() {
+                    eprintln!("Waiting for provisioning…");
+                    announced = true;
+                }
+                let delay = retry_delay(reply.retry_after, attempt, rand::random());
+                api.pause(delay, || {
+                    CliError::new(
+                        Exit::Unavailable,
+                        format!(
+                            "timed out after {} waiting for the session to be provisioned",
+                            human(api.timeout())
+                        ),
+                    )
+                    .advice("run `tka get login` to see the session state, or raise --timeout")
+                })
+                .await?;
+                attempt = attempt.saturating_add(1);
+            }
+            _ => return Err(reply.error()),
+        }
+    }
+}
+
+fn unexpected(reply: &Reply, e: impl std::fmt::Display) -> CliError {
+    let mut err = CliError::other(format!(
+        "unexpected answer from the tka server (HTTP {}): {e}",
+        reply.status
+    ));
+    err.request_id = reply.request_id.clone();
+    err
+}
+
+/// The kubeconfig body: JSON, or YAML when the server chose that.
+fn parse_document(reply: &Reply) -> Result<Value, CliError> {
+    if reply.content_type.contains("yaml") {
+        serde_yaml::from_slice(&reply.body).map_err(|e| unexpected(reply, e))
+    } else {
+        serde_json::from_slice(&reply.body).map_err(|e| unexpected(reply, e))
+    }
+}
+
+/// A v1 document as is; the legacy map shape (upstream server) converted to v1.
+pub fn normalize(doc: Value, tka_server: &str) -> Value {
+    if doc["clusters"].is_object() || doc["users"].is_object() || doc["contexts"].is_object() {
+        legacy_to_v1(&doc, tka_server)
+    } else {
+        doc
+    }
+}
+
+/// The cluster the file is named after: the response's `cluster`, else the current context's cluster, else the
+/// first cluster, else `default`.
+pub fn cluster_name(resp: Option<&UserLoginResponse>, doc: &Value) -> String {
+    if let Some(c) = resp.map(|r| r.cluster.as_str()).filter(|c| !c.is_empty()) {
+        return c.to_string();
+    }
+    let current = doc["current-context"].as_str().unwrap_or_default();
+    let contexts = doc["contexts"].as_array().cloned().unwrap_or_default();
+    contexts
+        .iter()
+        .find(|c| c["name"].as_str() == Some(current))
+        .and_then(|c| c["context"]["cluster"].as_str())
+        .or_else(|| doc["clusters"][0]["name"].as_str())
+        .filter(|c| !c.is_empty())
+        .unwrap_or("default")
+        .to_string()
+}
+
+/// Prints (`--stdout`) or writes the kubeconfig and prints the export line and the login summary.
+fn deliver(
+    s: &Settings,
+    api: &Api,
+    resp: Option<&UserLoginResponse>,
+    doc: Value,
+    to_stdout: bool,
+) -> Result<(), CliError> {
+    if to_stdout {
+        if let (Some(r), true, false) = (resp, s.text(), s.quiet) {
+            eprint!("{}", output::login_text(r));
+        }
+        let format = match s.format {
+            OutputFormat::Json => OutputFormat::Json,
+            _ => OutputFormat::Yaml,
+        };
+        print!("{}", output::structured(format, &doc)?);
+        return Ok(());
+    }
+
+    let cluster = cluster_name(resp, &doc);
+    let path = files::managed_path(&s.kubeconfig_dir, &api.server.host_dir(), &cluster);
+    let yaml = serde_yaml::to_string(&doc)
+        .map_err(|e| CliError::other(format!("cannot render the kubeconfig: {e}")))?;
+    files::write_atomic(&s.kubeconfig_dir, &path, yaml.as_bytes()).map_err(|e| {
+        CliError::other(format!("cannot write {}: {e}", path.display()))
+            .advice("check kubeconfig.dir and the permissions of its directory")
+    })?;
+    let entries = files::compose(
+        std::slice::from_ref(&path),
+        std::env::var_os("KUBECONFIG").as_deref(),
+        home().as_deref(),
+    );
+    let line = files::export_line(Shell::detect(&env_var), &entries);
+
+    if s.text() {
+        if !s.quiet {
+            if let Some(r) = resp {
+                eprint!("{}", output::login_text(r));
+            }
+            eprintln!("Kubeconfig written to {}", path.display());
+        }
+        println!("{line}");
+    } else {
+        let object = match resp {
+            Some(r) => serde_json::to_value(output::without_secrets(r))
+                .map_err(|e| CliError::other(e.to_string()))?,
+            None => json!({ "file": path, "kubeconfig": entries }),
+        };
+        print!("{}", output::structured(s.format, &object)?);
+        if !s.quiet {
+            eprintln!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// The home directory (`$HOME`, else the platform's).
+pub fn home() -> Option<PathBuf> {
+    env_var("HOME").map(PathBuf::from).or_else(dirs::home_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_documents_from_upstream_servers_become_v1() {
+        let legacy = json!({"kind":"Config","apiVersion":"v1",
+            "clusters":{"prod":{"server":"https://k8s:6443"}},
+            "users":{"tka-user-alice":{"token":"t"}},
+            "contexts":{"tka-context-alice":{"cluster":"prod","user":"tka-user-alice"}},
+            "current-context":"tka-context-alice"});
+        let v1 = normalize(legacy, "https://tka.ts.net");
+        assert!(v1["clusters"].is_array());
+        assert_eq!(v1["clusters"][0]["name"], "prod");
+        assert_eq!(cluster_name(None, &v1), "prod");
+        // v1 passes through unchanged.
+        assert_eq!(normalize(v1.clone(), "x"), v1);
+    }
+
+    #[test]
+    fn cluster_name_prefers_the_response() {
+        let doc = json!({"clusters":[{"name":"a"}],"contexts":[{"name":"c","context":{"cluster":"b"}}],
+            "current-context":"c"});
+        assert_eq!(cluster_name(None, &doc), "b");
+        let r = UserLoginResponse {
+            cluster: "prod".into(),
+            ..Default::default()
+        };
+        assert_eq!(cluster_name(Some(&r), &doc), "prod");
+        assert_eq!(cluster_name(None, &json!({})), "default");
+    }
+}

@@ -1,0 +1,79 @@
+//! `tka logout` (`cli.md` §2, §6): `POST /logout[?all=true]`, then delete this server's managed kubeconfig files
+//! and print the line that removes them from `KUBECONFIG`. 404 means "not signed in" (exit 4); the local files
+//! are stale then and are removed as well.
+
+use crate::model::wire::{ErrorResponse, UserLoginResponse};
+
+use super::client::Method;
+use super::error::{CliError, Exit};
+use super::kubeconfig_files::{self as files, Shell};
+use super::output;
+use super::settings::{Settings, env_var};
+
+pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
+    let api = s.api()?;
+    let query: &[(&str, &str)] = if all { &[("all", "true")] } else { &[] };
+    let reply = api.call(Method::Post, "/logout", query, false).await?;
+    let not_signed_in = reply.status == 404;
+    if !(200..300).contains(&reply.status) && !not_signed_in {
+        return Err(reply.error());
+    }
+
+    let host_dir = api.server.host_dir();
+    let removed = files::remove_server_files(&s.kubeconfig_dir, &host_dir).map_err(|e| {
+        CliError::other(format!(
+            "signed out, but cannot remove the kubeconfig files in {}: {e}",
+            files::server_dir(&s.kubeconfig_dir, &host_dir).display()
+        ))
+    })?;
+    let entries = files::cleanup(
+        std::env::var_os("KUBECONFIG").as_deref(),
+        &removed,
+        &files::server_dir(&s.kubeconfig_dir, &host_dir),
+    );
+    let line = files::export_line(Shell::detect(&env_var), &entries);
+
+    if not_signed_in {
+        if s.text() {
+            println!("{line}");
+        }
+        let mut err = reply.error();
+        err.exit = Exit::NotSignedIn;
+        if serde_json::from_slice::<ErrorResponse>(&reply.body)
+            .map_or(true, |b| b.message.is_empty())
+        {
+            err.message = "not signed in".into();
+        }
+        return Err(err);
+    }
+
+    // An upstream server's body may differ; the summary is best effort.
+    let resp = serde_json::from_slice::<UserLoginResponse>(&reply.body).ok();
+    if s.text() {
+        if !s.quiet {
+            if let Some(r) = &resp {
+                let role = if r.role.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (role {})", r.role)
+                };
+                eprintln!("Signed out {}{role}", r.username);
+            } else {
+                eprintln!("Signed out");
+            }
+            for f in &removed {
+                eprintln!("Removed {}", f.display());
+            }
+        }
+        println!("{line}");
+    } else {
+        let object = resp
+            .map(|r| output::without_secrets(&r))
+            .unwrap_or_default();
+        print!("{}", output::structured(s.format, &object)?);
+        if !s.quiet {
+            eprintln!("{line}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The `tka` command line (`cli.md`): command definitions, dispatch and [`main`].
+//!
+//! - `settings.rs`: configuration + global flags → effective settings;
+//! - `server_url.rs`: the server address (`cli.md` §4);
+//! - `client.rs`: HTTP, retries, `Retry-After`, deadline;
+//! - `error.rs`: [`CliError`](error::CliError) and the exit codes of `cli.md` §8;
+//! - `kubeconfig_files.rs`: managed files, atomic writes, the `KUBECONFIG` export line;
+//! - `output.rs`: text, JSON and YAML rendering;
+//! - `login.rs`, `logout.rs`, `inspect.rs`: the commands.
+//!
+//! Output discipline: stdout carries only the command's result (the export line, `--stdout` kubeconfig, `-o`
+//! objects, `get` tables); summaries, progress and errors go to stderr, so `eval "$(tka login -q)"` works.
+
+mod client;
+mod error;
+mod inspect;
+mod kubeconfig_files;
+mod login;
+mod logout;
+mod output;
+mod server_url;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::OutputFormat;
+use crate::model::duration::GoDuration;
+use clap::{Args, Parser, Subcommand};
+
+use error::CliError;
+use settings::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tka",
+    version,
+    about = "Tailscale Kubernetes Auth: short-lived Kubernetes credentials from your tailnet identity",
+    after_help = "Exit codes: 0 ok, 1 other error, 2 usage or configuration error, 3 not authorized, \
+                  4 not signed in, 5 server unreachable or timeout, 130 interrupted."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags accepted by every command (`cli.md` §3).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (default: $XDG_CONFIG_HOME/tka/config.yaml, then /etc/tka/config.yaml).
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        env = "TKA_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+    /// tka server: host name (tailscale.hostname, default `tka`) or full URL (https://tka.example.ts.net).
+    #[arg(short = 's', long, global = true, value_name = "HOST|URL")]
+    server: Option<String>,
+    /// Server port (tailscale.port): 443 means HTTPS, anything else plain HTTP over the tailnet.
+    #[arg(short = 'p', long, global = true)]
+    port: Option<u16>,
+    /// MagicDNS suffix (tailscale.tailnet), e.g. your-tailnet.ts.net.
+    #[arg(long, global = true, value_name = "SUFFIX")]
+    tailnet: Option<String>,
+    /// Output format (output.format).
+    #[arg(short = 'o', long, global = true, value_enum, value_name = "FORMAT")]
+    output: Option<OutputFormat>,
+    /// Print only the export line, or nothing (output.quiet).
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
+    /// Disable colours (output.noColor).
+    #[arg(long, global = true)]
+    no_color: bool,
+    /// Colour theme (output.theme).
+    #[arg(short = 't', long, global = true, hide = true)]
+    theme: Option<String>,
+    /// Overall timeout of the command, Go syntax (client.timeout, default 30s).
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Option<GoDuration>,
+    /// Extra CA bundle (PEM) for the server's certificate (client.caFile).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Print HTTP exchanges on stderr (never tokens).
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Marker for the shell wrappers (long output); no effect here.
+    #[arg(short = 'l', long, global = true, hide = true)]
+    long: bool,
+    /// Marker for the shell wrappers (do not eval the output); no effect here.
+    #[arg(short = 'e', long, global = true, hide = true)]
+    no_eval: bool,
+}
+
+fn parse_duration(s: &str) -> Result<GoDuration, String> {
+    GoDuration::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign in: create or extend your session, write the kubeconfig and print the KUBECONFIG export line.
+    #[command(visible_aliases = ["signin", "auth"])]
+    Login(LoginArgs),
+    /// Sign out: end the session, delete the kubeconfig files and print the line removing them from KUBECONFIG.
+    #[command(visible_alias = "signout")]
+    Logout(LogoutArgs),
+    /// Sign in again to extend the session (same as login).
+    #[command(visible_aliases = ["refresh", "reauthenticate"])]
+    Reauth(LoginArgs),
+    /// Fetch a fresh kubeconfig for the current session.
+    Kubeconfig(KubeconfigArgs),
+    /// Show things: login, kubeconfig, cluster-info.
+    Get {
+        #[command(subcommand)]
+        what: GetCommand,
+    },
+    /// Show the cluster's API server URL, TLS settings, CA fingerprint and labels.
+    ClusterInfo,
+    /// Print version, commit, build date and target.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum GetCommand {
+    /// Show your session: user, role, until, provisioned, node.
+    #[command(visible_alias = "signin")]
+    Login(GetLoginArgs),
+    /// Fetch a fresh kubeconfig for the current session (same as `tka kubeconfig`).
+    Kubeconfig(KubeconfigArgs),
+    /// Same as `tka cluster-info`.
+    ClusterInfo,
+}
+
+#[derive(Debug, Clone, Args)]
+struct LoginArgs {
+    /// Choose among your granted roles.
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+    /// End your sessions on other devices that have a different role or namespaces.
+    #[arg(long)]
+    replace: bool,
+    /// Do not ask the server to wait for provisioning; poll instead.
+    #[arg(long)]
+    no_wait: bool,
+    /// Print the kubeconfig instead of writing it.
+    #[arg(long)]
+    stdout: bool,
+}
+
+impl From<LoginArgs> for login::LoginOptions {
+    fn from(a: LoginArgs) -> Self {
+        login::LoginOptions {
+            role: a.role,
+            replace: a.replace,
+            no_wait: a.no_wait,
+            stdout: a.stdout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct LogoutArgs {
+    /// End your sessions on all devices.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct KubeconfigArgs {
+    /// Print the kubeconfig instead of writing it.
+    #[arg(long)]
+    stdout: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct GetLoginArgs {
+    /// Explain the grant evaluation: your rules, the selected rule and why a login would be rejected.
+    #[arg(long)]
+    explain: bool,
+}
+
+/// Entry point of the `tka` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tka: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit.code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Version = cli.command {
+        // Works even with a broken configuration file.
+        let format = cli.global.output.unwrap_or_else(|| {
+            settings::load_config(&cli.global)
+                .map(|(c, _)| c.output.format)
+                .unwrap_or_default()
+        });
+        return inspect::version(format);
+    }
+    let settings = Settings::resolve(&cli.global)?;
+    if !settings.quiet {
+        for w in &settings.warnings {
+            eprintln!("tka: warning: {w}");
+        }
+    }
+    tokio::select! {
+        r = dispatch(&settings, cli.command) => r,
+        _ = tokio::signal::ctrl_c() => Err(CliError::interrupted()),
+    }
+}
+
+async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Login(a) | Command::Reauth(a) => login::login(s, &a.into()).await,
+        Command::Logout(a) => logout::logout(s, a.all).await,
+        Command::Kubeconfig(a)
+        | Command::Get {
+            what: GetCommand::Kubeconfig(a),
+        } => login::kubeconfig(s, a.stdout).await,
+        Command::Get {
+            what: GetCommand::Login(a),
+        } => {
+            if a.explain {
+                inspect::explain(s).await
+            } else {
+                inspect::get_login(s).await
+            }
+        }
+        Command::ClusterInfo
+        | Command::Get {
+            what: GetCommand::ClusterInfo,
+        } => inspect::cluster_info(s).await,
+        Command::Version => inspect::version(s.format),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn aliases_and_global_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tka",
+            "signin",
+            "--role",
+            "view",
+            "-q",
+            "-s",
+            "http://127.0.0.1:8080",
+            "--timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Login(ref a) if a.role.as_deref() == Some("view")));
+        assert!(cli.global.quiet);
+        assert_eq!(cli.global.timeout, Some(GoDuration::from_secs(5)));
+        for args in [
+            &["tka", "auth"][..],
+            &["tka", "refresh"],
+            &["tka", "signout", "--all"],
+            &["tka", "get", "signin", "--explain"],
+            &["tka", "get", "kubeconfig", "--stdout"],
+            &["tka", "get", "cluster-info"],
+            &["tka", "version", "-o", "json"],
+            &["tka", "login", "-l", "-e", "--no-wait"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        let e = Cli::try_parse_from(["tka", "login", "--timeout", "30"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+}

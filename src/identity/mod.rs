@@ -1,0 +1,63 @@
+//! Who is calling (spec: identity.md §1). Every tailnet-specific detail sits behind [`Identity`]; the API
+//! and the controller only see [`PeerIdentity`], and identity comes only from the accepted connection's
+//! address, never from a header.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+pub mod fixed;
+
+pub use fixed::StaticIdentity;
+
+/// What the tailnet says about the peer behind one connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerIdentity {
+    /// `UserProfile.LoginName`; `None` for backends that do not know users.
+    pub login_name: Option<String>,
+    pub display_name: Option<String>,
+    pub user_id: Option<String>,
+    /// Node FQDN without the trailing dot.
+    pub node_fqdn: String,
+    pub node_stable_id: String,
+    pub node_ip: Option<IpAddr>,
+    pub tags: Vec<String>,
+    /// Capability name → raw JSON values (Tailscale `PeerCapMap`: what the caller may do towards this node).
+    pub cap_map: BTreeMap<String, Vec<serde_json::Value>>,
+    /// The connection came in through Funnel (public internet): never allowed.
+    pub via_funnel: bool,
+}
+
+/// Backend state, as `/ready` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Starting,
+    NeedsLogin,
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendStatus {
+    pub state: BackendState,
+    pub self_fqdn: String,
+    pub tailnet_ips: Vec<IpAddr>,
+    pub magic_dns_suffix: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The backend cannot answer now (daemon down, socket missing): 503, never a guess.
+    #[error("identity backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// An identity backend: `tailscaled` (LocalAPI), `embedded`, or the fixed map used by tests.
+#[async_trait::async_trait]
+pub trait Identity: Send + Sync + 'static {
+    /// Short backend name, for metrics and logs.
+    fn backend(&self) -> &'static str;
+    /// Current state of the node.
+    fn status(&self) -> BackendStatus;
+    /// `Ok(None)`: no such peer (403 `unknown_peer`); `Err`: cannot tell now (503).
+    async fn whois(&self, remote: SocketAddr) -> Result<Option<PeerIdentity>, IdentityError>;
+}

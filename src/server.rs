@@ -1,0 +1,299 @@
+//! `tka-server serve`: starts the parts in order and stops them in reverse (spec: observability.md §6).
+//!
+//! Startup: check the apiserver (≥ 1.28) and the CRD, fill the session cache, then run the controller,
+//! the sweep, the API listener and the health server. Shutdown: not ready → stop accepting and release
+//! long-poll waiters → drain → stop the controller after its current reconciles.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::ListParams;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::auth::AuthSettings;
+use crate::api::cluster_info::{ClusterInfoSettings, ClusterInfoSource, ConfigMapRef};
+use crate::api::serve::{ServeOptions, serve};
+use crate::api::sessions::Sessions;
+use crate::api::{ApiSettings, App};
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::model::rules::Policy;
+use crate::operator::crd::TkaSignin;
+use crate::operator::reconcile::Context;
+use crate::telemetry::Metrics;
+use crate::telemetry::health::{self, Health};
+
+/// Minimum Kubernetes version (Secret-bound TokenRequest, CEL validation).
+pub const MIN_KUBERNETES_MINOR: u32 = 28;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}\n  hint: {hint}")]
+pub struct StartError {
+    pub message: String,
+    pub hint: String,
+}
+
+fn start_error(message: impl Into<String>, hint: impl Into<String>) -> StartError {
+    StartError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+/// What the server runs with, supplied by the binary (or a test).
+pub struct Parts {
+    pub client: kube::Client,
+    pub identity: Arc<dyn Identity>,
+    /// Tailnet listener(s) of the API.
+    pub api_listener: TcpListener,
+    /// Health and metrics listener; `None` to not serve one.
+    pub health_listener: Option<TcpListener>,
+}
+
+/// A started server.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub health_addr: Option<SocketAddr>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    api_task: JoinHandle<()>,
+    controller_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// API settings from the configuration.
+pub fn api_settings(config: &Config, self_url: String) -> ApiSettings {
+    let op = &config.operator;
+    ApiSettings {
+        auth: AuthSettings {
+            cap_name: config.tailscale.cap_name.clone(),
+            allow_tagged_nodes: config.tailscale.allow_tagged_nodes,
+            policy: Policy {
+                cluster: op.cluster_name.clone(),
+                allowed_roles: op.allowed_roles.clone(),
+                max_period: Some(op.max_period.as_std()).filter(|d| !d.is_zero()),
+            },
+            retry_after: config.api.retry_after_seconds.max(1) as u64,
+        },
+        namespace: op.namespace.clone(),
+        user_prefix: op.user_prefix.clone(),
+        context_prefix: op.context_prefix.clone(),
+        max_wait: config.api.max_wait.as_std(),
+        write_timeout: config.server.write_timeout.as_std(),
+        exec_credential_ttl: config.api.exec_credential_ttl.as_std(),
+        token_audiences: op.token_audiences.clone(),
+        rate_limit: config.api.rate_limit,
+        rate_burst: config.api.rate_burst,
+        self_url,
+    }
+}
+
+fn cluster_info_settings(config: &Config) -> ClusterInfoSettings {
+    let ci = &config.cluster_info;
+    let r = &ci.config_map_ref;
+    // Neither endpoint nor ConfigMap configured (the deployment guide's case): try kubeadm's cluster-info.
+    let config_map = (ci.api_endpoint.is_empty()).then(|| ConfigMapRef {
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+        key_endpoint: r.keys.api_endpoint.clone(),
+        key_ca: r.keys.ca_data.clone(),
+        key_insecure: r.keys.insecure.clone(),
+        key_kubeconfig: r.keys.kubeconfig.clone(),
+    });
+    ClusterInfoSettings {
+        cluster_name: config.operator.cluster_name.clone(),
+        api_endpoint: ci.api_endpoint.clone(),
+        ca_data: ci.ca_data.clone(),
+        insecure: ci.insecure_skip_tls_verify,
+        labels: ci.labels.clone(),
+        config_map,
+    }
+}
+
+/// The tailnet URL of this server as clients reach it.
+pub fn self_url(config: &Config, fqdn: &str) -> String {
+    let host = if fqdn.is_empty() {
+        if config.tailscale.tailnet.is_empty() {
+            config.tailscale.hostname.clone()
+        } else {
+            format!("{}.{}", config.tailscale.hostname, config.tailscale.tailnet)
+        }
+    } else {
+        fqdn.to_string()
+    };
+    match config.tailscale.port {
+        443 => format!("https://{host}"),
+        p => format!("http://{host}:{p}"),
+    }
+}
+
+/// Checks the apiserver version and that the CRD is installed.
+pub async fn preflight(client: &kube::Client, namespace: &str) -> Result<(), StartError> {
+    let version = client.apiserver_version().await.map_err(|e| {
+        start_error(
+            format!("cannot reach the Kubernetes API: {e}"),
+            "check KUBECONFIG or the pod's service account and network policy",
+        )
+    })?;
+    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
+    if version.major == "1" && minor < MIN_KUBERNETES_MINOR {
+        return Err(start_error(
+            format!("Kubernetes {}.{} is too old", version.major, version.minor),
+            format!(
+                "tka needs Kubernetes 1.{MIN_KUBERNETES_MINOR} or newer (Secret-bound tokens, CEL validation)"
+            ),
+        ));
+    }
+    let api: Api<TkaSignin> = Api::namespaced(client.clone(), namespace);
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(start_error(
+            "the TkaSignin CRD (tkasignins.tka.specht-labs.de) is not installed",
+            "apply it first: `tka-server crd | kubectl apply -f -` or the install/ manifests",
+        )),
+        Err(e) => Err(start_error(
+            format!("cannot list TkaSignins in namespace {namespace}: {e}"),
+            "check the server's RBAC (Role tka-server)",
+        )),
+    }
+}
+
+/// Starts everything; returns once the API listener accepts connections.
+pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError> {
+    let namespace = config.operator.namespace.clone();
+    let client = parts.client;
+    let metrics = Arc::new(Metrics::new(parts.identity.backend()));
+    let health = Arc::new(Health::default());
+    let _ = health.identity.set(parts.identity.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut background = Vec::new();
+
+    let health_addr = parts
+        .health_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok());
+    if let Some(listener) = parts.health_listener {
+        let router = health::router(health.clone(), metrics.clone());
+        let opts = ServeOptions {
+            read_header_timeout: Duration::from_secs(5),
+            drain: Duration::from_secs(1),
+        };
+        background.push(tokio::spawn(serve(
+            listener,
+            router,
+            opts,
+            watch::channel(false).1,
+        )));
+    }
+    preflight(&client, &namespace).await?;
+    health.kube_ok();
+    health.crd_present.store(true, Ordering::SeqCst);
+    background.push(tokio::spawn(probe_kubernetes(
+        client.clone(),
+        health.clone(),
+    )));
+    health.leader.store(true, Ordering::SeqCst);
+
+    let sessions = Sessions::start(client.clone(), &namespace).await;
+    let _ = health.sessions.set(sessions.clone());
+
+    let ctx = Arc::new(Context::new(client.clone(), &namespace, metrics.clone()));
+    let sweep = config
+        .operator
+        .sweep_interval
+        .as_std()
+        .max(Duration::from_secs(10));
+    let mut stop_controller = shutdown_rx.clone();
+    let controller_task = tokio::spawn(crate::operator::controller::run(ctx, sweep, async move {
+        let _ = stop_controller.wait_for(|s| *s).await;
+    }));
+    background.push(tokio::spawn(crate::operator::sweep::run(
+        client.clone(),
+        namespace.clone(),
+        sweep,
+    )));
+
+    let cluster_info = ClusterInfoSource::start(cluster_info_settings(config), client.clone());
+    let self_url = self_url(config, &parts.identity.status().self_fqdn);
+    let app = Arc::new(App::new(
+        api_settings(config, self_url),
+        parts.identity,
+        client,
+        sessions,
+        metrics.clone(),
+        cluster_info,
+        shutdown_rx.clone(),
+    ));
+    let api_addr = parts
+        .api_listener
+        .local_addr()
+        .map_err(|e| start_error(format!("API listener: {e}"), "check server.listenAddresses"))?;
+    let opts = ServeOptions {
+        read_header_timeout: config.server.read_header_timeout.as_std(),
+        drain: config.server.shutdown_timeout.as_std(),
+    };
+    let api_task = tokio::spawn(serve(
+        parts.api_listener,
+        crate::api::router(app),
+        opts,
+        shutdown_rx,
+    ));
+    health.listener_bound.store(true, Ordering::SeqCst);
+    tracing::info!(%api_addr, namespace = %namespace, cluster = %config.operator.cluster_name, "tka-server started");
+
+    Ok(Running {
+        api_addr,
+        health_addr,
+        health,
+        metrics,
+        shutdown: shutdown_tx,
+        api_task,
+        controller_task,
+        background,
+    })
+}
+
+/// Keeps the "apiserver reachable within 30 s" readiness fact fresh.
+async fn probe_kubernetes(client: kube::Client, health: Arc<Health>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        match client.apiserver_version().await {
+            Ok(_) => health.kube_ok(),
+            Err(e) => tracing::warn!(error = %e, "Kubernetes API unreachable"),
+        }
+    }
+}
+
+impl Running {
+    /// Ordered shutdown, bounded by `timeout`.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.health.shutting_down.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        let drained = async {
+            let _ = self.api_task.await;
+            let _ = self.controller_task.await;
+        };
+        if tokio::time::timeout(timeout, drained).await.is_err() {
+            tracing::warn!("shutdown deadline reached");
+        }
+        self.health.leader.store(false, Ordering::SeqCst);
+        for t in self.background {
+            t.abort();
+        }
+    }
+
+    /// Stops like a crash would: no draining, nothing released.
+    pub fn abort(self) {
+        self.api_task.abort();
+        self.controller_task.abort();
+        for t in self.background {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Per-test environment: a namespace, the server's least-privilege ServiceAccount and RBAC, an in-process
+//! tka-server (real controller, real API listener) talking to the real apiserver, and test users who
+//! connect from their own loopback address (the static identity backend maps address → identity, as
+//! tailscaled's WhoIs does).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use data_encoding::BASE64;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tka::config::Config;
+use tka::identity::{PeerIdentity, StaticIdentity};
+use tka::server::{Parts, Running};
+
+use crate::controlplane::ControlPlane;
+
+pub const CAP: &str = "specht-labs.de/cap/tka";
+pub const CLUSTER: &str = "test-cluster";
+
+/// Shared by all tests of the binary.
+pub struct Env {
+    pub cp: ControlPlane,
+    pub admin: Client,
+}
+
+static NEXT_HOST: AtomicU8 = AtomicU8::new(10);
+
+/// A fresh loopback address for one test user (127.0.<n>.<m>), unique within the test binary.
+pub fn fresh_ip() -> IpAddr {
+    let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, n))
+}
+
+pub struct Harness {
+    pub ns: String,
+    pub config: Config,
+    pub identity: Arc<StaticIdentity>,
+    /// The server's own client: a token of SA `tka-controller`, bound only by the generated RBAC.
+    pub server_client: Client,
+    pub admin: Client,
+    pub server: Option<Running>,
+    pub url: String,
+    listener_addr: SocketAddr,
+}
+
+/// Kube client from a kubeconfig document (YAML or JSON value).
+pub async fn client_from(doc: &Value) -> Client {
+    let kc = Kubeconfig::from_yaml(&serde_yaml::to_string(doc).unwrap()).expect("kubeconfig parses");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig loads");
+    Client::try_from(cfg).expect("client")
+}
+
+fn token_kubeconfig(server: &str, ca_pem: &str, token: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority-data": BASE64.encode(ca_pem.as_bytes())}}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    })
+}
+
+/// Server-side applies a list of YAML documents as the admin.
+pub async fn apply_yaml(admin: &Client, yaml: &str) {
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        apply_value(admin, &value).await;
+    }
+}
+
+pub async fn apply_value(admin: &Client, value: &Value) {
+    let (group, version) = match value["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), value["apiVersion"].as_str().unwrap().to_string()),
+    };
+    let kind = value["kind"].as_str().unwrap();
+    let gvk = GroupVersionKind::gvk(&group, &version, kind);
+    let plural = match kind {
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
+        "CustomResourceDefinition" => "customresourcedefinitions",
+        "Namespace" => "namespaces",
+        other => panic!("add a plural for {other}"),
+    };
+    let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+    let name = value["metadata"]["name"].as_str().unwrap();
+    let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(admin.clone(), ns, &ar),
+        None => Api::all_with(admin.clone(), &ar),
+    };
+    api.patch(name, &PatchParams::apply("tka-tests").force(), &Patch::Apply(value)).await.unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+impl Harness {
+    /// A namespace of its own, RBAC as `tka-server rbac` prints it (cluster-scoped names made unique per
+    /// test), and a started server.
+    pub async fn new(env: &Env, name: &str) -> Harness {
+        Harness::with_config(env, name, |_| {}).await
+    }
+
+    pub async fn with_config(env: &Env, name: &str, tweak: impl FnOnce(&mut Config)) -> Harness {
+        let ns = format!("t-{name}");
+        let admin = env.admin.clone();
+        apply_value(&admin, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
+        let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+        let sa = ServiceAccount { metadata: kube::core::ObjectMeta { name: Some("tka-controller".into()), ..Default::default() }, ..Default::default() };
+        let _ = sas.create(&PostParams::default(), &sa).await;
+        let roles = vec!["view".to_string(), "edit".to_string()];
+        let rbac = tka::operator::rbac::manifests(&ns, &roles)
+            // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
+            .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
+            .replace("name: tka-server-cluster-info\n", &format!("name: tka-server-cluster-info-{ns}\n"));
+        apply_yaml(&admin, &rbac).await;
+        let tr = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
+        let token = sas.create_token_request("tka-controller", &PostParams::default(), &tr).await.unwrap().status.unwrap().token;
+        let server_client = client_from(&token_kubeconfig(&env.cp.server_url(), &env.cp.ca_pem(), &token)).await;
+
+        let mut config = Config::default();
+        config.operator.namespace = ns.clone();
+        config.operator.cluster_name = CLUSTER.into();
+        config.operator.allowed_roles = roles;
+        config.cluster_info.api_endpoint = env.cp.server_url();
+        config.cluster_info.ca_data = BASE64.encode(env.cp.ca_pem().as_bytes());
+        config.tailscale.port = 8443;
+        tweak(&mut config);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener_addr = listener.local_addr().unwrap();
+        let identity = Arc::new(StaticIdentity::new());
+        let mut h = Harness {
+            ns,
+            config,
+            identity,
+            server_client,
+            admin,
+            server: None,
+            url: format!("http://{listener_addr}"),
+            listener_addr,
+        };
+        h.start_with(listener).await;
+        h
+    }
+
+    async fn start_with(&mut self, listener: tokio::net::TcpListener) {
+        let parts = Parts { client: self.server_client.clone(), identity: self.identity.clone(), api_listener: listener, health_listener: None };
+        self.server = Some(tka::server::start(&self.config, parts).await.unwrap_or_else(|e| panic!("server start: {e}")));
+    }
+
+    /// Stops the server like a crash (no draining) and starts a new one on the same address.
+    pub async fn crash(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(5)).await;
+        }
+        let listener = tokio::net::TcpListener::bind(self.listener_addr).await.unwrap();
+        self.start_with(listener).await;
+    }
+
+    /// Registers a tailnet user at a fresh loopback address with these capability rules.
+    pub fn user(&self, login: &str, rules: Value) -> User {
+        let ip = fresh_ip();
+        self.identity.set(ip, identity(login, &format!("node-{ip}"), rules));
+        User::new(ip, &self.url)
+    }
+
+    pub fn grant(&self, user: &User, login: &str, rules: Value) {
+        self.identity.set(user.ip, identity(login, &format!("node-{}", user.ip), rules));
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Names of objects of a kind in the test namespace, as the admin sees them.
+    pub async fn names<K>(&self) -> Vec<String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.admin.clone(), &self.ns);
+        api.list(&Default::default()).await.unwrap().items.iter().map(|o| kube::ResourceExt::name_any(o)).collect()
+    }
+
+    /// ClusterRoleBindings managed by this test's server.
+    pub async fn crbs(&self) -> Vec<k8s_openapi::api::rbac::v1::ClusterRoleBinding> {
+        let api: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(self.admin.clone());
+        let lp = kube::api::ListParams::default().labels(&format!("tka.specht-labs.de/instance={}", self.ns));
+        api.list(&lp).await.unwrap().items
+    }
+}
+
+pub fn identity(login: &str, node: &str, rules: Value) -> PeerIdentity {
+    PeerIdentity {
+        login_name: Some(login.into()),
+        node_fqdn: format!("{node}.test.ts.net"),
+        node_stable_id: format!("n{node}"),
+        cap_map: std::collections::BTreeMap::from([(CAP.to_string(), rules.as_array().cloned().unwrap_or_default())]),
+        ..PeerIdentity::default()
+    }
+}
+
+/// A test user's HTTP client, bound to the user's loopback address.
+pub struct User {
+    pub ip: IpAddr,
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl User {
+    pub fn new(ip: IpAddr, base: &str) -> User {
+        let http = reqwest::Client::builder().local_address(ip).timeout(Duration::from_secs(30)).build().unwrap();
+        User { ip, http, base: base.to_string() }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
+    }
+
+    pub async fn post(&self, path: &str) -> Reply {
+        self.send(self.http.post(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// One-round-trip login; returns the reply and a kube client using the minted token.
+    pub async fn login(&self) -> (Reply, Option<Client>) {
+        let r = self.post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1").await;
+        let client = if r.status == 200 { Some(client_from(&r.body["kubeconfig"]).await) } else { None };
+        (r, client)
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes; returns the time it took.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}

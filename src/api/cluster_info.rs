@@ -120,17 +120,18 @@ pub fn from_config_map(
     let insecure = data
         .get(&cm.key_insecure)
         .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "TRUE" | "True"));
-    if endpoint.is_empty() && ca.is_empty() {
-        if let Some(kc) = data.get(&cm.key_kubeconfig) {
-            let doc: serde_yaml::Value =
-                serde_yaml::from_str(kc).map_err(|e| format!("key {}: {e}", cm.key_kubeconfig))?;
-            let cluster = &doc["clusters"][0]["cluster"];
-            endpoint = cluster["server"].as_str().unwrap_or_default().to_string();
-            ca = cluster["certificate-authority-data"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-        }
+    if endpoint.is_empty()
+        && ca.is_empty()
+        && let Some(kc) = data.get(&cm.key_kubeconfig)
+    {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(kc).map_err(|e| format!("key {}: {e}", cm.key_kubeconfig))?;
+        let cluster = &doc["clusters"][0]["cluster"];
+        endpoint = cluster["server"].as_str().unwrap_or_default().to_string();
+        ca = cluster["certificate-authority-data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
     }
     if endpoint.is_empty() {
         return Err("no API endpoint in the ConfigMap".into());

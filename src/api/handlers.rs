@@ -291,17 +291,16 @@ async fn ready_session(
         )
         .advice("run `tka login`"));
     }
-    if let (SessionState::Pending, Some(w)) = (sessions::state(&s), wait) {
-        if let Some(now) = wait_ready(
+    if let (SessionState::Pending, Some(w)) = (sessions::state(&s), wait)
+        && let Some(now) = wait_ready(
             app,
             &s.name_any(),
             s.metadata.generation.unwrap_or_default(),
             w,
         )
         .await?
-        {
-            s = now;
-        }
+    {
+        s = now;
     }
     match sessions::state(&s) {
         SessionState::Ready => Ok(Ok(s)),
@@ -548,17 +547,16 @@ pub async fn get_login(
     let Some(mut s) = lookup(&app, &caller).await? else {
         return Err(ApiError::not_signed_in(StatusCode::UNAUTHORIZED));
     };
-    if let (SessionState::Pending, Some(w)) = (sessions::state(&s), wait) {
-        if let Some(now) = wait_ready(
+    if let (SessionState::Pending, Some(w)) = (sessions::state(&s), wait)
+        && let Some(now) = wait_ready(
             &app,
             &s.name_any(),
             s.metadata.generation.unwrap_or_default(),
             w,
         )
         .await?
-        {
-            s = now;
-        }
+    {
+        s = now;
     }
     match sessions::state(&s) {
         SessionState::Ready => {

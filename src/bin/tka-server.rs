@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use tka::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "tka-server", version, about = "Tailscale Kubernetes Auth: sign-in server and operator")]
+#[command(
+    name = "tka-server",
+    version,
+    about = "Tailscale Kubernetes Auth: sign-in server and operator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a configuration file and print the effective configuration (secrets redacted).
     #[command(alias = "check-config")]
     Check {
@@ -127,12 +131,15 @@ fn apply_flags(cfg: &mut Config, a: &ServeArgs) -> Result<(), String> {
         cfg.cluster_info.insecure_skip_tls_verify = true;
     }
     for kv in &a.labels {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--labels: {kv:?} is not key=value"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--labels: {kv:?} is not key=value"))?;
         cfg.cluster_info.labels.insert(k.to_string(), v.to_string());
     }
     if let Some(b) = &a.backend {
         let (_, value) = config::parse_value("tailscale.backend", b)?;
-        cfg.tailscale.backend = serde_yaml::from_value(value).map_err(|e| format!("--backend: {e}"))?;
+        cfg.tailscale.backend =
+            serde_yaml::from_value(value).map_err(|e| format!("--backend: {e}"))?;
     }
     if let Some(u) = &a.control_url {
         cfg.tailscale.control_url = u.clone();
@@ -151,8 +158,14 @@ fn main() -> ExitCode {
             print!("{}", tka::operator::crd::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Rbac { allowed_roles, namespace } => {
-            print!("{}", tka::operator::rbac::manifests(&namespace, &allowed_roles));
+        Command::Rbac {
+            allowed_roles,
+            namespace,
+        } => {
+            print!(
+                "{}",
+                tka::operator::rbac::manifests(&namespace, &allowed_roles)
+            );
             ExitCode::SUCCESS
         }
         Command::Version { output } => {
@@ -163,7 +176,13 @@ fn main() -> ExitCode {
             if output == "json" {
                 println!("{v}");
             } else {
-                println!("tka-server {} (commit {}, built {}, {})", v["version"].as_str().unwrap_or(""), tka::BUILD_COMMIT, tka::BUILD_DATE, v["target"].as_str().unwrap_or(""));
+                println!(
+                    "tka-server {} (commit {}, built {}, {})",
+                    v["version"].as_str().unwrap_or(""),
+                    tka::BUILD_COMMIT,
+                    tka::BUILD_DATE,
+                    v["target"].as_str().unwrap_or("")
+                );
             }
             ExitCode::SUCCESS
         }
@@ -187,7 +206,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let cfg = loaded.config;
-            tka::telemetry::logging::init(&cfg.log_level().to_string(), &cfg.log.format.to_string());
+            tka::telemetry::logging::init(
+                &cfg.log_level().to_string(),
+                &cfg.log.format.to_string(),
+            );
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }

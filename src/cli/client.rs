@@ -77,16 +77,12 @@ fn retryable(status: u16, body: &[u8]) -> bool {
     }
 }
 
-/// The `wait` a long poll asks for: at most 30 s and 1 s less than the time left (whole seconds, ≥ 1 s), so the
-/// server answers before the client gives up.
+/// The `wait` a long poll asks for: at most 30 s and about 1 s less than the time left (whole seconds, at least
+/// 1 s), so the server answers before the client gives up.
 pub fn long_poll_wait(remaining: Duration) -> Duration {
-    Duration::from_secs(
-        remaining
-            .saturating_sub(Duration::from_secs(1))
-            .min(MAX_LONG_POLL)
-            .as_secs()
-            .max(1),
-    )
+    let ceil_secs = remaining.as_millis().div_ceil(1000);
+    let secs = u64::try_from(ceil_secs.saturating_sub(1)).unwrap_or(u64::MAX);
+    Duration::from_secs(secs.clamp(1, MAX_LONG_POLL.as_secs()))
 }
 
 /// How to build the client.
@@ -268,6 +264,10 @@ impl Api {
                             started.elapsed().as_millis()
                         );
                     }
+                    if is_certificate_error(&e) {
+                        // Not transient: retrying cannot fix a certificate the client does not trust.
+                        return Err(self.network_error(&e));
+                    }
                     let delay = backoff(attempt, jitter);
                     self.pause(delay, || self.network_error(&e)).await?;
                 }
@@ -298,6 +298,12 @@ impl Api {
         }
         if e.is_timeout() {
             err = err.advice("raise --timeout (client.timeout) if the server is slow");
+        }
+        if is_certificate_error(e) {
+            err = err.advice(
+                "the server's TLS certificate is not trusted: use the full MagicDNS name (--tailnet) or add its CA \
+                 with --ca-file (client.caFile)",
+            );
         }
         err
     }
@@ -346,6 +352,12 @@ fn read_bundle(file: &Path) -> Result<Vec<reqwest::Certificate>, String> {
         return Err(format!("{}: contains no certificates", file.display()));
     }
     Ok(certs)
+}
+
+/// TLS verification failures (rustls' `invalid peer certificate: …`). reqwest does not expose the rustls error
+/// type, so its text is inspected.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    e.is_connect() && chain(e).contains("certificate")
 }
 
 /// An error with its sources, `a: b: c`.
@@ -447,8 +459,12 @@ mod tests {
             Duration::from_secs(30)
         );
         assert_eq!(
+            long_poll_wait(Duration::from_millis(29_990)),
+            Duration::from_secs(29)
+        );
+        assert_eq!(
             long_poll_wait(Duration::from_millis(10_900)),
-            Duration::from_secs(9)
+            Duration::from_secs(10)
         );
         assert_eq!(
             long_poll_wait(Duration::from_millis(300)),

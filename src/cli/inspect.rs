@@ -35,13 +35,13 @@ pub async fn get_login(s: &Settings) -> Result<(), CliError> {
         serde_json::from_value(raw).map_err(|e| CliError::other(e.to_string()))?;
     if s.text() {
         if !s.quiet {
-            print!("{}", output::status_text(&resp, provisioned));
+            output::out(output::status_text(&resp, provisioned));
         }
     } else {
-        print!(
-            "{}",
-            output::structured(s.format, &output::without_secrets(&resp))?
-        );
+        output::out(output::structured(
+            s.format,
+            &output::without_secrets(&resp),
+        )?);
     }
     Ok(())
 }
@@ -56,10 +56,10 @@ pub async fn explain(s: &Settings) -> Result<(), CliError> {
     let v: Value = json_body(&reply)?;
     if s.text() {
         if !s.quiet {
-            print!("{}", output::whoami_text(&v));
+            output::out(output::whoami_text(&v));
         }
     } else {
-        print!("{}", output::structured(s.format, &v)?);
+        output::out(output::structured(s.format, &v)?);
     }
     Ok(())
 }
@@ -74,10 +74,10 @@ pub async fn cluster_info(s: &Settings) -> Result<(), CliError> {
     let info: TkaClusterInfo = json_body(&reply)?;
     if s.text() {
         if !s.quiet {
-            print!("{}", output::cluster_info_text(&info));
+            output::out(output::cluster_info_text(&info));
         }
     } else {
-        print!("{}", output::structured(s.format, &info)?);
+        output::out(output::structured(s.format, &info)?);
     }
     Ok(())
 }
@@ -86,8 +86,8 @@ pub async fn cluster_info(s: &Settings) -> Result<(), CliError> {
 pub fn version(format: crate::config::OutputFormat) -> Result<(), CliError> {
     let v = VersionInfo::current();
     match format {
-        crate::config::OutputFormat::Text => print!("{}", v.text()),
-        f => print!("{}", output::structured(f, &v)?),
+        crate::config::OutputFormat::Text => output::out(v.text()),
+        f => output::out(output::structured(f, &v)?),
     }
     Ok(())
 }

@@ -180,7 +180,7 @@ fn deliver(
             OutputFormat::Json => OutputFormat::Json,
             _ => OutputFormat::Yaml,
         };
-        print!("{}", output::structured(format, &doc)?);
+        output::out(output::structured(format, &doc)?);
         return Ok(());
     }
 
@@ -206,14 +206,14 @@ fn deliver(
             }
             eprintln!("Kubeconfig written to {}", path.display());
         }
-        println!("{line}");
+        output::out(format!("{line}\n"));
     } else {
         let object = match resp {
             Some(r) => serde_json::to_value(output::without_secrets(r))
                 .map_err(|e| CliError::other(e.to_string()))?,
             None => json!({ "file": path, "kubeconfig": entries }),
         };
-        print!("{}", output::structured(s.format, &object)?);
+        output::out(output::structured(s.format, &object)?);
         if !s.quiet {
             eprintln!("{line}");
         }

@@ -35,7 +35,7 @@ pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
 
     if not_signed_in {
         if s.text() {
-            println!("{line}");
+            output::out(format!("{line}\n"));
         }
         let mut err = reply.error();
         err.exit = Exit::NotSignedIn;
@@ -65,12 +65,12 @@ pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
                 eprintln!("Removed {}", f.display());
             }
         }
-        println!("{line}");
+        output::out(format!("{line}\n"));
     } else {
         let object = resp
             .map(|r| output::without_secrets(&r))
             .unwrap_or_default();
-        print!("{}", output::structured(s.format, &object)?);
+        output::out(output::structured(s.format, &object)?);
         if !s.quiet {
             eprintln!("{line}");
         }

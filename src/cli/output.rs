@@ -12,6 +12,15 @@ use sha2::{Digest, Sha256};
 
 use super::error::CliError;
 
+/// Writes a command's result to stdout. A closed pipe (`tka … | head`) is not an error worth a panic.
+pub fn out(text: impl AsRef<str>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_ref().as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
 /// JSON (pretty) or YAML of `value`, ending in a newline. `Text` is rendered as JSON too (callers use their own
 /// text form instead).
 pub fn structured<T: Serialize>(format: OutputFormat, value: &T) -> Result<String, CliError> {
@@ -75,8 +84,12 @@ fn format_time(rfc3339: &str, tz: &jiff::tz::TimeZone, now: jiff::Timestamp) -> 
     let relative = if secs <= 0 {
         " (expired)".to_string()
     } else {
-        let (h, m) = (secs / 3600, (secs % 3600) / 60);
-        if h > 0 {
+        let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
+        if d > 1 {
+            format!(" (in {d}d{h}h)")
+        } else if d == 1 {
+            format!(" (in {}h{m}m)", 24 + h)
+        } else if h > 0 {
             format!(" (in {h}h{m}m)")
         } else if m > 0 {
             format!(" (in {m}m)")
@@ -316,6 +329,9 @@ mod tests {
             "2026-11-24 19:00:00 +01 (in 8h0m)"
         );
         assert!(format_time("2026-11-24T09:00:00Z", &tz, now).ends_with("(expired)"));
+        assert!(format_time("2026-11-27T12:00:00Z", &tz, now).ends_with("(in 3d2h)"));
+        assert!(format_time("2026-11-25T12:00:00Z", &tz, now).ends_with("(in 26h0m)"));
+        assert!(format_time("2026-11-24T10:00:30Z", &tz, now).ends_with("(in 30s)"));
         assert_eq!(format_time("garbage", &tz, now), "garbage");
     }
 

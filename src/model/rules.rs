@@ -219,10 +219,10 @@ pub fn select_for(
             allowed: policy.allowed_roles.clone(),
         });
     }
-    if let Some(max) = policy.max_period.filter(|m| !m.is_zero()) {
-        if chosen.period.as_std() > max {
-            chosen.period = GoDuration::from_std(max);
-        }
+    if let Some(max) = policy.max_period.filter(|m| !m.is_zero())
+        && chosen.period.as_std() > max
+    {
+        chosen.period = GoDuration::from_std(max);
     }
     Ok(chosen)
 }

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 /// ClusterRole `tka-server`, Role `tka-server` and Role `tka-server-cluster-info`, with their bindings to the
 /// ServiceAccount `tka-controller` in `namespace`, as one multi-document YAML.
 pub fn manifests(namespace: &str, allowed_roles: &[String]) -> String {
-    let subject = json!([{ "kind": "ServiceAccount", "name": "tka-controller", "namespace": namespace }]);
+    let subject =
+        json!([{ "kind": "ServiceAccount", "name": "tka-controller", "namespace": namespace }]);
     let docs = [
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": { "name": "tka-server" },
@@ -53,7 +54,9 @@ pub fn manifests(namespace: &str, allowed_roles: &[String]) -> String {
             "subjects": subject
         }),
     ];
-    docs.iter().map(|d: &Value| format!("---\n{}", serde_yaml::to_string(d).expect("serializes"))).collect()
+    docs.iter()
+        .map(|d: &Value| format!("---\n{}", serde_yaml::to_string(d).expect("serializes")))
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -33,6 +34,11 @@ pub struct Context {
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Consecutive failures per object, for the 1 s → 5 min backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The controller's TkaSignin cache, once it runs.
+    store: std::sync::OnceLock<Store<TkaSignin>>,
+    /// Session Secret created per TkaSignin UID. A reconcile may run on a cached object that does not yet
+    /// show the status written a moment ago; this keeps it from creating a second Secret.
+    created_secrets: Mutex<HashMap<String, SecretRef>>,
 }
 
 impl Context {
@@ -43,7 +49,35 @@ impl Context {
             metrics,
             user_locks: Mutex::default(),
             failures: Mutex::default(),
+            store: std::sync::OnceLock::new(),
+            created_secrets: Mutex::default(),
         }
+    }
+
+    /// Hands the controller's TkaSignin cache to the reconciler.
+    pub fn set_store(&self, store: Store<TkaSignin>) {
+        let _ = self.store.set(store);
+    }
+
+    /// The user's sessions: from the controller's cache when it runs (no LIST on the cleanup path), else
+    /// from the apiserver.
+    async fn signins_of(&self, subject_key: &str) -> Result<Vec<Arc<TkaSignin>>, Error> {
+        if let Some(store) = self.store.get() {
+            return Ok(store
+                .state()
+                .into_iter()
+                .filter(|s| s.spec.subject_key == subject_key)
+                .collect());
+        }
+        let lp = ListParams::default().labels(&format!("{}={}", objects::USER_KEY, subject_key));
+        Ok(self
+            .signins()
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     fn user_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -186,7 +220,10 @@ async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     };
     // Always requeue at the deadline, also after renewals and restarts (upstream bug B1); jitter spreads a
     // burst of sessions that were created together.
-    let left = until.duration_since(now).unsigned_abs().max(Duration::from_secs(1));
+    let left = until
+        .duration_since(now)
+        .unsigned_abs()
+        .max(Duration::from_secs(1));
     let jitter = Duration::from_millis(rand::random::<u64>() % 1000);
     Ok(Action::requeue(
         retry.map_or(left, |r| r.min(left)) + jitter,
@@ -222,10 +259,10 @@ async fn provision(s: &Session, signin: &TkaSignin, ctx: &Context) -> Result<Pro
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let sa_name = s.user_object_name();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &s.namespace);
-    if let Some(existing) = sas.get_opt(&sa_name).await? {
-        if !owned_by_login(existing.annotations(), &s.login) {
-            return Ok(collision(s));
-        }
+    if let Some(existing) = sas.get_opt(&sa_name).await?
+        && !owned_by_login(existing.annotations(), &s.login)
+    {
+        return Ok(collision(s));
     }
     sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
         .await?;
@@ -254,22 +291,21 @@ async fn provision(s: &Session, signin: &TkaSignin, ctx: &Context) -> Result<Pro
             }
         }
     }
-    // RoleBindings of this user that are no longer wanted (namespaces removed from the grant).
-    let all_rbs: Api<RoleBinding> = Api::all(client.clone());
-    let lp = ListParams::default().labels(&format!(
-        "{},{}={}",
-        objects::managed_selector(&s.namespace),
-        objects::USER_KEY,
-        s.subject_key
-    ));
-    for rb in all_rbs.list(&lp).await? {
-        let ns = rb.namespace().unwrap_or_default();
+    // RoleBindings recorded earlier that are no longer wanted (namespaces removed from the grant). The sweep
+    // catches any that were never recorded.
+    let previous = signin
+        .status
+        .as_ref()
+        .map(|st| st.bindings.clone())
+        .unwrap_or_default();
+    for old in previous.iter().filter(|b| b.kind == "RoleBinding") {
+        let ns = old.namespace.clone().unwrap_or_default();
         if !bindings
             .iter()
             .any(|b| b.namespace.as_deref() == Some(ns.as_str()))
         {
             let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-            ignore_not_found(api.delete(&rb.name_any(), &DeleteParams::default()).await)?;
+            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)?;
         }
     }
     if !s.namespaces.is_empty() && bindings.is_empty() {
@@ -390,56 +426,55 @@ impl RoleRefOf for RoleBinding {
     }
 }
 
-/// Keeps this session's Secret, or creates one. Only a Secret owned by *this* TkaSignin object (same UID)
-/// is kept, so a new session after logout or expiry always gets a new Secret and old tokens cannot revive.
+/// Keeps this session's Secret, or creates one. Only the Secret recorded in status, still owned by *this*
+/// TkaSignin object (same UID), is kept, so a new session after logout or expiry always gets a new Secret and
+/// old tokens cannot revive. A GET by name, not a LIST: a consistent LIST waits for the apiserver's watch
+/// cache and costs up to ~100 ms on the login path.
 async fn ensure_session_secret(
     s: &Session,
     signin: &TkaSignin,
     ctx: &Context,
 ) -> Result<SecretRef, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.namespace);
-    let lp = ListParams::default().labels(&format!("{}={}", objects::SESSION, s.signin_name));
+    let remembered = ctx
+        .created_secrets
+        .lock()
+        .expect("lock poisoned")
+        .get(&s.signin_uid)
+        .cloned();
     let recorded = signin
         .status
         .as_ref()
         .and_then(|st| st.session_secret.clone());
-    let mut keep: Option<SecretRef> = None;
-    for secret in secrets.list(&lp).await? {
-        let owned = secret
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == s.signin_uid);
-        let r = SecretRef {
-            name: secret.name_any(),
-            uid: secret.uid().unwrap_or_default(),
-        };
-        let preferred = recorded.as_ref() == Some(&r) || (recorded.is_none() && keep.is_none());
-        if owned && secret.meta().deletion_timestamp.is_none() && preferred {
-            if let Some(previous) = keep.replace(r) {
-                ignore_not_found(
-                    secrets
-                        .delete(&previous.name, &DeleteParams::default())
-                        .await,
-                )?;
+    for candidate in remembered.into_iter().chain(recorded) {
+        if let Some(secret) = secrets.get_opt(&candidate.name).await? {
+            let recorded = candidate;
+            let owned = secret
+                .owner_references()
+                .iter()
+                .any(|o| o.uid == s.signin_uid);
+            if owned
+                && secret.uid().as_deref() == Some(recorded.uid.as_str())
+                && secret.meta().deletion_timestamp.is_none()
+            {
+                return Ok(recorded);
             }
-        } else {
-            ignore_not_found(
-                secrets
-                    .delete(&secret.name_any(), &DeleteParams::default())
-                    .await,
-            )?;
         }
     }
-    if let Some(r) = keep {
-        return Ok(r);
-    }
+    // Secrets of an earlier attempt whose status write failed hold no handed-out tokens (tokens are only
+    // minted for the recorded Secret); cleanup removes every Secret labelled with the session.
     let created = secrets
         .create(&PostParams::default(), &s.session_secret())
         .await?;
-    Ok(SecretRef {
+    let r = SecretRef {
         name: created.name_any(),
         uid: created.uid().unwrap_or_default(),
-    })
+    };
+    ctx.created_secrets
+        .lock()
+        .expect("lock poisoned")
+        .insert(s.signin_uid.clone(), r.clone());
+    Ok(r)
 }
 
 async fn write_status(
@@ -543,14 +578,7 @@ async fn write_status(
 async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     let s = Session::from_signin(signin, &ctx.namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let lp = ListParams::default().labels(&format!("{}={}", objects::SESSION, s.signin_name));
-    for secret in secrets.list(&lp).await? {
-        ignore_not_found(
-            secrets
-                .delete(&secret.name_any(), &DeleteParams::default())
-                .await,
-        )?;
-    }
+    // Revoke first: the recorded Secret is deleted by name, without waiting for any LIST.
     if let Some(recorded) = signin
         .status
         .as_ref()
@@ -563,13 +591,23 @@ async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
         )?;
     }
     tracing::info!(audit = true, event = "revoked", user = %s.login, node = %s.node, role = %s.role, session = %s.signin_name, "session revoked");
+    let lp = ListParams::default().labels(&format!("{}={}", objects::SESSION, s.signin_name));
+    for secret in secrets.list(&lp).await? {
+        ignore_not_found(
+            secrets
+                .delete(&secret.name_any(), &DeleteParams::default())
+                .await,
+        )?;
+    }
+    ctx.created_secrets
+        .lock()
+        .expect("lock poisoned")
+        .remove(&s.signin_uid);
 
     let now = Timestamp::now();
-    let others = ctx
-        .signins()
-        .list(&ListParams::default().labels(&format!("{}={}", objects::USER_KEY, s.subject_key)))
-        .await?;
-    let still_used = others
+    let still_used = ctx
+        .signins_of(&s.subject_key)
+        .await?
         .iter()
         .any(|o| o.name_any() != s.signin_name && is_live(o, now));
     if !still_used {

@@ -5,15 +5,18 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use data_encoding::BASE64;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tka::config::Config;
@@ -31,12 +34,12 @@ pub struct Env {
     pub admin: Client,
 }
 
-static NEXT_HOST: AtomicU8 = AtomicU8::new(10);
+static NEXT_HOST: AtomicU16 = AtomicU16::new(10);
 
-/// A fresh loopback address for one test user (127.0.<n>.<m>), unique within the test binary.
+/// A fresh loopback address for one test user (127.<n>.<m>.1), unique within the test binary.
 pub fn fresh_ip() -> IpAddr {
     let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1, n))
+    IpAddr::V4(Ipv4Addr::new(127, 1 + (n >> 8) as u8, n as u8, 1))
 }
 
 pub struct Harness {
@@ -53,8 +56,11 @@ pub struct Harness {
 
 /// Kube client from a kubeconfig document (YAML or JSON value).
 pub async fn client_from(doc: &Value) -> Client {
-    let kc = Kubeconfig::from_yaml(&serde_yaml::to_string(doc).unwrap()).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig loads");
+    let kc =
+        Kubeconfig::from_yaml(&serde_yaml::to_string(doc).unwrap()).expect("kubeconfig parses");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
     Client::try_from(cfg).expect("client")
 }
 
@@ -82,7 +88,10 @@ pub async fn apply_yaml(admin: &Client, yaml: &str) {
 pub async fn apply_value(admin: &Client, value: &Value) {
     let (group, version) = match value["apiVersion"].as_str().unwrap().split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), value["apiVersion"].as_str().unwrap().to_string()),
+        None => (
+            String::new(),
+            value["apiVersion"].as_str().unwrap().to_string(),
+        ),
     };
     let kind = value["kind"].as_str().unwrap();
     let gvk = GroupVersionKind::gvk(&group, &version, kind);
@@ -101,7 +110,13 @@ pub async fn apply_value(admin: &Client, value: &Value) {
         Some(ns) => Api::namespaced_with(admin.clone(), ns, &ar),
         None => Api::all_with(admin.clone(), &ar),
     };
-    api.patch(name, &PatchParams::apply("tka-tests").force(), &Patch::Apply(value)).await.unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    api.patch(
+        name,
+        &PatchParams::apply("tka-tests").force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
 impl Harness {
@@ -112,21 +127,55 @@ impl Harness {
     }
 
     pub async fn with_config(env: &Env, name: &str, tweak: impl FnOnce(&mut Config)) -> Harness {
+        // `TKA_TEST_LOG=debug` shows the server's logs while debugging a test.
+        if let Ok(level) = std::env::var("TKA_TEST_LOG") {
+            tka::telemetry::logging::init(&level, "text");
+        }
         let ns = format!("t-{name}");
         let admin = env.admin.clone();
-        apply_value(&admin, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
+        apply_value(
+            &admin,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
         let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
-        let sa = ServiceAccount { metadata: kube::core::ObjectMeta { name: Some("tka-controller".into()), ..Default::default() }, ..Default::default() };
+        let sa = ServiceAccount {
+            metadata: kube::core::ObjectMeta {
+                name: Some("tka-controller".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let _ = sas.create(&PostParams::default(), &sa).await;
         let roles = vec!["view".to_string(), "edit".to_string()];
         let rbac = tka::operator::rbac::manifests(&ns, &roles)
             // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
             .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
-            .replace("name: tka-server-cluster-info\n", &format!("name: tka-server-cluster-info-{ns}\n"));
+            .replace(
+                "name: tka-server-cluster-info\n",
+                &format!("name: tka-server-cluster-info-{ns}\n"),
+            );
         apply_yaml(&admin, &rbac).await;
-        let tr = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
-        let token = sas.create_token_request("tka-controller", &PostParams::default(), &tr).await.unwrap().status.unwrap().token;
-        let server_client = client_from(&token_kubeconfig(&env.cp.server_url(), &env.cp.ca_pem(), &token)).await;
+        let tr = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = sas
+            .create_token_request("tka-controller", &PostParams::default(), &tr)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token;
+        let server_client = client_from(&token_kubeconfig(
+            &env.cp.server_url(),
+            &env.cp.ca_pem(),
+            &token,
+        ))
+        .await;
 
         let mut config = Config::default();
         config.operator.namespace = ns.clone();
@@ -155,8 +204,17 @@ impl Harness {
     }
 
     async fn start_with(&mut self, listener: tokio::net::TcpListener) {
-        let parts = Parts { client: self.server_client.clone(), identity: self.identity.clone(), api_listener: listener, health_listener: None };
-        self.server = Some(tka::server::start(&self.config, parts).await.unwrap_or_else(|e| panic!("server start: {e}")));
+        let parts = Parts {
+            client: self.server_client.clone(),
+            identity: self.identity.clone(),
+            api_listener: listener,
+            health_listener: None,
+        };
+        self.server = Some(
+            tka::server::start(&self.config, parts)
+                .await
+                .unwrap_or_else(|e| panic!("server start: {e}")),
+        );
     }
 
     /// Stops the server like a crash (no draining) and starts a new one on the same address.
@@ -170,19 +228,25 @@ impl Harness {
         if let Some(s) = self.server.take() {
             s.shutdown(Duration::from_secs(5)).await;
         }
-        let listener = tokio::net::TcpListener::bind(self.listener_addr).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(self.listener_addr)
+            .await
+            .unwrap();
         self.start_with(listener).await;
     }
 
     /// Registers a tailnet user at a fresh loopback address with these capability rules.
     pub fn user(&self, login: &str, rules: Value) -> User {
         let ip = fresh_ip();
-        self.identity.set(ip, identity(login, &format!("node-{ip}"), rules));
+        self.identity
+            .set(ip, identity(login, &format!("node-{ip}"), rules));
         User::new(ip, &self.url)
     }
 
     pub fn grant(&self, user: &User, login: &str, rules: Value) {
-        self.identity.set(user.ip, identity(login, &format!("node-{}", user.ip), rules));
+        self.identity.set(
+            user.ip,
+            identity(login, &format!("node-{}", user.ip), rules),
+        );
     }
 
     pub async fn stop(mut self) {
@@ -194,16 +258,26 @@ impl Harness {
     /// Names of objects of a kind in the test namespace, as the admin sees them.
     pub async fn names<K>(&self) -> Vec<String>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
     {
         let api: Api<K> = Api::namespaced(self.admin.clone(), &self.ns);
-        api.list(&Default::default()).await.unwrap().items.iter().map(|o| kube::ResourceExt::name_any(o)).collect()
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|o| kube::ResourceExt::name_any(o))
+            .collect()
     }
 
     /// ClusterRoleBindings managed by this test's server.
     pub async fn crbs(&self) -> Vec<k8s_openapi::api::rbac::v1::ClusterRoleBinding> {
         let api: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(self.admin.clone());
-        let lp = kube::api::ListParams::default().labels(&format!("tka.specht-labs.de/instance={}", self.ns));
+        let lp = kube::api::ListParams::default()
+            .labels(&format!("tka.specht-labs.de/instance={}", self.ns));
         api.list(&lp).await.unwrap().items
     }
 }
@@ -213,7 +287,10 @@ pub fn identity(login: &str, node: &str, rules: Value) -> PeerIdentity {
         login_name: Some(login.into()),
         node_fqdn: format!("{node}.test.ts.net"),
         node_stable_id: format!("n{node}"),
-        cap_map: std::collections::BTreeMap::from([(CAP.to_string(), rules.as_array().cloned().unwrap_or_default())]),
+        cap_map: std::collections::BTreeMap::from([(
+            CAP.to_string(),
+            rules.as_array().cloned().unwrap_or_default(),
+        )]),
         ..PeerIdentity::default()
     }
 }
@@ -234,8 +311,16 @@ pub struct Reply {
 
 impl User {
     pub fn new(ip: IpAddr, base: &str) -> User {
-        let http = reqwest::Client::builder().local_address(ip).timeout(Duration::from_secs(30)).build().unwrap();
-        User { ip, http, base: base.to_string() }
+        let http = reqwest::Client::builder()
+            .local_address(ip)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        User {
+            ip,
+            http,
+            base: base.to_string(),
+        }
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
@@ -244,21 +329,34 @@ impl User {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub async fn post(&self, path: &str) -> Reply {
-        self.send(self.http.post(format!("{}{path}", self.base))).await
+        self.send(self.http.post(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     /// One-round-trip login; returns the reply and a kube client using the minted token.
     pub async fn login(&self) -> (Reply, Option<Client>) {
-        let r = self.post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1").await;
-        let client = if r.status == 200 { Some(client_from(&r.body["kubeconfig"]).await) } else { None };
+        let r = self
+            .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+            .await;
+        let client = if r.status == 200 {
+            Some(client_from(&r.body["kubeconfig"]).await)
+        } else {
+            None
+        };
         (r, client)
     }
 }
@@ -277,4 +375,64 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+pub async fn install_crd(admin: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let crd = tka::operator::crd::TkaSignin::crd();
+    crds.patch(
+        "tkasignins.tka.specht-labs.de",
+        &PatchParams::apply("tka-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("CRD applies");
+    let established = await_condition(
+        crds,
+        "tkasignins.tka.specht-labs.de",
+        conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .expect("CRD established in time")
+        .expect("watch");
+}
+
+/// There is no kube-controller-manager, so the aggregated ClusterRoles (`view`, `edit`, `admin`) have no rules
+/// of their own. Do once what its clusterrole-aggregation controller does.
+pub async fn aggregate_cluster_roles(admin: &kube::Client) {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let api: Api<ClusterRole> = Api::all(admin.clone());
+    let all = api
+        .list(&Default::default())
+        .await
+        .expect("list ClusterRoles")
+        .items;
+    for name in ["view", "edit", "admin"] {
+        let role = all
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .expect("bootstrap role");
+        let selectors = role
+            .aggregation_rule
+            .as_ref()
+            .and_then(|a| a.cluster_role_selectors.clone())
+            .unwrap_or_default();
+        let mut rules = Vec::new();
+        for other in &all {
+            let labels = other.metadata.labels.clone().unwrap_or_default();
+            let selected = selectors.iter().any(|sel| {
+                sel.match_labels
+                    .as_ref()
+                    .is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            });
+            if selected && other.metadata.name.as_deref() != Some(name) {
+                rules.extend(other.rules.clone().unwrap_or_default());
+            }
+        }
+        let patch = serde_json::json!({ "rules": rules });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("aggregate rules");
+    }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use futures::future::LocalBoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -49,8 +51,13 @@ fn rules(s: &str) -> serde_json::Value {
 
 async fn whoami(c: &Client) -> Result<String, kube::Error> {
     let api: Api<SelfSubjectReview> = Api::all(c.clone());
-    let r = api.create(&PostParams::default(), &SelfSubjectReview::default()).await?;
-    Ok(r.status.and_then(|s| s.user_info).and_then(|u| u.username).unwrap_or_default())
+    let r = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    Ok(r.status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
 }
 
 async fn can(c: &Client, verb: &str, resource: &str, namespace: &str) -> bool {
@@ -67,7 +74,12 @@ async fn can(c: &Client, verb: &str, resource: &str, namespace: &str) -> bool {
         },
         ..Default::default()
     };
-    api.create(&PostParams::default(), &review).await.unwrap().status.unwrap().allowed
+    api.create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .allowed
 }
 
 fn is_401(r: &Result<String, kube::Error>) -> bool {
@@ -83,7 +95,9 @@ async fn age_session(h: &Harness, name: &str, period: Duration, left: Duration) 
     let requested = Timestamp::now() - jiff::SignedDuration::try_from(period - left).unwrap();
     let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
     let patch = json!({"spec": {"requested_at": requested.to_string()}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
 }
 
 async fn login_provisions_objects_and_the_token_has_exactly_the_role(env: Arc<Env>) {
@@ -97,7 +111,14 @@ async fn login_provisions_objects_and_the_token_has_exactly_the_role(env: Arc<En
     assert!(r.headers.contains_key("x-request-id"));
 
     let sa = sa_name("alice@example.com");
-    assert_eq!(h.names::<ServiceAccount>().await.into_iter().filter(|n| n == &sa).count(), 1);
+    assert_eq!(
+        h.names::<ServiceAccount>()
+            .await
+            .into_iter()
+            .filter(|n| n == &sa)
+            .count(),
+        1
+    );
     let secrets = h.names::<Secret>().await;
     assert_eq!(secrets.len(), 1, "one session Secret: {secrets:?}");
     let crbs = h.crbs().await;
@@ -106,10 +127,22 @@ async fn login_provisions_objects_and_the_token_has_exactly_the_role(env: Arc<En
     assert_eq!(crbs[0].name_any(), sa);
 
     let client = client.unwrap();
-    assert_eq!(whoami(&client).await.unwrap(), format!("system:serviceaccount:{}:{sa}", h.ns));
-    assert!(can(&client, "list", "pods", "default").await, "view may list pods");
-    assert!(!can(&client, "create", "pods", "default").await, "view must not create pods");
-    assert!(!can(&client, "get", "secrets", "default").await, "view must not read secrets");
+    assert_eq!(
+        whoami(&client).await.unwrap(),
+        format!("system:serviceaccount:{}:{sa}", h.ns)
+    );
+    assert!(
+        can(&client, "list", "pods", "default").await,
+        "view may list pods"
+    );
+    assert!(
+        !can(&client, "create", "pods", "default").await,
+        "view must not create pods"
+    );
+    assert!(
+        !can(&client, "get", "secrets", "default").await,
+        "view must not read secrets"
+    );
     assert!(!can(&client, "create", "namespaces", "").await);
     h.stop().await;
 }
@@ -125,25 +158,55 @@ async fn logout_revokes_the_token_within_two_seconds(env: Arc<Env>) {
     let r = bob.post("/api/v1alpha1/logout").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["username"], "bob@example.com");
-    let secret_gone = eventually(Duration::from_secs(5), || async { h.names::<Secret>().await.is_empty() }).await;
+    let secret_gone = eventually(Duration::from_secs(5), || async {
+        h.names::<Secret>().await.is_empty()
+    })
+    .await;
     eprintln!("    secret gone after {secret_gone:?}");
-    let took = eventually(Duration::from_secs(15), || async { is_401(&whoami(&client).await) }).await;
+    let took = eventually(Duration::from_secs(15), || async {
+        is_401(&whoami(&client).await)
+    })
+    .await;
     eprintln!("    401 after {took:?}");
     let took = took.expect("the token must get 401 within 2 s of logout");
-    eprintln!("    revocation latency (token idle before logout): {} ms", took.as_millis());
+    eprintln!(
+        "    revocation latency (token idle before logout): {} ms",
+        took.as_millis()
+    );
 
     let amy = h.user("amy@example.com", rules(VIEW));
     let (_, client) = amy.login().await;
     let client = client.expect("logged in");
-    assert!(whoami(&client).await.is_ok(), "the token works before logout");
+    assert!(
+        whoami(&client).await.is_ok(),
+        "the token works before logout"
+    );
     assert_eq!(amy.post("/api/v1alpha1/logout").await.status, 200);
-    let took = eventually(Duration::from_secs(12), || async { is_401(&whoami(&client).await) }).await;
-    let took = took.expect("a token in use must get 401 once the apiserver's 10 s token cache entry ages out");
-    eprintln!("    revocation latency (token in use, apiserver cache): {} ms", took.as_millis());
+    let took = eventually(Duration::from_secs(12), || async {
+        is_401(&whoami(&client).await)
+    })
+    .await;
+    let took = took
+        .expect("a token in use must get 401 once the apiserver's 10 s token cache entry ages out");
+    eprintln!(
+        "    revocation latency (token in use, apiserver cache): {} ms",
+        took.as_millis()
+    );
 
     // Everything is cleaned up, and a second logout is 404 (upstream contract).
-    assert!(eventually(Duration::from_secs(5), || async { h.names::<TkaSignin>().await.is_empty() }).await.is_some());
-    assert!(h.names::<ServiceAccount>().await.iter().all(|n| n == "tka-controller"));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            h.names::<TkaSignin>().await.is_empty()
+        })
+        .await
+        .is_some()
+    );
+    assert!(
+        h.names::<ServiceAccount>()
+            .await
+            .iter()
+            .all(|n| n == "tka-controller")
+    );
     assert!(h.crbs().await.is_empty());
     assert_eq!(bob.post("/api/v1alpha1/logout").await.status, 404);
     assert_eq!(bob.get("/api/v1alpha1/login").await.status, 401);
@@ -152,16 +215,24 @@ async fn logout_revokes_the_token_within_two_seconds(env: Arc<Env>) {
 
 async fn expiry_removes_everything_without_logout(env: Arc<Env>) {
     let h = Harness::new(&env, "expiry").await;
-    let carol = h.user("carol@example.com", rules(r#"[{"role": "view", "period": "10m"}]"#));
+    let carol = h.user(
+        "carol@example.com",
+        rules(r#"[{"role": "view", "period": "10m"}]"#),
+    );
     let (r, client) = carol.login().await;
     assert_eq!(r.status, 200);
     let name = r.body["session"].as_str().unwrap().to_string();
     age_session(&h, &name, Duration::from_secs(600), Duration::from_secs(3)).await;
     let gone = eventually(Duration::from_secs(8), || async {
-        h.names::<TkaSignin>().await.is_empty() && h.names::<Secret>().await.is_empty() && h.crbs().await.is_empty()
+        h.names::<TkaSignin>().await.is_empty()
+            && h.names::<Secret>().await.is_empty()
+            && h.crbs().await.is_empty()
     })
     .await;
-    assert!(gone.is_some(), "an expired session must be removed without logout");
+    assert!(
+        gone.is_some(),
+        "an expired session must be removed without logout"
+    );
     assert!(is_401(&whoami(&client.unwrap()).await));
     assert_eq!(carol.get("/api/v1alpha1/login").await.status, 401);
     h.stop().await;
@@ -169,7 +240,10 @@ async fn expiry_removes_everything_without_logout(env: Arc<Env>) {
 
 async fn restart_mid_session_still_expires_on_time(env: Arc<Env>) {
     let mut h = Harness::new(&env, "restart").await;
-    let dave = h.user("dave@example.com", rules(r#"[{"role": "view", "period": "10m"}]"#));
+    let dave = h.user(
+        "dave@example.com",
+        rules(r#"[{"role": "view", "period": "10m"}]"#),
+    );
     let (r, _) = dave.login().await;
     assert_eq!(r.status, 200);
     let name = r.body["session"].as_str().unwrap().to_string();
@@ -177,28 +251,55 @@ async fn restart_mid_session_still_expires_on_time(env: Arc<Env>) {
     h.crash().await;
     age_session(&h, &name, Duration::from_secs(600), Duration::from_secs(4)).await;
     h.restart().await;
-    let gone = eventually(Duration::from_secs(9), || async { h.names::<TkaSignin>().await.is_empty() && h.crbs().await.is_empty() }).await;
-    assert!(gone.is_some(), "a restarted server must still expire the session on time (upstream B1)");
+    let gone = eventually(Duration::from_secs(9), || async {
+        h.names::<TkaSignin>().await.is_empty() && h.crbs().await.is_empty()
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "a restarted server must still expire the session on time (upstream B1)"
+    );
     h.stop().await;
 }
 
 async fn renewal_rearms_expiry(env: Arc<Env>) {
     let h = Harness::new(&env, "renewal").await;
-    let erin = h.user("erin@example.com", rules(r#"[{"role": "view", "period": "10m"}]"#));
+    let erin = h.user(
+        "erin@example.com",
+        rules(r#"[{"role": "view", "period": "10m"}]"#),
+    );
     let (first, _) = erin.login().await;
     let name = first.body["session"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (second, client) = erin.login().await;
     assert_eq!(second.status, 200);
-    assert_eq!(second.body["session"], first.body["session"], "a renewal extends the same session");
-    assert!(second.body["until"].as_str() > first.body["until"].as_str(), "renewal moves the end");
+    assert_eq!(
+        second.body["session"], first.body["session"],
+        "a renewal extends the same session"
+    );
+    assert!(
+        second.body["until"].as_str() > first.body["until"].as_str(),
+        "renewal moves the end"
+    );
     // The renewed session keeps working, and still ends on time.
     let client = client.unwrap();
     assert!(whoami(&client).await.is_ok());
     age_session(&h, &name, Duration::from_secs(600), Duration::from_secs(3)).await;
-    assert!(eventually(Duration::from_secs(8), || async { h.names::<TkaSignin>().await.is_empty() }).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(8), || async {
+            h.names::<TkaSignin>().await.is_empty()
+        })
+        .await
+        .is_some()
+    );
     // The token was used a moment ago: allow for the apiserver's 10 s authentication cache.
-    assert!(eventually(Duration::from_secs(11), || async { is_401(&whoami(&client).await) }).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(11), || async {
+            is_401(&whoami(&client).await)
+        })
+        .await
+        .is_some()
+    );
     h.stop().await;
 }
 
@@ -209,51 +310,88 @@ async fn role_change_recreates_the_binding(env: Arc<Env>) {
     assert!(!can(&client.unwrap(), "create", "configmaps", "default").await);
     let before = h.crbs().await[0].uid();
     // The tailnet admin changes frank's grant; the next login takes it.
-    h.grant(&frank, "frank@example.com", rules(r#"[{"role": "edit", "period": "1h"}]"#));
+    h.grant(
+        &frank,
+        "frank@example.com",
+        rules(r#"[{"role": "edit", "period": "1h"}]"#),
+    );
     let (r, client) = frank.login().await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["role"], "edit");
     let crbs = h.crbs().await;
     assert_eq!(crbs.len(), 1);
     assert_eq!(crbs[0].role_ref.name, "edit");
-    assert_ne!(crbs[0].uid(), before, "roleRef is immutable: the binding is recreated (upstream B2)");
+    assert_ne!(
+        crbs[0].uid(),
+        before,
+        "roleRef is immutable: the binding is recreated (upstream B2)"
+    );
     assert!(can(&client.unwrap(), "create", "configmaps", "default").await);
     // A token for the old role is refused once the grant no longer carries it.
     h.grant(&frank, "frank@example.com", rules(VIEW));
     let r = frank.get("/api/v1alpha1/kubeconfig").await;
-    assert_eq!((r.status, r.body["code"].as_str()), (403, Some("grant_changed")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("grant_changed")),
+        "{}",
+        r.text
+    );
     h.stop().await;
 }
 
 async fn users_differing_after_the_at_sign_share_nothing(env: Arc<Env>) {
     let h = Harness::new(&env, "collision").await;
     let corp = h.user("alice@corp.com", rules(VIEW));
-    let gmail = h.user("alice@gmail.com", rules(r#"[{"role": "edit", "period": "1h"}]"#));
+    let gmail = h.user(
+        "alice@gmail.com",
+        rules(r#"[{"role": "edit", "period": "1h"}]"#),
+    );
     let (a, ca) = corp.login().await;
     let (b, cb) = gmail.login().await;
     assert_eq!((a.status, b.status), (200, 200));
     assert_ne!(a.body["session"], b.body["session"]);
     let (ca, cb) = (ca.unwrap(), cb.unwrap());
     let (wa, wb) = (whoami(&ca).await.unwrap(), whoami(&cb).await.unwrap());
-    assert_ne!(wa, wb, "different users must never share a ServiceAccount (upstream truncated at @)");
+    assert_ne!(
+        wa, wb,
+        "different users must never share a ServiceAccount (upstream truncated at @)"
+    );
     assert_eq!(h.crbs().await.len(), 2);
     assert_eq!(h.names::<Secret>().await.len(), 2);
-    assert!(!can(&ca, "create", "configmaps", "default").await && can(&cb, "create", "configmaps", "default").await);
+    assert!(
+        !can(&ca, "create", "configmaps", "default").await
+            && can(&cb, "create", "configmaps", "default").await
+    );
     assert_eq!(corp.post("/api/v1alpha1/logout").await.status, 200);
-    assert!(eventually(Duration::from_secs(12), || async { is_401(&whoami(&ca).await) }).await.is_some());
-    assert!(whoami(&cb).await.is_ok(), "the other user's session is untouched");
+    assert!(
+        eventually(Duration::from_secs(12), || async {
+            is_401(&whoami(&ca).await)
+        })
+        .await
+        .is_some()
+    );
+    assert!(
+        whoami(&cb).await.is_ok(),
+        "the other user's session is untouched"
+    );
     h.stop().await;
 }
 
 async fn twenty_concurrent_logins(env: Arc<Env>) {
     let h = Harness::with_config(&env, "concurrent", |c| c.api.rate_limit = 100).await;
-    let users: Vec<User> = (0..20).map(|i| h.user(&format!("user{i}@example.com"), rules(VIEW))).collect();
+    let users: Vec<User> = (0..20)
+        .map(|i| h.user(&format!("user{i}@example.com"), rules(VIEW)))
+        .collect();
     let replies = futures::future::join_all(users.iter().map(|u| u.login())).await;
     for (i, (r, _)) in replies.iter().enumerate() {
         assert_eq!(r.status, 200, "user{i}: {}", r.text);
     }
     assert_eq!(h.names::<TkaSignin>().await.len(), 20);
-    assert_eq!(h.names::<ServiceAccount>().await.len(), 21, "20 users + tka-controller");
+    assert_eq!(
+        h.names::<ServiceAccount>().await.len(),
+        21,
+        "20 users + tka-controller"
+    );
     assert_eq!(h.names::<Secret>().await.len(), 20);
     assert_eq!(h.crbs().await.len(), 20);
     let clients: Vec<Client> = replies.into_iter().map(|(_, c)| c.unwrap()).collect();
@@ -265,38 +403,82 @@ async fn twenty_concurrent_logins(env: Arc<Env>) {
 
 async fn nothing_for(h: &Harness, login: &str) {
     let sa = sa_name(login);
-    assert!(h.names::<TkaSignin>().await.is_empty(), "no TkaSignin may be left");
+    assert!(
+        h.names::<TkaSignin>().await.is_empty(),
+        "no TkaSignin may be left"
+    );
     assert!(!h.names::<ServiceAccount>().await.contains(&sa));
     assert!(h.names::<Secret>().await.is_empty());
     assert!(h.crbs().await.is_empty());
 }
 
 async fn bad_grants_are_4xx_and_leave_nothing_behind(env: Arc<Env>) {
-    let h = Harness::with_config(&env, "badgrant", |c| c.operator.max_period = tka::model::duration::GoDuration::parse("2h").unwrap()).await;
+    let h = Harness::with_config(&env, "badgrant", |c| {
+        c.operator.max_period = tka::model::duration::GoDuration::parse("2h").unwrap()
+    })
+    .await;
     for (grant, status, code) in [
         (r#"[{"role": "view"}]"#, 400, "invalid_grant"),
-        (r#"[{"role": "view", "period": "5m"}]"#, 400, "invalid_grant"),
-        (r#"[{"role": "view", "period": "8 hours"}]"#, 400, "invalid_grant"),
+        (
+            r#"[{"role": "view", "period": "5m"}]"#,
+            400,
+            "invalid_grant",
+        ),
+        (
+            r#"[{"role": "view", "period": "8 hours"}]"#,
+            400,
+            "invalid_grant",
+        ),
         (r#"["not an object"]"#, 400, "invalid_grant"),
         (r#"[]"#, 403, "no_grant"),
-        (r#"[{"role": "view", "period": "1h", "clusters": ["other-*"]}]"#, 403, "no_grant"),
-        (r#"[{"role": "cluster-admin", "period": "1h"}]"#, 403, "role_not_allowed"),
-        (r#"[{"role": "view", "period": "1h"}, {"role": "edit", "period": "1h"}]"#, 409, "ambiguous_grant"),
+        (
+            r#"[{"role": "view", "period": "1h", "clusters": ["other-*"]}]"#,
+            403,
+            "no_grant",
+        ),
+        (
+            r#"[{"role": "cluster-admin", "period": "1h"}]"#,
+            403,
+            "role_not_allowed",
+        ),
+        (
+            r#"[{"role": "view", "period": "1h"}, {"role": "edit", "period": "1h"}]"#,
+            409,
+            "ambiguous_grant",
+        ),
     ] {
         let u = h.user("mallory@example.com", rules(grant));
         let r = u.post("/api/v1alpha1/login?wait=5s").await;
-        assert_eq!((r.status, r.body["code"].as_str()), (status, Some(code)), "grant {grant}: {}", r.text);
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (status, Some(code)),
+            "grant {grant}: {}",
+            r.text
+        );
         assert!(!r.body["message"].as_str().unwrap_or("").is_empty());
-        assert!(r.body["advice"].as_array().is_some_and(|a| !a.is_empty()), "advice for {grant}");
+        assert!(
+            r.body["advice"].as_array().is_some_and(|a| !a.is_empty()),
+            "advice for {grant}"
+        );
         assert!(!r.body["request_id"].as_str().unwrap_or("").is_empty());
         nothing_for(&h, "mallory@example.com").await;
     }
     // An invalid rule is named by its index.
-    let u = h.user("mallory@example.com", rules(r#"[{"role": "view", "period": "1h"}, {"role": "edit", "period": "1m"}]"#));
+    let u = h.user(
+        "mallory@example.com",
+        rules(r#"[{"role": "view", "period": "1h"}, {"role": "edit", "period": "1m"}]"#),
+    );
     let r = u.post("/api/v1alpha1/login").await;
-    assert!(r.body["advice"][0].as_str().unwrap().contains("#1"), "{}", r.text);
+    assert!(
+        r.body["advice"][0].as_str().unwrap().contains("#1"),
+        "{}",
+        r.text
+    );
     // A period above operator.maxPeriod is clamped to it (spec: identity.md §6).
-    let u = h.user("max@example.com", rules(r#"[{"role": "view", "period": "24h"}]"#));
+    let u = h.user(
+        "max@example.com",
+        rules(r#"[{"role": "view", "period": "24h"}]"#),
+    );
     let r = u.post("/api/v1alpha1/login?wait=10s").await;
     assert_eq!(r.status, 200);
     let until: Timestamp = r.body["until"].as_str().unwrap().parse().unwrap();
@@ -305,10 +487,16 @@ async fn bad_grants_are_4xx_and_leave_nothing_behind(env: Arc<Env>) {
     // Unknown peer and identity outage.
     let stranger = User::new(crate::harness::fresh_ip(), &h.url);
     let r = stranger.post("/api/v1alpha1/login").await;
-    assert_eq!((r.status, r.body["code"].as_str()), (403, Some("unknown_peer")));
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("unknown_peer"))
+    );
     h.identity.set_down(true);
     let r = u.post("/api/v1alpha1/login").await;
-    assert_eq!((r.status, r.body["code"].as_str()), (503, Some("identity_unavailable")));
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (503, Some("identity_unavailable"))
+    );
     assert!(r.headers.contains_key("retry-after"));
     h.identity.set_down(false);
     h.stop().await;
@@ -317,28 +505,79 @@ async fn bad_grants_are_4xx_and_leave_nothing_behind(env: Arc<Env>) {
 async fn bad_requests_get_error_bodies(env: Arc<Env>) {
     let h = Harness::new(&env, "badreq").await;
     let u = h.user("oscar@example.com", rules(VIEW));
-    let r = u.send(u.http.post(format!("{}/api/v1alpha1/login", u.base)).body(vec![b'x'; 100_000])).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (413, Some("payload_too_large")), "{}", r.text);
-    let r = u.send(u.http.post(format!("{}/api/v1alpha1/login", u.base)).header("x-padding", "y".repeat(20_000))).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (431, Some("headers_too_large")), "{}", r.text);
+    let r = u
+        .send(
+            u.http
+                .post(format!("{}/api/v1alpha1/login", u.base))
+                .body(vec![b'x'; 100_000]),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{}",
+        r.text
+    );
+    let r = u
+        .send(
+            u.http
+                .post(format!("{}/api/v1alpha1/login", u.base))
+                .header("x-padding", "y".repeat(20_000)),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (431, Some("headers_too_large")),
+        "{}",
+        r.text
+    );
     let r = u.get("/api/v1alpha1/nope").await;
-    assert_eq!((r.status, r.body["code"].as_str()), (404, Some("not_found")));
-    let r = u.send(u.http.delete(format!("{}/api/v1alpha1/login", u.base))).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let r = u
+        .send(u.http.delete(format!("{}/api/v1alpha1/login", u.base)))
+        .await;
     assert_eq!(r.status, 405);
     assert_eq!(r.body["code"], "method_not_allowed");
     assert!(r.headers.contains_key("allow"));
     let r = u.post("/api/v1alpha1/login?wait=forever").await;
-    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("invalid_query")));
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
     let r = u.post("/api/v1alpha1/login?include=kubeconfig").await;
     assert_eq!(r.status, 400, "include needs wait");
     // Identity headers from the client are ignored; the Funnel header is refused.
-    let r = u.send(u.http.post(format!("{}/api/v1alpha1/login", u.base)).header("Tailscale-Funnel-Request", "?1")).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (403, Some("funnel_not_allowed")));
-    let r = u.send(u.http.get(format!("{}/api/v1alpha1/whoami", u.base)).header("Tailscale-User-Login", "admin@example.com")).await;
+    let r = u
+        .send(
+            u.http
+                .post(format!("{}/api/v1alpha1/login", u.base))
+                .header("Tailscale-Funnel-Request", "?1"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("funnel_not_allowed"))
+    );
+    let r = u
+        .send(
+            u.http
+                .get(format!("{}/api/v1alpha1/whoami", u.base))
+                .header("Tailscale-User-Login", "admin@example.com"),
+        )
+        .await;
     assert_eq!(r.body["login_name"], "oscar@example.com");
     nothing_for(&h, "oscar@example.com").await;
     // The request ID is echoed.
-    let r = u.send(u.http.get(format!("{}/api/v1alpha1/nope", u.base)).header("x-request-id", "abc-123")).await;
+    let r = u
+        .send(
+            u.http
+                .get(format!("{}/api/v1alpha1/nope", u.base))
+                .header("x-request-id", "abc-123"),
+        )
+        .await;
     assert_eq!(r.body["request_id"], "abc-123");
     let r = u.get("/openapi.json").await;
     assert_eq!(r.body["openapi"], "3.1.0");
@@ -347,7 +586,12 @@ async fn bad_requests_get_error_bodies(env: Arc<Env>) {
 
 async fn unicode_and_odd_login_names_work(env: Arc<Env>) {
     let h = Harness::new(&env, "names").await;
-    for login in ["Ünïcødé_Üser+ops@Example.COM", "UPPER.case@x", "___@@@", "a@b"] {
+    for login in [
+        "Ünïcødé_Üser+ops@Example.COM",
+        "UPPER.case@x",
+        "___@@@",
+        "a@b",
+    ] {
         let u = h.user(login, rules(VIEW));
         let (r, client) = u.login().await;
         assert_eq!(r.status, 200, "{login}: {}", r.text);
@@ -361,18 +605,34 @@ async fn unicode_and_odd_login_names_work(env: Arc<Env>) {
 
 async fn namespaced_rule_uses_role_bindings(env: Arc<Env>) {
     let h = Harness::new(&env, "nsrule").await;
-    crate::harness::apply_value(&h.admin, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t-nsrule-team"}})).await;
+    crate::harness::apply_value(
+        &h.admin,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t-nsrule-team"}}),
+    )
+    .await;
     let u = h.user("nina@example.com", rules(r#"[{"role": "edit", "period": "1h", "namespaces": ["t-nsrule-team", "t-nsrule-missing"]}]"#));
     let (r, client) = u.login().await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(h.crbs().await.is_empty(), "a namespaced rule makes no ClusterRoleBinding");
+    assert!(
+        h.crbs().await.is_empty(),
+        "a namespaced rule makes no ClusterRoleBinding"
+    );
     let client = client.unwrap();
     assert!(can(&client, "create", "configmaps", "t-nsrule-team").await);
     assert!(!can(&client, "create", "configmaps", "default").await);
-    assert_eq!(r.body["kubeconfig"]["contexts"][0]["context"]["namespace"], "t-nsrule-team");
+    assert_eq!(
+        r.body["kubeconfig"]["contexts"][0]["context"]["namespace"],
+        "t-nsrule-team"
+    );
     let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
     let s = api.get(r.body["session"].as_str().unwrap()).await.unwrap();
-    let degraded = s.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Degraded").expect("Degraded condition");
+    let degraded = s
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded condition");
     assert!(degraded.message.contains("t-nsrule-missing"));
     h.stop().await;
 }
@@ -380,21 +640,38 @@ async fn namespaced_rule_uses_role_bindings(env: Arc<Env>) {
 async fn crd_validation_rejects_short_periods_and_key_changes(env: Arc<Env>) {
     let h = Harness::new(&env, "crd").await;
     let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
-    let mut s = TkaSignin::new("tka-x-abc", tka::operator::crd::TkaSigninSpec {
-        username: "x@y".into(),
-        role: "view".into(),
-        validity_period: "5m0s".into(),
-        subject_key: "x-y-aaaaaaaa".into(),
-        node_id: "n1".into(),
-        ..Default::default()
-    });
+    let mut s = TkaSignin::new(
+        "tka-x-abc",
+        tka::operator::crd::TkaSigninSpec {
+            username: "x@y".into(),
+            role: "view".into(),
+            validity_period: "5m0s".into(),
+            subject_key: "x-y-aaaaaaaa".into(),
+            node_id: "n1".into(),
+            ..Default::default()
+        },
+    );
     let err = api.create(&PostParams::default(), &s).await.unwrap_err();
     assert!(err.to_string().contains("at least 10m"), "{err}");
     s.spec.validity_period = "10m0s".into();
     api.create(&PostParams::default(), &s).await.unwrap();
-    let err = api.patch("tka-x-abc", &PatchParams::default(), &Patch::Merge(json!({"spec": {"subject_key": "other-aaaaaaaa"}}))).await.unwrap_err();
+    let err = api
+        .patch(
+            "tka-x-abc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"subject_key": "other-aaaaaaaa"}})),
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("immutable"), "{err}");
-    let err = api.patch("tka-x-abc", &PatchParams::default(), &Patch::Merge(json!({"spec": {"subject_key": "Not_Valid"}}))).await.unwrap_err();
+    let err = api
+        .patch(
+            "tka-x-abc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"subject_key": "Not_Valid"}})),
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("subject_key"), "{err}");
     h.stop().await;
 }
@@ -404,24 +681,40 @@ async fn upstream_objects_are_migrated(env: Arc<Env>) {
     let admin = h.admin.clone();
     // What upstream TKA 0.2 left behind: username truncated at '@', SA and CRB named after it, no subject_key.
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &h.ns);
-    sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "tka-user-olduser"}})).unwrap()).await.unwrap();
-    crate::harness::apply_value(&admin, &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "tka-user-olduser"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    crate::harness::apply_value(
+        &admin,
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": "tka-user-olduser-binding"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"kind": "ServiceAccount", "name": "tka-user-olduser", "namespace": h.ns}]})).await;
+        "subjects": [{"kind": "ServiceAccount", "name": "tka-user-olduser", "namespace": h.ns}]}),
+    )
+    .await;
     let api: Api<TkaSignin> = Api::namespaced(admin.clone(), &h.ns);
-    let legacy = TkaSignin::new("tka-user-olduser", tka::operator::crd::TkaSigninSpec {
-        username: "olduser".into(),
-        role: "view".into(),
-        validity_period: "8h0m0s".into(),
-        ..Default::default()
-    });
+    let legacy = TkaSignin::new(
+        "tka-user-olduser",
+        tka::operator::crd::TkaSigninSpec {
+            username: "olduser".into(),
+            role: "view".into(),
+            validity_period: "8h0m0s".into(),
+            ..Default::default()
+        },
+    );
     api.create(&PostParams::default(), &legacy).await.unwrap();
     let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(admin.clone());
     let gone = eventually(Duration::from_secs(10), || async {
         api.get_opt("tka-user-olduser").await.unwrap().is_none()
             && sas.get_opt("tka-user-olduser").await.unwrap().is_none()
-            && crbs.get_opt("tka-user-olduser-binding").await.unwrap().is_none()
+            && crbs
+                .get_opt("tka-user-olduser-binding")
+                .await
+                .unwrap()
+                .is_none()
     })
     .await;
     assert!(gone.is_some(), "upstream objects must be removed");
@@ -431,20 +724,37 @@ async fn upstream_objects_are_migrated(env: Arc<Env>) {
 async fn kubeconfig_representations(env: Arc<Env>) {
     let h = Harness::new(&env, "kubeconfig").await;
     let u = h.user("kate@example.com", rules(VIEW));
-    assert_eq!(u.get("/api/v1alpha1/kubeconfig").await.status, 401, "no session yet");
+    assert_eq!(
+        u.get("/api/v1alpha1/kubeconfig").await.status,
+        401,
+        "no session yet"
+    );
     let r = u.post("/api/v1alpha1/login?wait=15s").await;
     assert_eq!(r.status, 200, "{}", r.text);
     // Default: the upstream map-shaped JSON.
     let r = u.get("/api/v1alpha1/kubeconfig").await;
     assert_eq!(r.status, 200);
-    assert!(r.body["users"]["tka-user-kate@example.com"]["token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(
+        r.body["users"]["tka-user-kate@example.com"]["token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
     assert_eq!(r.body["current-context"], "tka-context-kate@example.com");
     // YAML (q-values honoured) is always the loadable v1 document.
-    let r = u.send(u.http.get(format!("{}/api/v1alpha1/kubeconfig", u.base)).header("accept", "application/json;q=0.1, application/yaml")).await;
+    let r = u
+        .send(
+            u.http
+                .get(format!("{}/api/v1alpha1/kubeconfig", u.base))
+                .header("accept", "application/json;q=0.1, application/yaml"),
+        )
+        .await;
     assert_eq!(r.headers["content-type"], "application/yaml");
     let doc: serde_json::Value = serde_yaml::from_str(&r.text).unwrap();
     let client = crate::harness::client_from(&doc).await;
-    assert!(whoami(&client).await.is_ok(), "the YAML kubeconfig must be loadable and work");
+    assert!(
+        whoami(&client).await.is_ok(),
+        "the YAML kubeconfig must be loadable and work"
+    );
     let r = u.get("/api/v1alpha1/kubeconfig?format=v1&auth=exec").await;
     assert_eq!(r.body["users"][0]["user"]["exec"]["command"], "tka");
     let r = u.get("/api/v1alpha1/cluster-info").await;
@@ -458,16 +768,29 @@ async fn exec_credential_and_session_status(env: Arc<Env>) {
     let u = h.user("ed@example.com", rules(VIEW));
     assert_eq!(u.get("/api/v1alpha1/login").await.status, 401);
     let r = u.post("/api/v1alpha1/login").await;
-    assert_eq!(r.status, 202, "without wait the login answers 202 as upstream: {}", r.text);
+    assert_eq!(
+        r.status, 202,
+        "without wait the login answers 202 as upstream: {}",
+        r.text
+    );
     let r = u.get("/api/v1alpha1/login?wait=15s").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["provisioned"], true);
-    let r = u.get("/api/v1alpha1/exec-credential?apiVersion=client.authentication.k8s.io/v1beta1").await;
+    let r = u
+        .get("/api/v1alpha1/exec-credential?apiVersion=client.authentication.k8s.io/v1beta1")
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["apiVersion"], "client.authentication.k8s.io/v1beta1");
-    let expiry: Timestamp = r.body["status"]["expirationTimestamp"].as_str().unwrap().parse().unwrap();
+    let expiry: Timestamp = r.body["status"]["expirationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let secs = expiry.duration_since(Timestamp::now()).as_secs();
-    assert!((3500..=3601).contains(&secs), "exec token lifetime min(ttl 1h, session): {secs}");
+    assert!(
+        (3500..=3601).contains(&secs),
+        "exec token lifetime min(ttl 1h, session): {secs}"
+    );
     let r = u.get("/api/v1alpha1/whoami").await;
     assert_eq!(r.body["selected"]["role"], "view");
     let r = u.get("/api/v1alpha1/clusters").await;

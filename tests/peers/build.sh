@@ -2,10 +2,20 @@
 # Builds the peer binaries the integration/e2e tests run against from pinned Go modules
 # (spec/testing.md §3) into tests/peers/bin/, and writes bin/versions.txt.
 #
-# Idempotent: each module has a stamp (sha256 of its go.mod, go.sum and this script); a
-# module is rebuilt only when its stamp changed or one of its binaries is missing, so a
-# second run returns at once. Needs `go` (PATH or /usr/local/go/bin) and the module proxy;
-# honours GOMODCACHE, GOPROXY, GOTOOLCHAIN etc. like any go command.
+#   build.sh [GROUP|MODULE]...   no argument (or "all") builds every peer
+#     kube     k8s module (.):            kube-apiserver, kubectl, etcd
+#     tailnet  headscale module:          headscale
+#              tailscale module:          tailscaled, tailscale
+#   Modules can also be named directly (k8s, headscale, tailscale), e.g. CI can run
+#   `build.sh kube` first and start the integration tests while `build.sh tailnet` runs.
+#
+# Idempotent: each module has a stamp (sha256 of its go.mod, go.sum, the go version, the
+# build flags and the build function); a module is rebuilt only when its stamp changed or
+# one of its binaries is missing, so a second run returns at once. Runs for different
+# modules may overlap; runs for the same module wait for each other (flock). Binaries are
+# replaced by rename, so processes running an old one are unaffected. Needs `go` (PATH or
+# /usr/local/go/bin) and the module proxy; honours GOMODCACHE, GOPROXY, GOTOOLCHAIN etc.
+# like any go command.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,15 +43,32 @@ k8s_ldflags() {
 	echo "$flags"
 }
 
+# Version stamped into tailscale binaries the way build_dist.sh does (otherwise they
+# report x.y.z-ERR-BuildInfo, because -buildvcs=false and the module is a dependency).
+ts_ldflags() {
+	local v
+	v=$(awk '$1 == "require" { $1 = ""; $0 = $0 } $1 == "tailscale.com" && $2 ~ /^v/ { print $2 }' "$here/tailscale/go.mod")
+	v=${v#v}
+	echo " -X tailscale.com/version.longStamp=$v -X tailscale.com/version.shortStamp=$v"
+}
+
 # build_module NAME DIR LDFLAGS PKG=OUT...
 #   Builds each package PKG of the Go module in DIR as bin/OUT.
 build_module() {
 	local name=$1 dir=$here/$2 ldflags=$3; shift 3
-	local stamp=$bin/.stamp-$name want spec pkg out missing=0 start
-	want=$(cat "$dir/go.mod" "$dir/go.sum" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+	local stamp=$bin/.stamp-$name want spec pkg out missing=0 start lock
+	# Serialise runs building the same module (lock released on return or exit).
+	if command -v flock >/dev/null; then
+		exec {lock}>"$bin/.lock-$name"
+		flock "$lock"
+	fi
+	want=$( { cat "$dir/go.mod" "$dir/go.sum"; (cd "$dir" && go version)
+		echo "CGO_ENABLED=$CGO_ENABLED GOFLAGS=$GOFLAGS ldflags=$ldflags $*"
+		declare -f build_module; } | sha256sum | cut -d' ' -f1)
 	for spec in "$@"; do [[ -x $bin/${spec#*=} ]] || missing=1; done
 	if [[ $missing == 0 && -f $stamp && $(<"$stamp") == "$want" ]]; then
 		echo "peers: $name up to date"
+		[[ -z ${lock-} ]] || exec {lock}>&-
 		return
 	fi
 	rm -f "$stamp" "$bin/.versions-$name"
@@ -57,17 +84,53 @@ build_module() {
 	done
 	echo "$want" >"$stamp"
 	rebuilt=1
+	[[ -z ${lock-} ]] || exec {lock}>&-
 }
 
-build_module k8s . "$(k8s_ldflags)" \
-	k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
-	k8s.io/kubernetes/cmd/kubectl=kubectl \
-	go.etcd.io/etcd/server/v3=etcd
+build_k8s() {
+	build_module k8s . "$(k8s_ldflags)" \
+		k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
+		k8s.io/kubernetes/cmd/kubectl=kubectl \
+		go.etcd.io/etcd/server/v3=etcd
+}
 
-# Later: headscale, tailscale, upstream-tka as separate module dirs, e.g.
-# build_module headscale headscale "" github.com/juanfont/headscale/cmd/headscale=headscale
+# Separate module so headscale keeps its own tailscale.com version.
+build_headscale() {
+	build_module headscale headscale "" \
+		github.com/juanfont/headscale/cmd/headscale=headscale
+}
+
+build_tailscale() {
+	build_module tailscale tailscale "$(ts_ldflags)" \
+		tailscale.com/cmd/tailscaled=tailscaled \
+		tailscale.com/cmd/tailscale=tailscale
+}
+
+# Later: upstream-tka as a separate module dir, e.g.
+# build_module upstream-tka upstream-tka "" github.com/spechtlabs/tka/cmd/...=ts-k8s-auth
+
+modules=()
+for arg in "${@:-all}"; do
+	case $arg in
+	all) modules+=(k8s headscale tailscale) ;;
+	kube) modules+=(k8s) ;;
+	tailnet) modules+=(headscale tailscale) ;;
+	k8s | headscale | tailscale) modules+=("$arg") ;;
+	*)
+		echo "usage: $0 [all|kube|tailnet|k8s|headscale|tailscale]..." >&2
+		exit 2
+		;;
+	esac
+done
+done_modules=" "
+for m in "${modules[@]}"; do
+	[[ $done_modules == *" $m "* ]] && continue
+	"build_$m"
+	done_modules+="$m "
+done
 
 if [[ $rebuilt == 1 || ! -f $bin/versions.txt ]]; then
-	{ go version; cat "$bin"/.versions-*; } >"$bin/versions.txt"
+	{ go version; cat "$bin"/.versions-*; } >"$bin/.versions.txt.$$"
+	mv -f "$bin/.versions.txt.$$" "$bin/versions.txt"
 	echo "peers: wrote $bin/versions.txt"
 fi

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, unit tests and the integration tests against a real
+# kube-apiserver + etcd built from pinned sources (tests/peers). This is the README's test command and what
+# CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> building test peers (cached after the first run)"
+tests/peers/build.sh
+export TKA_PEERS_BIN="$PWD/tests/peers/bin"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy -D warnings"
+cargo clippy --all-targets --features integration -- -D warnings
+
+echo "==> cargo test (unit + integration)"
+cargo test --features integration

@@ -273,6 +273,43 @@ fn kubeconfig_doc(
     }
 }
 
+/// With `wait`, waits while the session's current generation is pending; returns the latest view.
+async fn settle(
+    app: &App,
+    s: Arc<TkaSignin>,
+    wait: Option<Duration>,
+) -> Result<Arc<TkaSignin>, ApiError> {
+    match (sessions::state(&s), wait) {
+        (SessionState::Pending, Some(w)) => {
+            let generation = s.metadata.generation.unwrap_or_default();
+            Ok(wait_ready(app, &s.name_any(), generation, w)
+                .await?
+                .unwrap_or(s))
+        }
+        _ => Ok(s),
+    }
+}
+
+/// Everything before minting a token (`/kubeconfig`, `/exec-credential`): identity, a grant for this
+/// cluster, a ready session, and a current rule that still carries the session's role. `Err(response)` is
+/// the pending answer.
+async fn mintable_session(
+    app: &App,
+    remote: std::net::SocketAddr,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<Result<Arc<TkaSignin>, Response>, ApiError> {
+    let caller = app.identify(remote, headers).await?;
+    auth::grant(&caller, &app.settings.auth).inspect_err(|e| app.reject(e))?;
+    let s = match ready_session(app, &caller, q).await? {
+        Ok(s) => s,
+        Err(pending) => return Ok(Err(pending)),
+    };
+    auth::still_granted(&caller, &app.settings.auth, &s.spec.role)
+        .inspect_err(|e| app.reject(e))?;
+    Ok(Ok(s))
+}
+
 /// Session checks shared by `/kubeconfig` and `/exec-credential`: exists, not expired, ready (or 202).
 async fn ready_session(
     app: &App,
@@ -280,7 +317,7 @@ async fn ready_session(
     q: &HashMap<String, String>,
 ) -> Result<Result<Arc<TkaSignin>, Response>, ApiError> {
     let wait = wait_param(q, app)?;
-    let Some(mut s) = lookup(app, caller).await? else {
+    let Some(s) = lookup(app, caller).await? else {
         return Err(ApiError::not_signed_in(StatusCode::UNAUTHORIZED));
     };
     if sessions::expired(&s, Timestamp::now()) || s.metadata.deletion_timestamp.is_some() {
@@ -291,17 +328,7 @@ async fn ready_session(
         )
         .advice("run `tka login`"));
     }
-    if let (SessionState::Pending, Some(w)) = (sessions::state(&s), wait)
-        && let Some(now) = wait_ready(
-            app,
-            &s.name_any(),
-            s.metadata.generation.unwrap_or_default(),
-            w,
-        )
-        .await?
-    {
-        s = now;
-    }
+    let s = settle(app, s, wait).await?;
     match sessions::state(&s) {
         SessionState::Ready => Ok(Ok(s)),
         SessionState::Pending => Ok(Err(pending(app, StatusCode::ACCEPTED, None))),
@@ -544,20 +571,10 @@ pub async fn get_login(
 ) -> Result<Response, ApiError> {
     let wait = wait_param(&q, &app)?;
     let caller = app.identify(remote, &headers).await?;
-    let Some(mut s) = lookup(&app, &caller).await? else {
+    let Some(s) = lookup(&app, &caller).await? else {
         return Err(ApiError::not_signed_in(StatusCode::UNAUTHORIZED));
     };
-    if let (SessionState::Pending, Some(w)) = (sessions::state(&s), wait)
-        && let Some(now) = wait_ready(
-            &app,
-            &s.name_any(),
-            s.metadata.generation.unwrap_or_default(),
-            w,
-        )
-        .await?
-    {
-        s = now;
-    }
+    let s = settle(&app, s, wait).await?;
     match sessions::state(&s) {
         SessionState::Ready => {
             Ok((StatusCode::OK, axum::Json(response_for(&app, &s))).into_response())
@@ -580,14 +597,10 @@ pub async fn kubeconfig(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let (format, exec_auth) = format_param(&q)?;
-    let caller = app.identify(remote, &headers).await?;
-    auth::grant(&caller, &app.settings.auth).inspect_err(|e| app.reject(e))?;
-    let s = match ready_session(&app, &caller, &q).await? {
+    let s = match mintable_session(&app, remote, &headers, &q).await? {
         Ok(s) => s,
         Err(pending) => return Ok(pending),
     };
-    auth::still_granted(&caller, &app.settings.auth, &s.spec.role)
-        .inspect_err(|e| app.reject(e))?;
     let info = cluster_info(&app)?;
     let (media, yaml) = negotiate(&headers);
     let format = match (media, format) {
@@ -774,14 +787,10 @@ pub async fn exec_credential(
         )
         .advice("run `tka get clusters` to list the clusters you can use"));
     }
-    let caller = app.identify(remote, &headers).await?;
-    auth::grant(&caller, &app.settings.auth).inspect_err(|e| app.reject(e))?;
-    let s = match ready_session(&app, &caller, &q).await? {
+    let s = match mintable_session(&app, remote, &headers, &q).await? {
         Ok(s) => s,
         Err(pending) => return Ok(pending),
     };
-    auth::still_granted(&caller, &app.settings.auth, &s.spec.role)
-        .inspect_err(|e| app.reject(e))?;
     let cred = exec_credential_for(&app, &s, &api_version, &rid).await?;
     Ok((
         StatusCode::OK,

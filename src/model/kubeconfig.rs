@@ -43,7 +43,36 @@ pub struct Naming {
     pub tka_server: String,
 }
 
+impl ClusterEntry {
+    /// `server`, and the CA and insecure flag only when set (as upstream).
+    fn cluster_fields(&self) -> Map<String, Value> {
+        let mut cluster = Map::new();
+        cluster.insert("server".into(), json!(self.server_url));
+        if !self.ca_data.is_empty() {
+            cluster.insert("certificate-authority-data".into(), json!(self.ca_data));
+        }
+        if self.insecure_skip_tls_verify {
+            cluster.insert("insecure-skip-tls-verify".into(), json!(true));
+        }
+        cluster
+    }
+}
+
 impl Naming {
+    /// User and context names of entry `i`: `<prefix><login>` for the first (own) cluster,
+    /// `<prefix><login>@<cluster>` for the others (federation).
+    fn entry_names(&self, i: usize, c: &ClusterEntry) -> (String, String) {
+        let suffix = if i == 0 {
+            String::new()
+        } else {
+            format!("@{}", c.name)
+        };
+        (
+            format!("{}{suffix}", self.user()),
+            format!("{}{suffix}", self.context()),
+        )
+    }
+
     fn user(&self) -> String {
         format!("{}{}", self.user_prefix, self.login)
     }
@@ -52,29 +81,12 @@ impl Naming {
     }
 }
 
-/// The upstream map-shaped document. With several clusters (federation) every entry is suffixed by nothing:
-/// upstream keyed users and contexts by login only, so entries are keyed `<prefix><login>` for the first
-/// (own) cluster and `<prefix><login>@<cluster>` for the others.
+/// The upstream map-shaped document (upstream keyed users and contexts by login only).
 pub fn legacy(naming: &Naming, clusters: &[ClusterEntry]) -> Value {
     let (mut cs, mut us, mut ctxs) = (Map::new(), Map::new(), Map::new());
     for (i, c) in clusters.iter().enumerate() {
-        let suffix = if i == 0 {
-            String::new()
-        } else {
-            format!("@{}", c.name)
-        };
-        let (user, ctx) = (
-            format!("{}{suffix}", naming.user()),
-            format!("{}{suffix}", naming.context()),
-        );
-        let mut cluster = Map::new();
-        cluster.insert("server".into(), json!(c.server_url));
-        if !c.ca_data.is_empty() {
-            cluster.insert("certificate-authority-data".into(), json!(c.ca_data));
-        }
-        if c.insecure_skip_tls_verify {
-            cluster.insert("insecure-skip-tls-verify".into(), json!(true));
-        }
+        let (user, ctx) = naming.entry_names(i, c);
+        let cluster = c.cluster_fields();
         cs.insert(c.name.clone(), Value::Object(cluster));
         let token = match &c.auth {
             Auth::Token(t) => t.clone(),
@@ -105,24 +117,9 @@ pub fn v1(naming: &Naming, clusters: &[ClusterEntry]) -> Value {
     let mut us = Vec::new();
     let mut ctxs = Vec::new();
     for (i, c) in clusters.iter().enumerate() {
-        let suffix = if i == 0 {
-            String::new()
-        } else {
-            format!("@{}", c.name)
-        };
-        let (user, ctx) = (
-            format!("{}{suffix}", naming.user()),
-            format!("{}{suffix}", naming.context()),
-        );
+        let (user, ctx) = naming.entry_names(i, c);
         let ext = json!([{ "name": MANAGED_EXTENSION, "extension": { "server": naming.tka_server, "cluster": c.name } }]);
-        let mut cluster = Map::new();
-        cluster.insert("server".into(), json!(c.server_url));
-        if !c.ca_data.is_empty() {
-            cluster.insert("certificate-authority-data".into(), json!(c.ca_data));
-        }
-        if c.insecure_skip_tls_verify {
-            cluster.insert("insecure-skip-tls-verify".into(), json!(true));
-        }
+        let mut cluster = c.cluster_fields();
         cluster.insert("extensions".into(), ext.clone());
         cs.push(json!({ "name": c.name, "cluster": cluster }));
         let mut auth = match &c.auth {

@@ -41,6 +41,7 @@ scenarios!(
     upstream_objects_are_migrated,
     kubeconfig_representations,
     exec_credential_and_session_status,
+    cli_login_gives_kubectl_exactly_the_role,
 );
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
@@ -795,5 +796,124 @@ async fn exec_credential_and_session_status(env: Arc<Env>) {
     assert_eq!(r.body["selected"]["role"], "view");
     let r = u.get("/api/v1alpha1/clusters").await;
     assert_eq!(r.body[0]["name"], crate::harness::CLUSTER);
+    h.stop().await;
+}
+
+/// Runs the real `tka` binary as the user at `ip`, with its own config home.
+fn tka(h: &Harness, user: &User, home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tka"))
+        .args(["--server", &h.url])
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("KUBECONFIG", home.join(".kube/config"))
+        .env("SHELL", "/bin/bash")
+        .env("TKA_TEST_BIND_ADDRESS", user.ip.to_string())
+        .env_remove("TKA_CONFIG")
+        .output()
+        .expect("tka runs")
+}
+
+fn kubectl(env: &Env, kubeconfig: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env.cp.kubectl())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl runs")
+}
+
+async fn cli_login_gives_kubectl_exactly_the_role(env: Arc<Env>) {
+    let h = Harness::new(&env, "cli").await;
+    let home = tempfile::tempdir().unwrap();
+    let stranger = h.user("nobody@example.com", rules("[]"));
+    let out = tka(&h, &stranger, home.path(), &["login"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "no grant is exit 3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no access"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let user = h.user("cli@example.com", rules(VIEW));
+    let out = tka(&h, &user, home.path(), &["login", "--quiet"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Quiet mode prints only the export line, ready for eval.
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let export = stdout
+        .trim()
+        .strip_prefix("export KUBECONFIG='")
+        .and_then(|r| r.strip_suffix('\''))
+        .expect("POSIX export line")
+        .to_string();
+    let managed = export.split(':').next().unwrap().to_string();
+    let meta = std::fs::metadata(&managed).expect("managed kubeconfig written");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+
+    let who = kubectl(
+        &env,
+        &export,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        format!(
+            "system:serviceaccount:{}:{}",
+            h.ns,
+            sa_name("cli@example.com")
+        ),
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    let get = kubectl(&env, &export, &["get", "configmaps", "-n", "default"]);
+    assert!(
+        get.status.success(),
+        "view may list: {}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let create = kubectl(&env, &export, &["create", "namespace", "not-allowed"]);
+    assert!(!create.status.success());
+    assert!(
+        String::from_utf8_lossy(&create.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+
+    let out = tka(&h, &user, home.path(), &["get", "login", "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["role"], "view");
+    let out = tka(&h, &user, home.path(), &["logout"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !std::path::Path::new(&managed).exists(),
+        "logout removes the managed kubeconfig"
+    );
+    let out = tka(&h, &user, home.path(), &["logout"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a second logout is 'not signed in'"
+    );
     h.stop().await;
 }

@@ -8,6 +8,7 @@ mod handlers;
 mod openapi;
 pub mod serve;
 pub mod sessions;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;

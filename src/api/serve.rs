@@ -11,6 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::RemoteAddr;
@@ -29,6 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     opts: ServeOptions,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -62,10 +64,23 @@ pub async fn serve(
                     let router = router.clone();
                     async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|never| match never {})) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+                let handshake_timeout = opts.read_header_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let result = match tls {
+                        None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                        Some(acceptor) => {
+                            // The handshake is bounded like the headers: a peer that opens a connection and
+                            // sends nothing must not hold it.
+                            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => return tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+                            };
+                            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, %remote, "connection ended with an error");
                     }
                 });

@@ -213,11 +213,14 @@ fn main() -> ExitCode {
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }
-            eprintln!(
-                "tka-server serve: the tailnet identity backends (tailscaled) are not built yet; \
-                 this build can only be used as a library and through its tests"
-            );
-            ExitCode::from(1)
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(tka::server::run::serve(cfg))
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 pub mod fixed;
+pub mod tailscaled;
 
 pub use fixed::StaticIdentity;
 

@@ -30,6 +30,8 @@ pub struct Health {
     kube_ok_at: Mutex<Option<Instant>>,
     pub identity: OnceLock<Arc<dyn Identity>>,
     pub sessions: OnceLock<Sessions>,
+    /// Set when the API serves TLS: ready only with a certificate loaded.
+    pub tls: OnceLock<Arc<crate::api::tls::CurrentCert>>,
 }
 
 impl Health {
@@ -55,7 +57,8 @@ impl Health {
             .get()
             .is_some_and(|i| i.status().state == BackendState::Running);
         let listener = self.listener_bound.load(Ordering::SeqCst);
-        let checks = json!({ "config": true, "kubernetes": kube, "crd": crd, "caches": caches, "tailnet": tailnet, "listener": listener });
+        let tls = self.tls.get().is_none_or(|c| c.is_loaded());
+        let checks = json!({ "config": true, "kubernetes": kube, "crd": crd, "caches": caches, "tailnet": tailnet, "listener": listener, "tls": tls });
         let reason = if self.shutting_down.load(Ordering::SeqCst) {
             "shutting_down"
         } else if !kube {
@@ -70,6 +73,8 @@ impl Health {
             "tailnet_not_running"
         } else if !listener {
             "listener"
+        } else if !tls {
+            "tls"
         } else {
             ""
         };

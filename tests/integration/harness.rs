@@ -46,6 +46,10 @@ pub struct Harness {
     pub ns: String,
     pub config: Config,
     pub identity: Arc<StaticIdentity>,
+    /// What the server actually asks; the static map unless a test swaps in another backend.
+    pub backend: Arc<dyn tka::identity::Identity>,
+    /// `/ready`, `/metrics` and friends.
+    pub health_url: String,
     /// The server's own client: a token of SA `tka-controller`, bound only by the generated RBAC.
     pub server_client: Client,
     pub admin: Client,
@@ -189,10 +193,13 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listener_addr = listener.local_addr().unwrap();
         let identity = Arc::new(StaticIdentity::new());
+        let backend: Arc<dyn tka::identity::Identity> = identity.clone();
         let mut h = Harness {
             ns,
             config,
             identity,
+            backend,
+            health_url: String::new(),
             server_client,
             admin,
             server: None,
@@ -204,17 +211,26 @@ impl Harness {
     }
 
     async fn start_with(&mut self, listener: tokio::net::TcpListener) {
+        let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.health_url = format!("http://{}", health.local_addr().unwrap());
         let parts = Parts {
             client: self.server_client.clone(),
-            identity: self.identity.clone(),
-            api_listener: listener,
-            health_listener: None,
+            identity: self.backend.clone(),
+            api_listeners: vec![listener],
+            tls: None,
+            health_listener: Some(health),
         };
         self.server = Some(
             tka::server::start(&self.config, parts)
                 .await
                 .unwrap_or_else(|e| panic!("server start: {e}")),
         );
+    }
+
+    /// Restarts the server with another identity backend.
+    pub async fn use_backend(&mut self, backend: Arc<dyn tka::identity::Identity>) {
+        self.backend = backend;
+        self.restart().await;
     }
 
     /// Stops the server like a crash (no draining) and starts a new one on the same address.

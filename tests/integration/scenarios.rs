@@ -42,6 +42,7 @@ scenarios!(
     kubeconfig_representations,
     exec_credential_and_session_status,
     cli_login_gives_kubectl_exactly_the_role,
+    tailscaled_outage_is_503_and_recovers_without_restart,
 );
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
@@ -915,5 +916,85 @@ async fn cli_login_gives_kubectl_exactly_the_role(env: Arc<Env>) {
         Some(4),
         "a second logout is 'not signed in'"
     );
+    h.stop().await;
+}
+
+/// The real tailscaled backend against a real (not logged-in) tailscaled: while the daemon is missing the
+/// API answers 503 with advice and `/ready` is false; once a daemon appears on the socket, the same server
+/// recovers by itself, and an address the daemon does not know is a 403, never a guess.
+async fn tailscaled_outage_is_503_and_recovers_without_restart(env: Arc<Env>) {
+    use tka::identity::tailscaled::{TailscaledIdentity, localapi::LocalApi};
+    let mut h = Harness::new(&env, "tsoutage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tailscaled.sock");
+    h.use_backend(TailscaledIdentity::start(LocalApi::new(&socket)))
+        .await;
+    let u = User::new(crate::harness::fresh_ip(), &h.url);
+    let ready = |h: &Harness| {
+        let url = format!("{}/ready", h.health_url);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    let r = u.post("/api/v1alpha1/login").await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (503, Some("identity_unavailable")),
+        "{}",
+        r.text
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(
+        !r.text.contains("tailscaled.sock"),
+        "internal details stay in the log"
+    );
+    let body = ready(&h).await;
+    assert_eq!(
+        (body["status"].as_str(), body["reason"].as_str()),
+        (Some("not ready"), Some("tailnet_not_running")),
+        "{body}"
+    );
+
+    let bin = std::env::var("TKA_PEERS_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/bin")
+        });
+    let mut daemon = tokio::process::Command::new(bin.join("tailscaled"))
+        .args([
+            "--tun=userspace-networking",
+            "--no-logs-no-support",
+            "--port=0",
+        ])
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--statedir={}", dir.path().join("state").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tests/peers/bin/tailscaled (run tests/peers/build.sh)");
+    let recovered = eventually(Duration::from_secs(20), || async {
+        u.post("/api/v1alpha1/login").await.status != 503
+    })
+    .await;
+    assert!(
+        recovered.is_some(),
+        "the server must recover when tailscaled comes back"
+    );
+    let r = u.post("/api/v1alpha1/login").await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("unknown_peer")),
+        "{}",
+        r.text
+    );
+    let _ = daemon.kill().await;
+    nothing_for(&h, "anyone").await;
     h.stop().await;
 }

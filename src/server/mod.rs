@@ -4,6 +4,9 @@
 //! the sweep, the API listener and the health server. Shutdown: not ready → stop accepting and release
 //! long-poll waiters → drain → stop the controller after its current reconciles.
 
+pub mod run;
+pub mod tailnet;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,6 +22,7 @@ use crate::api::auth::AuthSettings;
 use crate::api::cluster_info::{ClusterInfoSettings, ClusterInfoSource, ConfigMapRef};
 use crate::api::serve::{ServeOptions, serve};
 use crate::api::sessions::Sessions;
+use crate::api::tls::CurrentCert;
 use crate::api::{ApiSettings, App};
 use crate::config::Config;
 use crate::identity::Identity;
@@ -27,6 +31,7 @@ use crate::operator::crd::TkaSignin;
 use crate::operator::reconcile::Context;
 use crate::telemetry::Metrics;
 use crate::telemetry::health::{self, Health};
+use tokio_rustls::TlsAcceptor;
 
 /// Minimum Kubernetes version (Secret-bound TokenRequest, CEL validation).
 pub const MIN_KUBERNETES_MINOR: u32 = 28;
@@ -49,8 +54,10 @@ fn start_error(message: impl Into<String>, hint: impl Into<String>) -> StartErro
 pub struct Parts {
     pub client: kube::Client,
     pub identity: Arc<dyn Identity>,
-    /// Tailnet listener(s) of the API.
-    pub api_listener: TcpListener,
+    /// Tailnet listener(s) of the API (e.g. 127.0.0.1 and ::1 in userspace mode).
+    pub api_listeners: Vec<TcpListener>,
+    /// TLS for the API listener, and the certificate `/ready` checks.
+    pub tls: Option<(TlsAcceptor, Arc<CurrentCert>)>,
     /// Health and metrics listener; `None` to not serve one.
     pub health_listener: Option<TcpListener>,
 }
@@ -62,6 +69,7 @@ pub struct Running {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
+    health_stop: watch::Sender<bool>,
     api_task: JoinHandle<()>,
     controller_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -174,6 +182,8 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut background = Vec::new();
 
+    // The health port outlives the API during shutdown (it reports `shutting_down`).
+    let (health_stop, _) = watch::channel(false);
     let health_addr = parts
         .health_listener
         .as_ref()
@@ -188,7 +198,8 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
             listener,
             router,
             opts,
-            watch::channel(false).1,
+            None,
+            health_stop.subscribe(),
         )));
     }
     preflight(&client, &namespace).await?;
@@ -231,19 +242,35 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
         shutdown_rx.clone(),
     ));
     let api_addr = parts
-        .api_listener
-        .local_addr()
-        .map_err(|e| start_error(format!("API listener: {e}"), "check server.listenAddresses"))?;
+        .api_listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .ok_or_else(|| start_error("no API listener", "check server.listenAddresses"))?;
     let opts = ServeOptions {
         read_header_timeout: config.server.read_header_timeout.as_std(),
         drain: config.server.shutdown_timeout.as_std(),
     };
-    let api_task = tokio::spawn(serve(
-        parts.api_listener,
-        crate::api::router(app),
-        opts,
-        shutdown_rx,
-    ));
+    let acceptor = parts.tls.map(|(acceptor, cert)| {
+        let _ = health.tls.set(cert);
+        acceptor
+    });
+    let router = crate::api::router(app);
+    let serving: Vec<_> = parts
+        .api_listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(serve(
+                l,
+                router.clone(),
+                opts,
+                acceptor.clone(),
+                shutdown_rx.clone(),
+            ))
+        })
+        .collect();
+    let api_task = tokio::spawn(async move {
+        futures::future::join_all(serving).await;
+    });
     health.listener_bound.store(true, Ordering::SeqCst);
     tracing::info!(%api_addr, namespace = %namespace, cluster = %config.operator.cluster_name, "tka-server started");
 
@@ -253,6 +280,7 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
         health,
         metrics,
         shutdown: shutdown_tx,
+        health_stop,
         api_task,
         controller_task,
         background,
@@ -283,6 +311,7 @@ impl Running {
             tracing::warn!("shutdown deadline reached");
         }
         self.health.leader.store(false, Ordering::SeqCst);
+        let _ = self.health_stop.send(true);
         for t in self.background {
             t.abort();
         }

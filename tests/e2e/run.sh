@@ -1,0 +1,935 @@
+#!/usr/bin/env bash
+# End-to-end test of the whole login flow on one machine with real components (spec: testing.md §6).
+#
+#   tests/e2e/run.sh               set up, run every scenario, tear down; terse; exit 1 on the first failed check
+#   tests/e2e/run.sh --demo        the same, explaining each step and showing the commands and their output
+#   tests/e2e/run.sh --keep        leave everything running afterwards (also after a failure) for debugging
+#   tests/e2e/run.sh --down        tear down what a --keep (or crashed) run left behind
+#   tests/e2e/run.sh --env-only    only the environment (tailnet, control plane) and its checks, no tka
+#   Other flags: --keep-going (run every scenario even after a failure), --no-build (use the binaries in
+#   target/debug as they are), --help.
+#
+# Topology. Five network namespaces on one bridge; nothing is added to the host's network, and nothing in the
+# namespaces has a route anywhere else, so test traffic can only reach 10.77.0.0/24 and the tailnet:
+#
+#   tkae2e-br    the bridge br0 and one end of each veth pair
+#   tkae2e-ctl   10.77.0.1  headscale (control server and embedded DERP, plain HTTP)
+#   tkae2e-srv   10.77.0.2  etcd, kube-apiserver :6443, tka-server with its supervised userspace tailscaled
+#   tkae2e-cli   10.77.0.3  alice's node: tailscaled with a TUN device, tka, kubectl, curl
+#   tkae2e-bob   10.77.0.4  bob's node (no grant)
+#   tkae2e-ci    10.77.0.5  a tagged node (tag:ci)
+#
+# One tailscaled with a TUN device per namespace: a node has exactly one user, so every user needs a node,
+# and two TUN daemons cannot share a namespace's routes. Names resolve through /etc/netns/<ns>/hosts, which
+# `ip netns exec` bind-mounts over /etc/hosts (and resolv.conf likewise, so no daemon can touch the host's).
+#
+# Everything started is recorded in <run dir>/pids (name, pid, start time) and killed by that pid, together
+# with its descendants; whatever is still inside one of our namespaces is killed before the namespace is
+# deleted. A run starts by removing what an earlier crashed or --keep run left behind.
+set -Eeuo pipefail
+# A failing set-up command stops the script (set -e); say which, the EXIT trap then tears down.
+trap 'echo "ERROR: line $LINENO: $BASH_COMMAND failed (exit $?)" >&2' ERR
+
+# ----------------------------------------------------------------------------------------------- settings
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PEERS=$REPO/tests/peers/bin
+TKA=$REPO/target/debug/tka
+TKA_SERVER=$REPO/target/debug/tka-server
+E2E_ROOT=$REPO/target/e2e
+NS_PREFIX=tkae2e
+NAMESPACES=(br ctl srv cli bob ci)  # br first: the others attach to its bridge
+declare -A IP=([ctl]=10.77.0.1 [srv]=10.77.0.2 [cli]=10.77.0.3 [bob]=10.77.0.4 [ci]=10.77.0.5)
+HEADSCALE_URL=http://10.77.0.1:8080
+APISERVER=https://10.77.0.2:6443
+TAILNET=tailnet.test
+TKA_HOST=tka.$TAILNET
+TKA_URL=https://$TKA_HOST
+CAP=specht-labs.de/cap/tka
+# The uid tka-server runs as (the image's); 0 runs it as root.
+SERVER_UID=${TKA_E2E_SERVER_UID:-65532}
+
+DEMO=0 KEEP=0 KEEP_GOING=0 BUILD=1 ENV_ONLY=0 MODE=run
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+for arg in "$@"; do
+	case $arg in
+	--demo) DEMO=1 ;;
+	--keep) KEEP=1 ;;
+	--keep-going) KEEP_GOING=1 ;;
+	--no-build) BUILD=0 ;;
+	--env-only) ENV_ONLY=1 ;;
+	--down) MODE=down ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+	esac
+done
+
+# ------------------------------------------------------------------------------------------------ output
+PASSED=0 FAILED=0
+if [[ -t 1 ]]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'; else B= G= R= D= N=; fi
+
+# Demo narration; silent in a plain run.
+say() { if ((DEMO)); then printf '\n%s▶ %s%s\n' "$B" "$*" "$N"; fi; }
+note() { if ((DEMO)); then printf '  %s\n' "$*"; fi; }
+# Progress of the set-up; one line each in a plain run too, so a hang shows where.
+phase() { if ((DEMO)); then printf '\n%s== %s%s\n' "$B" "$*" "$N"; else printf '%s\n' "-- $*"; fi; }
+
+pass() {
+	PASSED=$((PASSED + 1))
+	printf '%sPASS%s %s%s\n' "$G" "$N" "$1" "${2:+ ${D}($2)${N}}"
+}
+# fail NAME REASON [LOG...]: prints the reason and the tails of the given logs; stops unless --keep-going.
+fail() {
+	local name=$1 reason=$2 log
+	shift 2
+	FAILED=$((FAILED + 1))
+	printf '%sFAIL%s %s: %s\n' "$R" "$N" "$name" "$reason"
+	for log in "$@"; do
+		[[ -s $log ]] || continue
+		printf '%s--- last lines of %s ---%s\n' "$D" "${log#"$REPO"/}" "$N"
+		tail -n 15 "$log" | sed 's/^/    /'
+	done
+	if ((!KEEP_GOING)); then finish; fi
+}
+# Setup errors are not checks: report and stop (the EXIT trap tears down).
+die() {
+	printf '%sERROR%s %s\n' "$R" "$N" "$1" >&2
+	shift
+	local log
+	for log in "$@"; do
+		[[ -s $log ]] || continue
+		printf -- '--- last lines of %s ---\n' "${log#"$REPO"/}" >&2
+		tail -n 25 "$log" | sed 's/^/    /' >&2
+	done
+	exit 1
+}
+finish() {
+	if [[ -n ${RUN:-} ]] && ((!ENV_ONLY)); then write_results; fi
+	echo "$PASSED passed, $FAILED failed"
+	if ((FAILED > 0)); then exit 1; fi
+	exit 0
+}
+
+# ----------------------------------------------------------------------------------- namespaces, processes
+ns() { echo "$NS_PREFIX-$1"; }
+# nsx NS CMD...: run CMD inside namespace NS.
+nsx() {
+	local n=$1
+	shift
+	ip netns exec "$(ns "$n")" "$@"
+}
+our_namespaces() { ip netns list 2>/dev/null | awk -v p="^$NS_PREFIX-" '$1 ~ p { print $1 }'; }
+
+# Start time of a pid (clock ticks since boot): with the pid it identifies a process even after pid reuse.
+starttime() { awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null; }
+descendants() {
+	local child
+	for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		echo "$child"
+		descendants "$child"
+	done
+}
+# running PID...: true if one of the processes exists and is not a zombie.
+running() {
+	local p
+	for p in "$@"; do
+		[[ -r /proc/$p/stat && $(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$p/stat" 2>/dev/null) != Z ]] && return 0
+	done
+	return 1
+}
+# kill_tree PID...: SIGTERM to the processes (a daemon stops its own children in order), after 5 s SIGTERM to
+# whatever is left of their trees, after 2 s more SIGKILL.
+kill_tree() {
+	local tree=() p i
+	for p in "$@"; do tree+=("$p" $(descendants "$p")); done
+	kill -TERM "$@" 2>/dev/null || true
+	for i in $(seq 50); do running "${tree[@]}" || return 0; sleep 0.1; done
+	kill -TERM "${tree[@]}" 2>/dev/null || true
+	for i in $(seq 20); do running "${tree[@]}" || return 0; sleep 0.1; done
+	kill -KILL "${tree[@]}" 2>/dev/null || true
+	for i in $(seq 20); do running "${tree[@]}" || return 0; sleep 0.1; done
+}
+
+# spawn NAME NS CMD...: start CMD in namespace NS in the background, output in $LOGS/NAME.log, and record it.
+# setsid: own session, so a Ctrl-C on the terminal reaches only this script, whose trap stops everything in
+# order (and --keep survives the script). Neither setsid (not a group leader here) nor `ip netns exec` forks,
+# so $! is the daemon itself. fd 9 (the run lock) is not inherited.
+declare -A PID
+spawn() {
+	local name=$1 n=$2
+	shift 2
+	setsid ip netns exec "$(ns "$n")" "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
+	PID[$name]=$!
+	echo "$name ${PID[$name]} $(starttime "${PID[$name]}")" >>"$RUN/pids"
+}
+alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
+
+# wait_for SECONDS WHAT PROC CMD...: poll CMD every 0.2 s until it succeeds; give up after SECONDS or when the
+# process PROC (a spawn name, or - for none) has exited.
+wait_for() {
+	local secs=$1 what=$2 proc=$3 deadline
+	shift 3
+	deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		if [[ $proc != - ]] && ! alive "$proc"; then die "$proc exited while waiting for $what" "$LOGS/$proc.log"; fi
+		if ((SECONDS >= deadline)); then
+			die "timed out after ${secs}s waiting for $what" ${proc:+"$LOGS/$proc.log"}
+		fi
+		sleep 0.2
+	done
+}
+
+# Kills what a run directory recorded (only processes whose start time still matches), then everything left
+# in our namespaces, deletes the namespaces (and with them the veths and the bridge) and their /etc/netns.
+teardown_dir() {
+	local dir=$1 name pid start n
+	if [[ -f $dir/pids ]]; then
+		# Reverse start order: tka-server before the control plane, clients before headscale.
+		while read -r name pid start; do
+			if [[ -n $pid && $(starttime "$pid") == "$start" ]]; then kill_tree "$pid"; fi
+		done < <(tac "$dir/pids")
+	fi
+	for n in $(our_namespaces); do
+		pid=$(ip netns pids "$n" 2>/dev/null || true)
+		if [[ -n $pid ]]; then kill_tree $pid; fi
+	done
+	for n in $(our_namespaces); do ip netns delete "$n" 2>/dev/null || true; done
+	rm -rf /etc/netns/"$NS_PREFIX"-*
+	rmdir /etc/netns 2>/dev/null || true # only if empty: it may have been there before
+}
+
+# Leftovers of our own runs: the newest run directory (a --keep run) and any tkae2e-* namespace.
+cleanup_leftovers() {
+	local dir
+	for dir in "$E2E_ROOT"/*/; do
+		if [[ -f $dir/pids && ! -f $dir/.down ]]; then
+			teardown_dir "${dir%/}"
+			touch "$dir/.down"
+		fi
+	done
+	teardown_dir /nonexistent
+}
+
+# Verifies that nothing is left: no namespace, no recorded process, no /etc/netns entry.
+verify_clean() {
+	local left=() name pid start
+	if our_namespaces | grep -q .; then left+=("namespaces: $(our_namespaces | tr '\n' ' ')"); fi
+	if [[ -f $RUN/pids ]]; then
+		while read -r name pid start; do
+			# A zombie is dead already; it waits for init to reap it.
+			if [[ $(starttime "$pid") == "$start" ]] && running "$pid"; then left+=("process $name ($pid)"); fi
+		done <"$RUN/pids"
+	fi
+	if compgen -G "/etc/netns/$NS_PREFIX-*" >/dev/null; then left+=("/etc/netns/$NS_PREFIX-*"); fi
+	if grep -q "/run/netns/$NS_PREFIX-" /proc/self/mountinfo; then left+=("netns mounts"); fi
+	if ((${#left[@]})); then
+		printf '%sERROR%s teardown left: %s\n' "$R" "$N" "${left[*]}" >&2
+		return 1
+	fi
+}
+
+on_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [[ -z ${RUN:-} ]]; then exit "$rc"; fi
+	if ((KEEP)); then
+		print_keep_help
+		exit "$rc"
+	fi
+	phase "tearing down"
+	teardown_dir "$RUN"
+	touch "$RUN/.down"
+	verify_clean || rc=1
+	if ((rc != 0)); then echo "logs: ${RUN#"$REPO"/}/logs" >&2; fi
+	exit "$rc"
+}
+
+print_keep_help() {
+	cat <<EOF
+
+Environment kept (--keep). Logs and state: ${RUN#"$REPO"/}
+  ip netns exec $(ns cli) env HOME=$RUN/users/alice $TKA --server $TKA_URL --ca-file $PKI/ca.crt login
+  ip netns exec $(ns cli) $PEERS/tailscale --socket $RUN/nodes/alice/tailscaled.sock status
+  ip netns exec $(ns srv) $PEERS/kubectl --kubeconfig $RUN/k8s/admin.kubeconfig get tkasignins -A
+  ip netns exec $(ns ctl) $PEERS/headscale -c $RUN/headscale/config.yaml nodes list
+Tear down with: tests/e2e/run.sh --down
+EOF
+}
+
+# ------------------------------------------------------------------------------------------------ network
+setup_network() {
+	local n names
+	names=$(IFS=,; echo "${NAMESPACES[*]}")
+	phase "network namespaces $NS_PREFIX-{$names} on 10.77.0.0/24"
+	for n in "${NAMESPACES[@]}"; do
+		ip netns add "$(ns "$n")"
+		nsx "$n" ip link set lo up
+	done
+	nsx br ip link add br0 type bridge
+	nsx br ip link set br0 up
+	for n in "${NAMESPACES[@]:1}"; do
+		# Both veth ends are created inside namespaces: the host's own namespace never sees them.
+		nsx br ip link add "v-$n" type veth peer name eth0 netns "$(ns "$n")"
+		nsx br ip link set "v-$n" master br0 up
+		nsx "$n" ip addr add "${IP[$n]}/24" dev eth0
+		nsx "$n" ip link set eth0 up
+		# Own hosts and resolv.conf: bind-mounted by `ip netns exec`, so no daemon sees or edits the host's.
+		mkdir -p "/etc/netns/$(ns "$n")"
+		printf '127.0.0.1 localhost\n::1 localhost\n' >"/etc/netns/$(ns "$n")/hosts"
+		printf '# tka e2e: no DNS server in this namespace\noptions timeout:1 attempts:1\n' >"/etc/netns/$(ns "$n")/resolv.conf"
+	done
+}
+
+# -------------------------------------------------------------------------------------------------- PKI
+# One throw-away CA signs the apiserver's serving and admin client certificates and tka's certificate.
+# openssl rather than Rust: the script has to work before and without the test harness.
+make_pki() {
+	phase "test PKI (openssl)"
+	mkdir -p "$PKI"
+	local key=(genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256)
+	(
+		cd "$PKI"
+		openssl "${key[@]}" -out ca.key 2>/dev/null
+		openssl req -x509 -new -key ca.key -subj /CN=tka-e2e-ca -days 2 -out ca.crt \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign,digitalSignature
+		leaf() { # leaf NAME SUBJECT EXTENSIONS...
+			local name=$1 subj=$2
+			shift 2
+			openssl "${key[@]}" -out "$name.key" 2>/dev/null
+			openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr"
+			printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature "$@" >"$name.ext"
+			openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+				-extfile "$name.ext" -out "$name.crt" 2>/dev/null
+		}
+		leaf apiserver /CN=kube-apiserver extendedKeyUsage=serverAuth \
+			subjectAltName=IP:${IP[srv]},IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+		leaf admin "/O=system:masters/CN=e2e-admin" extendedKeyUsage=clientAuth
+		leaf tka "/CN=$TKA_HOST" extendedKeyUsage=serverAuth "subjectAltName=DNS:$TKA_HOST"
+		openssl "${key[@]}" -out sa.key 2>/dev/null
+		openssl pkey -in sa.key -pubout -out sa.pub
+		rm -f ./*.csr ./*.ext ca.srl
+	)
+}
+
+# ----------------------------------------------------------------------------------------------- headscale
+# write_policy ROLE: the tailnet policy; alice gets ROLE on the tka server node. Every node may reach every
+# other (so the fault scenarios test tka, not the ACL); bob has no tka grant.
+write_policy() {
+	cat >"$HS/policy.json" <<EOF
+{
+  "tagOwners": { "tag:tka": ["alice@"], "tag:ci": ["alice@"] },
+  "grants": [
+    { "src": ["*"], "dst": ["*"], "ip": ["*"] },
+    { "src": ["alice@"], "dst": ["tag:tka"],
+      "app": { "$CAP": [ { "role": "$1", "period": "1h" } ] } }
+  ]
+}
+EOF
+}
+
+start_headscale() {
+	phase "headscale on $HEADSCALE_URL"
+	mkdir -p "$HS"
+	write_policy view
+	cat >"$HS/config.yaml" <<EOF
+server_url: $HEADSCALE_URL
+listen_addr: ${IP[ctl]}:8080
+metrics_listen_addr: 127.0.0.1:9090
+grpc_listen_addr: 127.0.0.1:50443
+grpc_allow_insecure: false
+noise:
+  private_key_path: $HS/noise_private.key
+prefixes:
+  v4: 100.64.0.0/10
+  v6: fd7a:115c:a1e0::/48
+  allocation: sequential
+derp:
+  server:
+    enabled: true
+    region_id: 999
+    region_code: e2e
+    region_name: tka e2e embedded DERP
+    stun_listen_addr: ${IP[ctl]}:3478
+    private_key_path: $HS/derp_server_private.key
+    automatically_add_embedded_derp_region: true
+    ipv4: ${IP[ctl]}
+  urls: []
+  paths: []
+  auto_update_enabled: false
+disable_check_updates: true
+database:
+  type: sqlite
+  sqlite:
+    path: $HS/db.sqlite
+    write_ahead_log: true
+log:
+  level: info
+policy:
+  mode: file
+  path: $HS/policy.json
+dns:
+  magic_dns: true
+  base_domain: $TAILNET
+  override_local_dns: false
+  nameservers:
+    global: []
+unix_socket: $HS/headscale.sock
+unix_socket_permission: "0770"
+logtail:
+  enabled: false
+EOF
+	spawn headscale ctl "$PEERS/headscale" -c "$HS/config.yaml" serve
+	wait_for 30 "headscale /health" headscale nsx ctl curl -fsS "$HEADSCALE_URL/health"
+	# Also proves the bridge forwards (there is no ping on this machine).
+	wait_for 10 "headscale from $(ns cli)" headscale nsx cli curl -fsS "$HEADSCALE_URL/health"
+	hs users create alice >/dev/null
+	hs users create bob >/dev/null
+}
+hs() { nsx ctl "$PEERS/headscale" -c "$HS/config.yaml" "$@"; }
+user_id() { hs users list -o json | jq -er --arg n "$1" '.[] | select(.name == $n) | .id'; }
+# authkey USER [TAG]: a one-hour pre-auth key of USER, optionally giving the node TAG.
+authkey() {
+	local args=(preauthkeys create --user "$(user_id "$1")" --expiration 1h -o json)
+	if [[ -n ${2:-} ]]; then args+=(--tags "$2"); fi
+	hs "${args[@]}" | jq -er .key
+}
+
+# ------------------------------------------------------------------------------------------ tailnet nodes
+# start_node NAME NS KEY: a tailscaled with a TUN device in namespace NS, logged in with KEY as host NAME.
+# TS_DEBUG_USE_DERP_HTTP: headscale's embedded DERP speaks plain HTTP here. DNS and netfilter are left alone.
+start_node() {
+	local name=$1 n=$2 key=$3 dir=$RUN/nodes/$1
+	mkdir -p "$dir"
+	spawn "tailscaled-$name" "$n" env TS_DEBUG_USE_DERP_HTTP=1 "$PEERS/tailscaled" \
+		--tun=tailscale0 --statedir="$dir" --state="$dir/tailscaled.state" --socket="$dir/tailscaled.sock" \
+		--port=0 --no-logs-no-support
+	wait_for 20 "tailscaled of $name" "tailscaled-$name" test -S "$dir/tailscaled.sock"
+	nsx "$n" "$PEERS/tailscale" --socket "$dir/tailscaled.sock" up --login-server "$HEADSCALE_URL" \
+		--authkey "$key" --hostname "$name" --accept-dns=false --netfilter-mode=off --timeout 60s \
+		>>"$LOGS/tailscaled-$name.log" 2>&1 || die "tailscale up of $name failed" "$LOGS/tailscaled-$name.log"
+}
+# ts NAME ARGS...: the tailscale CLI against node NAME's daemon.
+ts() {
+	local name=$1
+	shift
+	"$PEERS/tailscale" --socket "$RUN/nodes/$name/tailscaled.sock" "$@"
+}
+# peer_ip NODE HOSTNAME: the IPv4 tailnet address under which NODE sees peer HOSTNAME (fails if none yet).
+peer_ip() {
+	ts "$1" status --json | jq -er --arg h "$2" \
+		'[.Peer[]? | select(.HostName == $h and .Online != false) | .TailscaleIPs[] | select(contains("."))][0]'
+}
+# map_tka NS IP: tka.tailnet.test resolves to IP inside NS (MagicDNS is not used: no DNS in the namespaces).
+map_tka() { printf '%s %s tka\n' "$2" "$TKA_HOST" >>"/etc/netns/$(ns "$1")/hosts"; }
+
+start_clients() {
+	phase "client nodes: alice ($(ns cli)), bob ($(ns bob)), ci ($(ns ci), tag:ci)"
+	start_node alice cli "$(authkey alice)"
+	start_node bob bob "$(authkey bob)"
+	start_node ci ci "$(authkey alice tag:ci)"
+}
+
+# -------------------------------------------------------------------------------------- Kubernetes control plane
+# The same flags as tests/support/controlplane.rs, but on the bridge address. There is no controller manager.
+start_controlplane() {
+	phase "etcd + kube-apiserver on $APISERVER"
+	mkdir -p "$K8S"
+	spawn etcd srv "$PEERS/etcd" --name=tka-e2e --data-dir="$K8S/etcd" \
+		--listen-client-urls=http://127.0.0.1:2379 --advertise-client-urls=http://127.0.0.1:2379 \
+		--listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
+		--initial-cluster=tka-e2e=http://127.0.0.1:2380 --unsafe-no-fsync --log-level=warn
+	wait_for 60 "etcd /health" etcd nsx srv curl -fsS http://127.0.0.1:2379/health
+	spawn kube-apiserver srv "$PEERS/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
+		--bind-address="${IP[srv]}" --advertise-address="${IP[srv]}" --secure-port=6443 \
+		--cert-dir="$K8S/apiserver-certs" --tls-cert-file="$PKI/apiserver.crt" \
+		--tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt" --authorization-mode=RBAC \
+		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$PKI/sa.pub" \
+		--service-account-signing-key-file="$PKI/sa.key" --api-audiences=https://kubernetes.default.svc \
+		--service-cluster-ip-range=10.0.0.0/24 --enable-priority-and-fairness=false \
+		--endpoint-reconciler-type=none --profiling=false
+	write_kubeconfig "$K8S/admin.kubeconfig" admin \
+		"client-certificate-data: $(base64 -w0 "$PKI/admin.crt")" "client-key-data: $(base64 -w0 "$PKI/admin.key")"
+	wait_for 90 "kube-apiserver /readyz" kube-apiserver nsx srv curl -fsS --cacert "$PKI/ca.crt" \
+		--cert "$PKI/admin.crt" --key "$PKI/admin.key" "$APISERVER/readyz"
+	wait_for 30 "the bootstrap ClusterRoles" kube-apiserver admin_kubectl get clusterrole view
+	aggregate_cluster_roles
+}
+# write_kubeconfig FILE USER USER-FIELD...: a kubeconfig for the e2e cluster.
+write_kubeconfig() {
+	local file=$1 user=$2 field
+	shift 2
+	{
+		cat <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: $APISERVER
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $user
+  user:
+EOF
+		for field in "$@"; do echo "    $field"; done
+		cat <<EOF
+contexts:
+- name: $user
+  context: { cluster: e2e, user: $user }
+current-context: $user
+EOF
+	} >"$file"
+	chmod 0644 "$file"
+}
+admin_kubectl() { nsx srv "$PEERS/kubectl" --kubeconfig "$K8S/admin.kubeconfig" "$@"; }
+
+# Without a controller manager the aggregated ClusterRoles view/edit/admin have no rules. Do once what its
+# aggregation controller does (tests/integration/harness.rs aggregate_cluster_roles), in dependency order:
+# view is aggregated into edit, edit into admin, so each is computed after the one it includes.
+aggregate_cluster_roles() {
+	local name all rules
+	for name in view edit admin; do
+		all=$(admin_kubectl get clusterroles -o json)
+		rules=$(jq -c --arg n "$name" '
+			(.items[] | select(.metadata.name == $n) | [.aggregationRule.clusterRoleSelectors[]?.matchLabels]) as $sel
+			| [.items[] | select(.metadata.name != $n)
+				| select((.metadata.labels // {}) as $l | any($sel[]; to_entries | all(.[]; $l[.key] == .value)))
+				| .rules[]?]' <<<"$all")
+		admin_kubectl patch clusterrole "$name" --type merge -p "{\"rules\": $rules}" >/dev/null
+	done
+}
+
+# ------------------------------------------------------------------------------------------------ tka-server
+# Kubernetes objects the server needs: the CRD, its namespace and ServiceAccount, the RBAC it renders for
+# itself (nothing more), and a kubeconfig with a token of that ServiceAccount.
+install_tka() {
+	phase "tka CRD, namespace, ServiceAccount and RBAC"
+	mkdir -p "$TKAD"
+	"$TKA_SERVER" crd | admin_kubectl apply -f - >/dev/null
+	admin_kubectl create namespace tka-system >/dev/null
+	admin_kubectl create serviceaccount tka-controller -n tka-system >/dev/null
+	"$TKA_SERVER" rbac --allowed-roles view,edit --namespace tka-system | admin_kubectl apply -f - >/dev/null
+	admin_kubectl wait --for condition=established --timeout=30s crd/tkasignins.tka.specht-labs.de >/dev/null
+	write_kubeconfig "$TKAD/kubeconfig" tka-controller \
+		"token: $(admin_kubectl create token tka-controller -n tka-system --duration 2h)"
+}
+
+start_tka_server() {
+	phase "tka-server (uid $SERVER_UID) with its supervised tailscaled"
+	mkdir -p "$TKAD/state" "$TKAD/run"
+	cp "$PKI/tka.crt" "$PKI/tka.key" "$TKAD/"
+	cat >"$TKAD/config.yaml" <<EOF
+tailscale:
+  hostname: tka
+  port: 443
+  tailnet: $TAILNET
+  controlURL: $HEADSCALE_URL
+  stateDir: $TKAD/state
+  runDir: $TKAD/run
+  tailscaledPath: $PEERS/tailscaled
+tls:
+  mode: files
+  certFile: $TKAD/tka.crt
+  keyFile: $TKAD/tka.key
+health:
+  port: 8080
+  bindAddress: 127.0.0.1
+operator:
+  namespace: tka-system
+  clusterName: e2e-cluster
+  allowedRoles: [view, edit]
+clusterInfo:
+  apiEndpoint: $APISERVER
+  caData: $(base64 -w0 "$PKI/ca.crt")
+api:
+  # The timing scenario logs in 20 times in a row from one node; the default 20/s would make it measure
+  # the rate limiter.
+  rateLimit: 1000
+  rateBurst: 1000
+EOF
+	"$TKA_SERVER" check --config "$TKAD/config.yaml" >"$LOGS/tka-server-check.log" 2>&1 ||
+		die "tka-server check rejected the configuration" "$LOGS/tka-server-check.log"
+	local key run_as=()
+	# Reusable: after a crash of its state, the server could log in again (the e2e tailnet lives 1 h anyway).
+	key=$(hs preauthkeys create --user "$(user_id alice)" --tags tag:tka --reusable --expiration 1h -o json | jq -er .key)
+	if ((SERVER_UID != 0)); then
+		# As in a pod: unprivileged, binding 443 thanks to the namespaced sysctl (identity.md §2.3).
+		nsx srv sysctl -qw net.ipv4.ip_unprivileged_port_start=0
+		chown -R "$SERVER_UID:$SERVER_UID" "$TKAD"
+		run_as=(setpriv --reuid "$SERVER_UID" --regid "$SERVER_UID" --clear-groups)
+	fi
+	spawn tka-server srv "${run_as[@]}" env HOME="$TKAD" TS_AUTHKEY="$key" TS_DEBUG_USE_DERP_HTTP=1 \
+		KUBECONFIG="$TKAD/kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$TKA_SERVER" serve --config "$TKAD/config.yaml"
+	wait_for 120 "tka-server /ready" tka-server ready_is 200
+	wait_for 60 "alice's node to see the tka node" - peer_ip alice tka
+	local tka_ip n
+	tka_ip=$(peer_ip alice tka)
+	for n in cli bob ci; do map_tka "$n" "$tka_ip"; done
+	note "tka node: $tka_ip ($TKA_HOST)"
+}
+# ready_is CODE: /ready of tka-server answers CODE.
+ready_is() { [[ $(ready_code) == "$1" ]]; }
+ready_code() { nsx srv curl -s -o /dev/null -m 2 -w '%{http_code}' http://127.0.0.1:8080/ready || true; }
+
+# In --env-only mode a plain userspace tailscaled stands in for the server's node, so the tailnet checks
+# (reachability, WhoIs with the capability) run without tka-server.
+start_standin_server_node() {
+	phase "stand-in tka node (userspace tailscaled, tag:tka) in $(ns srv)"
+	local dir=$RUN/nodes/tka key
+	mkdir -p "$dir"
+	key=$(hs preauthkeys create --user "$(user_id alice)" --tags tag:tka --expiration 1h -o json | jq -er .key)
+	spawn tailscaled-tka srv env TS_DEBUG_USE_DERP_HTTP=1 "$PEERS/tailscaled" --tun=userspace-networking \
+		--statedir="$dir" --state="$dir/tailscaled.state" --socket="$dir/tailscaled.sock" --port=0 --no-logs-no-support
+	wait_for 20 "the stand-in tailscaled" tailscaled-tka test -S "$dir/tailscaled.sock"
+	nsx srv "$PEERS/tailscale" --socket "$dir/tailscaled.sock" up --login-server "$HEADSCALE_URL" \
+		--authkey "$key" --hostname tka --accept-dns=false --timeout 60s >>"$LOGS/tailscaled-tka.log" 2>&1 ||
+		die "tailscale up of the stand-in failed" "$LOGS/tailscaled-tka.log"
+	wait_for 60 "alice's node to see the tka node" - peer_ip alice tka
+}
+# The LocalAPI socket of the server's node.
+server_socket() { if ((ENV_ONLY)); then echo "$RUN/nodes/tka/tailscaled.sock"; else echo "$TKAD/run/tailscaled.sock"; fi; }
+
+# ------------------------------------------------------------------------------------------ client helpers
+# tka_as USER ARGS...: run tka as USER on USER's node; stdout in $OUT, stderr in $ERR, exit code in $RC.
+declare -A NODE_NS=([alice]=cli [bob]=bob [ci]=ci)
+OUT= ERR= RC=0
+tka_as() {
+	local user=$1 home=$RUN/users/$1
+	shift
+	mkdir -p "$home"
+	RC=0
+	nsx "${NODE_NS[$user]}" env -u KUBECONFIG HOME="$home" XDG_CONFIG_HOME="$home/.config" \
+		"$TKA" --server "$TKA_URL" --ca-file "$PKI/ca.crt" "$@" >"$RUN/out" 2>"$RUN/err" || RC=$?
+	OUT=$(<"$RUN/out") ERR=$(<"$RUN/err")
+	printf '$ tka %s   # as %s, exit %s\n%s\n%s\n' "$*" "$user" "$RC" "$OUT" "$ERR" >>"$LOGS/steps.log"
+	if ((DEMO)); then
+		printf '  %s$ tka %s%s   %s# as %s on its node, exit %s%s\n' "$B" "$*" "$N" "$D" "$user" "$RC" "$N"
+		if [[ -n $OUT ]]; then printf '%s\n' "$OUT" | sed 's/^/    /'; fi
+		if [[ -n $ERR ]]; then printf '%s\n' "$ERR" | sed 's/^/    /'; fi
+	fi
+}
+# tka_login USER: `tka login --quiet`; on success sets KC to the kubeconfig path from the export line.
+KC=
+tka_login() {
+	tka_as "$1" login --quiet
+	KC=
+	if ((RC == 0)); then
+		KC=$(sed -n "s/^export KUBECONFIG='\(.*\)'$/\1/p" <<<"$OUT")
+		KC=${KC%%:*}
+	fi
+}
+# kubectl_as KUBECONFIG ARGS...: kubectl on alice's node; output in $OUT (stdout+stderr), exit code in $RC.
+kubectl_as() {
+	local kc=$1
+	shift
+	RC=0
+	OUT=$(nsx cli "$PEERS/kubectl" --kubeconfig "$kc" "$@" 2>&1) || RC=$?
+	printf '$ kubectl %s   # exit %s\n%s\n' "$*" "$RC" "$OUT" >>"$LOGS/steps.log"
+	if ((DEMO)); then
+		printf '  %s$ kubectl %s%s   %s# exit %s%s\n' "$B" "$*" "$N" "$D" "$RC" "$N"
+		printf '%s\n' "$OUT" | head -n 8 | sed 's/^/    /'
+	fi
+}
+token_of() { "$PEERS/kubectl" --kubeconfig "$1" config view --raw -o jsonpath='{.users[0].user.token}'; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# percentile P VALUES...: nearest-rank percentile.
+percentile() {
+	local p=$1
+	shift
+	printf '%s\n' "$@" | sort -n | awk -v p="$p" '{ v[NR] = $1 } END { i = int((p * NR + 99) / 100); if (i < 1) i = 1; print v[i] }'
+}
+
+# Inside alice's namespace (one `ip netns exec`, so the loop's period is not dominated by set-up):
+# logs out, then polls the apiserver with the saved token every 50 ms until 401 or LIMIT ms.
+# Prints "<logout exit> <logout ms> <ms from logout's return to the first 401, or -1>".
+revoke_and_poll() { # revoke_and_poll USER TOKEN LIMIT_MS HOW(curl|kubectl) SAVED_KUBECONFIG
+	local home=$RUN/users/$1
+	nsx cli env -u KUBECONFIG HOME="$home" XDG_CONFIG_HOME="$home/.config" TKA="$TKA" TKA_URL="$TKA_URL" \
+		CA="$PKI/ca.crt" TOKEN="$2" LIMIT="$3" HOW="$4" KC="$5" KUBECTL="$PEERS/kubectl" APISERVER="$APISERVER" \
+		bash -c '
+		ms() { echo $(($(date +%s%N) / 1000000)); }
+		is_401() {
+			if [[ $HOW == curl ]]; then
+				[[ $(curl -s -o /dev/null -w "%{http_code}" --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$APISERVER/api") == 401 ]]
+			else
+				"$KUBECTL" --kubeconfig "$KC" auth whoami 2>&1 | grep -q Unauthorized
+			fi
+		}
+		t0=$(ms); rc=0
+		"$TKA" --server "$TKA_URL" --ca-file "$CA" logout --quiet >/dev/null 2>&1 || rc=$?
+		t1=$(ms)
+		while :; do
+			if is_401; then echo "$rc $((t1 - t0)) $(($(ms) - t1))"; exit 0; fi
+			if (($(ms) - t1 > LIMIT)); then echo "$rc $((t1 - t0)) -1"; exit 0; fi
+			sleep 0.05
+		done'
+}
+
+# ---------------------------------------------------------------------------------------- environment checks
+check_environment() {
+	say "Environment checks: the tailnet works and the server's node learns the caller's capability"
+	local n ip out
+	for n in alice bob ci; do
+		if [[ $(ts "$n" status --json | jq -r .BackendState) == Running ]]; then pass "env: $n's tailscaled is Running"
+		else fail "env: $n's tailscaled is Running" "BackendState $(ts "$n" status --json | jq -r .BackendState)" "$LOGS/tailscaled-$n.log"; fi
+	done
+	ip=$(peer_ip alice tka)
+	for n in alice bob; do
+		if out=$(nsx "${NODE_NS[$n]}" "$PEERS/tailscale" --socket "$RUN/nodes/$n/tailscaled.sock" ping -c 5 --timeout 5s "$ip" 2>&1); then
+			pass "env: $n reaches the tka node over the tailnet" "$(tail -n1 <<<"$out" | sed 's/^pong from //')"
+		else fail "env: $n reaches the tka node over the tailnet" "$out"; fi
+	done
+	if out=$(nsx cli "$PEERS/kubectl" --kubeconfig "$K8S/admin.kubeconfig" get --raw /version 2>&1); then
+		pass "env: kube-apiserver reachable from $(ns cli) at $APISERVER" "$(jq -r .gitVersion <<<"$out")"
+	else fail "env: kube-apiserver reachable from $(ns cli)" "$out"; fi
+	local sock alice_ip caps role
+	sock=$(server_socket)
+	alice_ip=$(ts alice ip -4)
+	# WhoIs as tka-server does it: LocalAPI over the unix socket, with the caller's address.
+	caps=$(curl -sS --unix-socket "$sock" "http://local-tailscaled.sock/localapi/v0/whois?addr=$alice_ip:1" 2>&1 || true)
+	role=$(jq -r --arg c "$CAP" '.CapMap[$c][0].role // empty' <<<"$caps" 2>/dev/null || true)
+	if [[ $(jq -r .UserProfile.LoginName <<<"$caps" 2>/dev/null) == alice && -n $role ]]; then
+		pass "env: WhoIs on the server's node: alice with $CAP" "role $role"
+	else fail "env: WhoIs on the server's node: alice with $CAP" "got: $(head -c 400 <<<"$caps")"; fi
+}
+
+# ------------------------------------------------------------------------------------------------ scenarios
+scenario_login() {
+	say "Scenario login: alice (grant: view) signs in, uses the cluster, signs out"
+	local s=login user saved t
+	tka_login alice
+	if ((RC != 0)) || [[ ! -f $KC ]]; then fail "$s: tka login as alice" "exit $RC: $ERR" "$LOGS/tka-server.log"; return; fi
+	pass "$s: tka login as alice" "$KC"
+	kubectl_as "$KC" auth whoami -o jsonpath='{.status.userInfo.username}'
+	user=$OUT
+	if ((RC == 0)) && [[ $user == system:serviceaccount:tka-system:tka-user-alice-* ]]; then pass "$s: kubectl auth whoami" "$user"
+	else fail "$s: kubectl auth whoami" "exit $RC: $user"; return; fi
+	kubectl_as "$KC" get pods -A
+	if ((RC == 0)); then pass "$s: kubectl get pods -A works"; else fail "$s: kubectl get pods -A works" "$OUT"; return; fi
+	kubectl_as "$KC" create namespace x
+	if ((RC != 0)) && grep -q Forbidden <<<"$OUT"; then pass "$s: kubectl create namespace x is forbidden"
+	else fail "$s: kubectl create namespace x is forbidden" "exit $RC: $OUT"; return; fi
+	note "The session as the cluster sees it (admin view of the TkaSignin):"
+	if ((DEMO)); then admin_kubectl get tkasignins -n tka-system 2>&1 | sed 's/^/    /'; fi
+	if admin_kubectl get tkasignins -n tka-system -o json | jq -e '.items | length >= 1' >/dev/null; then
+		pass "$s: a TkaSignin exists in tka-system"
+	else fail "$s: a TkaSignin exists in tka-system" "none"; return; fi
+	identity_headers_ignored
+	# Logout deletes the kubeconfig; keep a copy to try the revoked token with.
+	saved=$RUN/users/alice/saved.kubeconfig
+	cp "$KC" "$saved"
+	say "alice signs out; the token she just used must stop working"
+	note "kube-apiserver caches a successful token authentication for 10 s, so expect up to ~10 s."
+	read -r RC t LAT <<<"$(revoke_and_poll alice "" 15000 kubectl "$saved")"
+	echo "login: logout exit $RC in ${t} ms, 401 after ${LAT} ms" >>"$LOGS/steps.log"
+	if ((RC != 0)); then fail "$s: tka logout" "exit $RC" "$LOGS/tka-server.log"; return; fi
+	pass "$s: tka logout" "${t} ms"
+	if [[ ! -e $KC ]]; then pass "$s: logout removed the kubeconfig"; else fail "$s: logout removed the kubeconfig" "$KC still exists"; fi
+	if ((LAT >= 0)); then
+		pass "$s: kubectl with the saved token gets 401" "after $LAT ms; the token was used < 10 s before logout"
+		RESULT_USED_REVOCATION=$LAT
+	else fail "$s: kubectl with the saved token gets 401" "still accepted 15 s after logout"; fi
+}
+
+# Client-supplied identity headers must not matter: the server asks tailscaled who is calling.
+identity_headers_ignored() {
+	local out
+	out=$(nsx cli curl -sS --cacert "$PKI/ca.crt" -H 'Tailscale-User-Login: admin@' -H 'Tailscale-User-Name: admin' \
+		-H 'X-Forwarded-For: 10.77.0.99' "$TKA_URL/api/v1alpha1/whoami" 2>&1 || true)
+	echo "whoami with forged headers: $out" >>"$LOGS/steps.log"
+	if [[ $(jq -r .login_name <<<"$out" 2>/dev/null) == alice ]]; then
+		pass "headers: forged Tailscale-User-Login is ignored" "login_name alice"
+	else fail "headers: forged Tailscale-User-Login is ignored" "whoami: $(head -c 300 <<<"$out")"; fi
+}
+
+scenario_forbidden() {
+	say "Scenario forbidden: bob has no tka grant"
+	tka_login bob
+	if ((RC == 3)); then pass "forbidden: tka login as bob exits 3"
+	else fail "forbidden: tka login as bob exits 3" "exit $RC: $ERR"; return; fi
+	local code
+	code=$(nsx bob curl -sS --cacert "$PKI/ca.crt" "$TKA_URL/api/v1alpha1/whoami" | jq -r '.reject.code // .code // empty' 2>/dev/null || true)
+	if [[ $code == no_grant ]]; then pass "forbidden: whoami reports no_grant for bob"
+	else fail "forbidden: whoami reports no_grant for bob" "got '$code'"; fi
+}
+
+scenario_tagged() {
+	say "Scenario tagged: a tagged node (tag:ci) is refused by default"
+	tka_login ci
+	if ((RC == 3)); then pass "tagged: tka login from a tag:ci node exits 3"
+	else fail "tagged: tka login from a tag:ci node exits 3" "exit $RC: $ERR"; return; fi
+	local body
+	body=$(nsx ci curl -sS --cacert "$PKI/ca.crt" "$TKA_URL/api/v1alpha1/whoami" 2>&1 || true)
+	if grep -q tagged_node_not_allowed <<<"$body$ERR"; then pass "tagged: the reason is tagged_node_not_allowed"
+	else fail "tagged: the reason is tagged_node_not_allowed" "whoami: $(head -c 300 <<<"$body")"; fi
+}
+
+scenario_role_change() {
+	say "Scenario role change: the policy now grants alice edit; headscale reloads it on SIGHUP"
+	write_policy edit
+	kill -HUP "${PID[headscale]}"
+	local sock alice_ip deadline t0 role=
+	sock=$(server_socket)
+	alice_ip=$(ts alice ip -4)
+	t0=$(now_ms) deadline=$((SECONDS + 30))
+	# The new capability reaches the server's node with the next netmap; wait for it there rather than sleep.
+	while ((SECONDS < deadline)); do
+		role=$(curl -sS --unix-socket "$sock" "http://local-tailscaled.sock/localapi/v0/whois?addr=$alice_ip:1" |
+			jq -r --arg c "$CAP" '.CapMap[$c][0].role // empty' 2>/dev/null || true)
+		[[ $role == edit ]] && break
+		sleep 0.2
+	done
+	if [[ $role == edit ]]; then pass "role-change: the server's node sees role edit" "$(($(now_ms) - t0)) ms after SIGHUP"
+	else fail "role-change: the server's node sees role edit" "still '$role' after 30 s" "$LOGS/headscale.log"; return; fi
+	tka_login alice
+	if ((RC != 0)); then fail "role-change: tka login as alice" "exit $RC: $ERR" "$LOGS/tka-server.log"; return; fi
+	pass "role-change: tka login as alice"
+	kubectl_as "$KC" create configmap e2e-role-change -n default --from-literal=k=v
+	if ((RC == 0)); then pass "role-change: kubectl create configmap in default works with edit"
+	else fail "role-change: kubectl create configmap in default works with edit" "$OUT"; return; fi
+	tka_as alice logout --quiet
+}
+
+scenario_timing() {
+	say "Scenario timing: 20 sequential logins, 10 revocations of unused tokens"
+	local DEMO=0 # 30 logins and logouts are too many to show
+	local i t0 walls=() lats=() lo lt lat token saved=$RUN/users/alice/saved.kubeconfig
+	for i in $(seq 20); do
+		t0=$(now_ms)
+		tka_login alice
+		walls+=($(($(now_ms) - t0)))
+		if ((RC != 0)); then fail "timing: 20 sequential logins" "login $i: exit $RC: $ERR" "$LOGS/tka-server.log"; return; fi
+	done
+	RESULT_LOGIN_P50=$(percentile 50 "${walls[@]}") RESULT_LOGIN_P99=$(percentile 99 "${walls[@]}")
+	pass "timing: 20 sequential logins" "p50 $RESULT_LOGIN_P50 ms, p99 $RESULT_LOGIN_P99 ms"
+	tka_as alice logout --quiet
+	# Each round: a new session whose token is never used before logout, so the apiserver has no cached
+	# authentication for it; curl (not kubectl) polls, so the poll period is not kubectl's start-up time.
+	for i in $(seq 10); do
+		tka_login alice
+		if ((RC != 0)); then fail "timing: revocation of an unused token" "login: exit $RC: $ERR"; return; fi
+		token=$(token_of "$KC")
+		read -r lo lt lat <<<"$(revoke_and_poll alice "$token" 15000 curl "")"
+		if ((lo != 0 || lat < 0)); then fail "timing: revocation of an unused token" "round $i: logout exit $lo, 401 after $lat ms"; return; fi
+		lats+=("$lat")
+	done
+	RESULT_REVOKE_P50=$(percentile 50 "${lats[@]}") RESULT_REVOKE_P99=$(percentile 99 "${lats[@]}")
+	pass "timing: 10 revocations of unused tokens" "p50 $RESULT_REVOKE_P50 ms, p99 $RESULT_REVOKE_P99 ms after logout"
+	echo "login wall times (ms): ${walls[*]}" >>"$LOGS/steps.log"
+	echo "revocation latencies (ms): ${lats[*]}" >>"$LOGS/steps.log"
+}
+
+scenario_faults() {
+	say "Scenario faults: the server's tailscaled dies; tka-server restarts it"
+	local ts_pid new_pid t0 saw503=0 deadline code t_ready
+	ts_pid=$(ps -o pid=,comm= --ppid "${PID[tka-server]}" | awk '$2 == "tailscaled" { print $1; exit }')
+	if [[ -z $ts_pid ]]; then fail "faults: find the supervised tailscaled" "no tailscaled child of tka-server (${PID[tka-server]})"; return; fi
+	note "killing tailscaled (pid $ts_pid), the child of tka-server (pid ${PID[tka-server]})"
+	t0=$(now_ms)
+	kill -KILL "$ts_pid"
+	deadline=$((SECONDS + 60))
+	while ((SECONDS < deadline)); do
+		code=$(ready_code)
+		if [[ $code == 503 ]]; then saw503=1; fi
+		if ((saw503)) && [[ $code == 200 ]]; then break; fi
+		sleep 0.1
+	done
+	t_ready=$(($(now_ms) - t0))
+	if ((saw503)); then pass "faults: /ready goes 503 after tailscaled died"
+	else fail "faults: /ready goes 503 after tailscaled died" "never saw 503 (last $code)" "$LOGS/tka-server.log"; return; fi
+	if [[ $code == 200 ]]; then pass "faults: /ready is 200 again" "$t_ready ms after the kill"
+	else fail "faults: /ready is 200 again" "last $code after 60 s" "$LOGS/tka-server.log"; return; fi
+	new_pid=$(ps -o pid=,comm= --ppid "${PID[tka-server]}" | awk '$2 == "tailscaled" { print $1; exit }')
+	if [[ -n $new_pid && $new_pid != "$ts_pid" ]]; then pass "faults: tka-server restarted tailscaled" "pid $ts_pid → $new_pid"
+	else fail "faults: tka-server restarted tailscaled" "child now '${new_pid}'"; return; fi
+	# The client may need a moment to re-establish the WireGuard session with the restarted node.
+	deadline=$((SECONDS + 30))
+	t0=$(now_ms)
+	while :; do
+		tka_login alice
+		if ((RC == 0 || SECONDS >= deadline)); then break; fi
+		sleep 0.5
+	done
+	if ((RC == 0)); then pass "faults: login works after the restart" "$(($(now_ms) - t0)) ms after /ready"; RESULT_FAULT_READY=$t_ready
+	else fail "faults: login works after the restart" "exit $RC: $ERR" "$LOGS/tka-server.log"; return; fi
+	tka_as alice logout --quiet
+}
+
+write_results() {
+	{
+		echo "# tka e2e results ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores)"
+		echo
+		echo "| Measurement | Value |"
+		echo "|---|---|"
+		echo "| \`tka login --quiet\` wall time, 20 sequential, p50 / p99 | ${RESULT_LOGIN_P50:--} / ${RESULT_LOGIN_P99:--} ms |"
+		echo "| logout → 401, token unused for 10 s, 10 rounds, p50 / p99 | ${RESULT_REVOKE_P50:--} / ${RESULT_REVOKE_P99:--} ms |"
+		echo "| logout → 401, token used just before logout (apiserver 10 s cache) | ${RESULT_USED_REVOCATION:--} ms |"
+		echo "| supervised tailscaled killed → /ready 200 again | ${RESULT_FAULT_READY:--} ms |"
+		echo
+		echo "Checks: $PASSED passed, $FAILED failed."
+	} >"$RUN/results.md"
+	if ((DEMO)) || [[ -n ${RESULT_LOGIN_P50:-} ]]; then
+		echo
+		sed -n '3,9p' "$RUN/results.md"
+		echo "(${RUN#"$REPO"/}/results.md)"
+	fi
+}
+
+# ---------------------------------------------------------------------------------------------------- main
+preflight() {
+	[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+	local t
+	for t in ip jq curl openssl setpriv setsid ps base64 sysctl; do command -v "$t" >/dev/null || die "missing tool: $t"; done
+	[[ -c /dev/net/tun ]] || die "/dev/net/tun is missing: the client nodes need a TUN device"
+}
+
+main() {
+	preflight
+	mkdir -p "$E2E_ROOT"
+	exec 9>"$E2E_ROOT/.lock"
+	# Waits a little: a killed run's last foreground child may still hold the lock for a moment.
+	flock -w 30 9 || die "another tests/e2e/run.sh is running"
+	if [[ $MODE == down ]]; then
+		cleanup_leftovers
+		RUN=/nonexistent verify_clean && echo "torn down"
+		return
+	fi
+	cleanup_leftovers
+
+	"$REPO/tests/peers/build.sh" >/dev/null
+	if ((BUILD)) && ((!ENV_ONLY)); then
+		phase "cargo build --bins"
+		(cd "$REPO" && cargo build --bins --quiet) || die "cargo build failed"
+	fi
+
+	RUN=$E2E_ROOT/$(date +%Y%m%d-%H%M%S)
+	LOGS=$RUN/logs PKI=$RUN/pki HS=$RUN/headscale K8S=$RUN/k8s TKAD=$RUN/tka-server
+	mkdir -p "$LOGS"
+	: >"$RUN/pids"
+	ln -sfn "$(basename "$RUN")" "$E2E_ROOT/latest"
+	trap on_exit EXIT
+	trap 'exit 130' INT TERM
+	phase "run directory ${RUN#"$REPO"/}"
+
+	setup_network
+	make_pki
+	start_headscale
+	start_controlplane
+	start_clients
+	if ((ENV_ONLY)); then
+		start_standin_server_node
+		check_environment
+		finish
+	fi
+	install_tka
+	start_tka_server
+	check_environment
+	scenario_login
+	scenario_forbidden
+	scenario_tagged
+	scenario_role_change
+	scenario_timing
+	scenario_faults
+	finish
+}
+
+main

@@ -123,7 +123,7 @@ our_namespaces() { ip netns list 2>/dev/null | awk -v p="^$NS_PREFIX-" '$1 ~ p {
 starttime() { awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null; }
 descendants() {
 	local child
-	for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+	for child in $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
 		echo "$child"
 		descendants "$child"
 	done

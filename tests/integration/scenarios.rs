@@ -43,6 +43,10 @@ scenarios!(
     exec_credential_and_session_status,
     cli_login_gives_kubectl_exactly_the_role,
     tailscaled_outage_is_503_and_recovers_without_restart,
+    objects_deleted_by_hand_do_not_block_cleanup,
+    logout_login_loops_never_break_the_new_session,
+    a_second_device_with_another_role_conflicts,
+    only_the_controller_writes_status_and_foreign_annotations_survive,
 );
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
@@ -996,5 +1000,159 @@ async fn tailscaled_outage_is_503_and_recovers_without_restart(env: Arc<Env>) {
     );
     let _ = daemon.kill().await;
     nothing_for(&h, "anyone").await;
+    h.stop().await;
+}
+
+/// Upstream B3: deprovisioning failed on NotFound and retried forever.
+async fn objects_deleted_by_hand_do_not_block_cleanup(env: Arc<Env>) {
+    let h = Harness::new(&env, "byhand").await;
+    let u = h.user("hand@example.com", rules(VIEW));
+    let (r, _) = u.login().await;
+    assert_eq!(r.status, 200);
+    // No managed object but the TkaSignin carries a finalizer (a held Secret keeps tokens valid).
+    let sa = sa_name("hand@example.com");
+    let sas: Api<ServiceAccount> = Api::namespaced(h.admin.clone(), &h.ns);
+    assert!(sas.get(&sa).await.unwrap().metadata.finalizers.is_none());
+    assert!(h.crbs().await[0].metadata.finalizers.is_none());
+    let secrets: Api<Secret> = Api::namespaced(h.admin.clone(), &h.ns);
+    for s in secrets.list(&Default::default()).await.unwrap() {
+        assert!(s.metadata.finalizers.is_none());
+    }
+    sas.delete(&sa, &Default::default()).await.unwrap();
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(h.admin.clone());
+    let _ = crbs.delete(&sa, &Default::default()).await;
+    assert_eq!(u.post("/api/v1alpha1/logout").await.status, 200);
+    let done = eventually(Duration::from_secs(10), || async {
+        h.names::<TkaSignin>().await.is_empty()
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "cleanup must complete although objects were already gone"
+    );
+    assert!(h.crbs().await.is_empty() && h.names::<Secret>().await.is_empty());
+    h.stop().await;
+}
+
+/// Upstream B4/B5: a re-login right after logout (or during cleanup) must give a working session.
+async fn logout_login_loops_never_break_the_new_session(env: Arc<Env>) {
+    let h = Harness::new(&env, "loops").await;
+    let u = h.user("loop@example.com", rules(VIEW));
+    for round in 0..5 {
+        let (r, client) = u.login().await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.text);
+        let who = whoami(&client.unwrap()).await;
+        assert!(
+            who.is_ok(),
+            "round {round}: the new session's token must work: {who:?}"
+        );
+        assert_eq!(
+            u.post("/api/v1alpha1/logout").await.status,
+            200,
+            "round {round}"
+        );
+    }
+    let (r, client) = u.login().await;
+    assert_eq!(r.status, 200);
+    // Still valid a little later: nothing of an earlier round's cleanup catches up with it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(whoami(&client.unwrap()).await.is_ok());
+    assert_eq!(
+        h.names::<Secret>().await.len(),
+        1,
+        "exactly the new session's Secret"
+    );
+    h.stop().await;
+}
+
+async fn a_second_device_with_another_role_conflicts(env: Arc<Env>) {
+    let h = Harness::new(&env, "conflict").await;
+    let laptop = h.user("dual@example.com", rules(VIEW));
+    let desktop = h.user(
+        "dual@example.com",
+        rules(r#"[{"role": "edit", "period": "1h"}]"#),
+    );
+    assert_eq!(laptop.login().await.0.status, 200);
+    let r = desktop.post("/api/v1alpha1/login?wait=10s").await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (409, Some("role_conflict")),
+        "{}",
+        r.text
+    );
+    assert!(r.body["advice"][0].as_str().unwrap().contains("--replace"));
+    let r = desktop
+        .post("/api/v1alpha1/login?wait=10s&replace=true")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            h.names::<TkaSignin>().await.len() == 1
+        })
+        .await
+        .is_some()
+    );
+    assert_eq!(h.crbs().await[0].role_ref.name, "edit");
+    // The same role on a second device is no conflict: both sessions share the user's SA.
+    let third = h.user(
+        "dual@example.com",
+        rules(r#"[{"role": "edit", "period": "1h"}]"#),
+    );
+    assert_eq!(third.login().await.0.status, 200);
+    assert_eq!(h.names::<TkaSignin>().await.len(), 2);
+    // Logging out one device keeps the user's SA and binding for the other.
+    assert_eq!(third.post("/api/v1alpha1/logout").await.status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            h.names::<TkaSignin>().await.len() == 1
+        })
+        .await
+        .is_some()
+    );
+    assert!(
+        h.names::<ServiceAccount>()
+            .await
+            .contains(&sa_name("dual@example.com"))
+    );
+    assert_eq!(h.crbs().await.len(), 1);
+    h.stop().await;
+}
+
+/// Upstream wrote status from the API right after create and raced the controller; and replaced the whole
+/// annotation map on re-login.
+async fn only_the_controller_writes_status_and_foreign_annotations_survive(env: Arc<Env>) {
+    let h = Harness::new(&env, "owners").await;
+    let u = h.user("own@example.com", rules(VIEW));
+    let (r, _) = u.login().await;
+    let name = r.body["session"].as_str().unwrap().to_string();
+    let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"example.com/owner": "team-a"}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(u.login().await.0.status, 200);
+    let s = api.get(&name).await.unwrap();
+    let ann = s.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        ann["example.com/owner"], "team-a",
+        "foreign annotations are preserved"
+    );
+    assert!(ann.contains_key("tka.specht-labs.de/last-attempted-sign-in"));
+    for mf in s.metadata.managed_fields.unwrap() {
+        let status_writer = mf.subresource.as_deref() == Some("status");
+        let manager = mf.manager.unwrap_or_default();
+        if status_writer {
+            assert_eq!(
+                manager, "tka-controller",
+                "only the controller writes status"
+            );
+        }
+        if manager == "tka-api" {
+            assert!(!status_writer);
+        }
+    }
     h.stop().await;
 }

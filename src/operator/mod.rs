@@ -6,6 +6,7 @@
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod leader;
 pub mod objects;
 pub mod rbac;
 pub mod reconcile;

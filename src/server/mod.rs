@@ -172,23 +172,30 @@ pub async fn preflight(client: &kube::Client, namespace: &str) -> Result<(), Sta
     }
 }
 
-/// Starts everything; returns once the API listener accepts connections.
-pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError> {
-    let namespace = config.operator.namespace.clone();
-    let client = parts.client;
-    let metrics = Arc::new(Metrics::new(parts.identity.backend()));
-    let health = Arc::new(Health::default());
-    let _ = health.identity.set(parts.identity.clone());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut background = Vec::new();
+/// What every replica runs, leader or standby: the health port and the apiserver checks.
+pub struct Base {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub health_addr: Option<SocketAddr>,
+    health_stop: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
+}
 
+/// Starts the health port (first, so probes get an answer while the rest starts), then checks the
+/// apiserver and the CRD.
+pub async fn start_base(
+    config: &Config,
+    client: &kube::Client,
+    backend: &str,
+    health_listener: Option<TcpListener>,
+) -> Result<Base, StartError> {
+    let metrics = Arc::new(Metrics::new(backend));
+    let health = Arc::new(Health::default());
+    let mut background = Vec::new();
     // The health port outlives the API during shutdown (it reports `shutting_down`).
     let (health_stop, _) = watch::channel(false);
-    let health_addr = parts
-        .health_listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok());
-    if let Some(listener) = parts.health_listener {
+    let health_addr = health_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = health_listener {
         let router = health::router(health.clone(), metrics.clone());
         let opts = ServeOptions {
             read_header_timeout: Duration::from_secs(5),
@@ -202,13 +209,61 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
             health_stop.subscribe(),
         )));
     }
-    preflight(&client, &namespace).await?;
+    preflight(client, &config.operator.namespace).await?;
     health.kube_ok();
     health.crd_present.store(true, Ordering::SeqCst);
     background.push(tokio::spawn(probe_kubernetes(
         client.clone(),
         health.clone(),
     )));
+    Ok(Base {
+        health,
+        metrics,
+        health_addr,
+        health_stop,
+        background,
+    })
+}
+
+/// Starts everything on one replica that is (or need not be) elected; returns once the API accepts.
+pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError> {
+    let base = start_base(
+        config,
+        &parts.client,
+        parts.identity.backend(),
+        parts.health_listener,
+    )
+    .await?;
+    start_leader(
+        config,
+        base,
+        parts.client,
+        parts.identity,
+        parts.api_listeners,
+        parts.tls,
+    )
+    .await
+}
+
+/// The leader's work: session cache, controller, sweep, cluster info, the API listener(s).
+pub async fn start_leader(
+    config: &Config,
+    base: Base,
+    client: kube::Client,
+    identity: Arc<dyn Identity>,
+    api_listeners: Vec<TcpListener>,
+    tls: Option<(TlsAcceptor, Arc<CurrentCert>)>,
+) -> Result<Running, StartError> {
+    let namespace = config.operator.namespace.clone();
+    let Base {
+        health,
+        metrics,
+        health_addr,
+        health_stop,
+        mut background,
+    } = base;
+    let _ = health.identity.set(identity.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     health.leader.store(true, Ordering::SeqCst);
 
     let sessions = Sessions::start(client.clone(), &namespace).await;
@@ -231,18 +286,17 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
     )));
 
     let cluster_info = ClusterInfoSource::start(cluster_info_settings(config), client.clone());
-    let self_url = self_url(config, &parts.identity.status().self_fqdn);
+    let self_url = self_url(config, &identity.status().self_fqdn);
     let app = Arc::new(App::new(
         api_settings(config, self_url),
-        parts.identity,
+        identity,
         client,
         sessions,
         metrics.clone(),
         cluster_info,
         shutdown_rx.clone(),
     ));
-    let api_addr = parts
-        .api_listeners
+    let api_addr = api_listeners
         .first()
         .and_then(|l| l.local_addr().ok())
         .ok_or_else(|| start_error("no API listener", "check server.listenAddresses"))?;
@@ -250,13 +304,12 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
         read_header_timeout: config.server.read_header_timeout.as_std(),
         drain: config.server.shutdown_timeout.as_std(),
     };
-    let acceptor = parts.tls.map(|(acceptor, cert)| {
+    let acceptor = tls.map(|(acceptor, cert)| {
         let _ = health.tls.set(cert);
         acceptor
     });
     let router = crate::api::router(app);
-    let serving: Vec<_> = parts
-        .api_listeners
+    let serving: Vec<_> = api_listeners
         .into_iter()
         .map(|l| {
             tokio::spawn(serve(

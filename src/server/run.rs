@@ -10,8 +10,9 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use tokio::net::TcpListener;
 
 use super::tailnet::{self, Tailnet};
-use super::{Parts, StartError, start, start_error};
+use super::{StartError, start_base, start_error, start_leader};
 use crate::config::Config;
+use crate::operator::leader::{Elector, Settings};
 
 async fn kube_client() -> Result<kube::Client, StartError> {
     kube::Client::try_default().await.map_err(|e| {
@@ -40,8 +41,9 @@ pub async fn serve(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every replica: health port, apiserver and CRD checks.
     let prepared = async {
-        // The health port first, so probes get an answer (not ready) while the rest starts.
         let health = TcpListener::bind(health_addr).await.map_err(|e| {
             start_error(
                 format!("cannot bind the health port {health_addr}: {e}"),
@@ -49,32 +51,57 @@ pub async fn serve(config: Config) -> ExitCode {
             )
         })?;
         let client = kube_client().await?;
-        let tailnet = Tailnet::start(&config, &env).await?;
-        let listeners = tailnet::listeners(&config, &tailnet).await?;
-        let tls = tailnet::tls(&config, &tailnet).await?;
-        let parts = Parts {
-            client,
-            identity: tailnet.identity.clone(),
-            api_listeners: listeners,
-            tls,
-            health_listener: Some(health),
-        };
-        Ok::<_, StartError>((tailnet, parts))
+        let base = start_base(&config, &client, "tailscaled", Some(health)).await?;
+        Ok::<_, StartError>((client, base))
     };
-    let (mut tailnet, parts) = tokio::select! {
+    let (client, base) = tokio::select! {
         r = prepared => match r {
             Ok(p) => p,
-            Err(e) => { tracing::error!(hint = %e.hint, "{}", e.message); eprintln!("{e}"); return ExitCode::FAILURE; }
+            Err(e) => return fail(e),
         },
         _ = signals.next() => return ExitCode::from(130),
     };
-    let running = match start(&config, parts).await {
+    // A standby waits here, serving health (ready, reason `standby`) and metrics.
+    let elector = config
+        .operator
+        .leader_election
+        .enabled
+        .then(|| Elector::new(client.clone(), election_settings(&config, &env)));
+    if let Some(e) = &elector {
+        tracing::info!("waiting for leadership");
+        tokio::select! {
+            _ = e.acquire(stop_rx.clone()) => {}
+            _ = signals.next() => return ExitCode::SUCCESS,
+        }
+    }
+    // The leader: tailnet, listeners, TLS, API, controller.
+    let leader_parts = async {
+        let tailnet = Tailnet::start(&config, &env).await?;
+        let listeners = tailnet::listeners(&config, &tailnet).await?;
+        let tls = tailnet::tls(&config, &tailnet).await?;
+        Ok::<_, StartError>((tailnet, listeners, tls))
+    };
+    let (mut tailnet, listeners, tls) = tokio::select! {
+        r = leader_parts => match r {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        },
+        _ = signals.next() => return ExitCode::from(130),
+    };
+    let running = match start_leader(
+        &config,
+        base,
+        client,
+        tailnet.identity.clone(),
+        listeners,
+        tls,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(hint = %e.hint, "{}", e.message);
-            eprintln!("{e}");
             tailnet.shutdown().await;
-            return ExitCode::FAILURE;
+            return fail(e);
         }
     };
     let mut supervisor = tailnet.supervisor.take();
@@ -84,23 +111,58 @@ pub async fn serve(config: Config) -> ExitCode {
             None => futures::future::pending().await,
         }
     };
-    let code = tokio::select! {
-        _ = signals.next() => ExitCode::SUCCESS,
-        Some(e) = daemon_failed => {
-            tracing::error!(error = %e, "tailscaled keeps failing; exiting so the pod restarts");
-            ExitCode::FAILURE
+    let leadership_lost = async {
+        match &elector {
+            Some(e) => e.hold(stop_rx.clone()).await,
+            None => futures::future::pending().await,
         }
     };
+    let (code, release) = tokio::select! {
+        _ = signals.next() => (ExitCode::SUCCESS, true),
+        Some(e) = daemon_failed => {
+            tracing::error!(error = %e, "tailscaled keeps failing; exiting so the pod restarts");
+            (ExitCode::FAILURE, true)
+        }
+        _ = leadership_lost => (ExitCode::FAILURE, false),
+    };
+    let _ = stop_tx.send(true);
     tracing::info!("shutting down");
     let timeout = config.server.shutdown_timeout.as_std();
+    // Stop serving and reconciling, stop our tailscaled, and only then release the Lease: a standby must
+    // never run the same tailnet identity while ours is still up.
     let ordered = async {
         running.shutdown(timeout).await;
         tailnet.supervisor = supervisor;
         tailnet.shutdown().await;
+        if let (Some(e), true) = (&elector, release) {
+            e.release().await;
+        }
     };
     tokio::select! {
         _ = ordered => code,
         _ = signals.next() => ExitCode::from(130),
         _ = tokio::time::sleep(timeout + Duration::from_secs(6)) => ExitCode::FAILURE,
+    }
+}
+
+fn fail(e: StartError) -> ExitCode {
+    tracing::error!(hint = %e.hint, "{}", e.message);
+    eprintln!("{e}");
+    ExitCode::FAILURE
+}
+
+/// Lease settings; holder identity `<POD_NAME>_<random>`.
+fn election_settings(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Settings {
+    let le = &config.operator.leader_election;
+    let pod = env("POD_NAME")
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| "tka-server".into());
+    Settings {
+        namespace: config.operator.namespace.clone(),
+        lease_name: le.lease_name.clone(),
+        identity: format!("{pod}_{}", hex::encode(rand::random::<[u8; 4]>())),
+        lease_duration: le.lease_duration.as_std(),
+        renew_deadline: le.renew_deadline.as_std(),
+        retry_period: le.retry_period.as_std(),
     }
 }

@@ -47,6 +47,7 @@ scenarios!(
     logout_login_loops_never_break_the_new_session,
     a_second_device_with_another_role_conflicts,
     only_the_controller_writes_status_and_foreign_annotations_survive,
+    leader_election_has_one_leader_and_fails_over,
 );
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
@@ -1154,5 +1155,59 @@ async fn only_the_controller_writes_status_and_foreign_annotations_survive(env: 
             assert!(!status_writer);
         }
     }
+    h.stop().await;
+}
+
+/// Two replicas contend for the Lease with the server's own (least-privilege) credentials: exactly one
+/// leads; when it stops renewing (a crash), the other takes over within leaseDuration + 5 s; a released
+/// Lease is taken within a few retry periods; never two leaders.
+async fn leader_election_has_one_leader_and_fails_over(env: Arc<Env>) {
+    use tka::operator::leader::{Elector, Settings};
+    let h = Harness::new(&env, "leader").await;
+    let settings = |id: &str| Settings {
+        namespace: h.ns.clone(),
+        lease_name: "controller.tka.specht-labs.de".into(),
+        identity: id.into(),
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(300),
+    };
+    let a = Elector::new(h.server_client.clone(), settings("pod-a_1"));
+    let b = Elector::new(h.server_client.clone(), settings("pod-b_2"));
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "the first candidate leads"
+    );
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "never two leaders"
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap(), "the leader renews");
+    // a crashes: it stops renewing. b must take over after the lease expires, not before.
+    let started = std::time::Instant::now();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    assert!(b.acquire(stop_rx.clone()).await);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "took over before the lease expired: {took:?}"
+    );
+    assert!(
+        took <= Duration::from_secs(3 + 5),
+        "takeover within leaseDuration + 5 s: {took:?}"
+    );
+    assert!(
+        !a.try_acquire_or_renew().await.unwrap(),
+        "the old leader may not come back while b renews"
+    );
+    // A released Lease is taken at once.
+    b.release().await;
+    let started = std::time::Instant::now();
+    assert!(a.acquire(stop_rx).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "released lease taken quickly: {:?}",
+        started.elapsed()
+    );
     h.stop().await;
 }

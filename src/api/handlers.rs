@@ -472,8 +472,20 @@ pub async fn login(
         }
     }
 
-    // Step 4: create or extend (spec only).
-    let written = app.sessions.write(&new).await.map_err(kube_err)?;
+    // Step 4: create or extend (spec only). The cache may not have shown a logout that is still being
+    // cleaned up: if the write landed on a terminating object, wait for it to go and create a new one, so
+    // a re-login right after logout is never lost (upstream B4).
+    let mut written = app.sessions.write(&new).await.map_err(kube_err)?;
+    if written.metadata.deletion_timestamp.is_some() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let uid = written.metadata.uid.clone();
+        app.sessions.wait_for(&name, deadline, app.shutdown.clone(), |s| s.is_none_or(|s| s.metadata.uid != uid)).await;
+        written = app.sessions.write(&new).await.map_err(kube_err)?;
+        if written.metadata.deletion_timestamp.is_some() {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "session_ending", "your previous session is still being cleaned up")
+                .retry_after(app.settings.retry_after()));
+        }
+    }
     let generation = written.metadata.generation.unwrap_or_default();
     tracing::info!(audit = true, event = "login", user = %new.login, node = %new.node, role = %new.role, cluster = %app.settings.cluster_name(),
         session = %name, until = %sessions::until(&written).map(wire::rfc3339).unwrap_or_default(), request_id = %rid, "login");

@@ -6,6 +6,7 @@ pub mod cluster_info;
 pub mod error;
 mod handlers;
 mod openapi;
+pub mod revalidate;
 pub mod serve;
 pub mod sessions;
 pub mod tls;

@@ -253,16 +253,12 @@ impl Harness {
     /// Registers a tailnet user at a fresh loopback address with these capability rules.
     pub fn user(&self, login: &str, rules: Value) -> User {
         let ip = fresh_ip();
-        self.identity
-            .set(ip, identity(login, &format!("node-{ip}"), rules));
+        self.identity.set(ip, identity_at(ip, login, rules));
         User::new(ip, &self.url)
     }
 
     pub fn grant(&self, user: &User, login: &str, rules: Value) {
-        self.identity.set(
-            user.ip,
-            identity(login, &format!("node-{}", user.ip), rules),
-        );
+        self.identity.set(user.ip, identity_at(user.ip, login, rules));
     }
 
     pub async fn stop(mut self) {
@@ -296,6 +292,11 @@ impl Harness {
             .labels(&format!("tka.specht-labs.de/instance={}", self.ns));
         api.list(&lp).await.unwrap().items
     }
+}
+
+/// The identity of a user's device at `ip` (its tailnet address, as WhoIs reports it).
+pub fn identity_at(ip: IpAddr, login: &str, rules: Value) -> PeerIdentity {
+    PeerIdentity { node_ip: Some(ip), ..identity(login, &format!("node-{ip}"), rules) }
 }
 
 pub fn identity(login: &str, node: &str, rules: Value) -> PeerIdentity {

@@ -48,6 +48,8 @@ scenarios!(
     a_second_device_with_another_role_conflicts,
     only_the_controller_writes_status_and_foreign_annotations_survive,
     leader_election_has_one_leader_and_fails_over,
+    revoked_grants_end_sessions_but_outages_do_not,
+    per_node_rate_limit,
 );
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
@@ -1209,5 +1211,45 @@ async fn leader_election_has_one_leader_and_fails_over(env: Arc<Env>) {
         "released lease taken quickly: {:?}",
         started.elapsed()
     );
+    h.stop().await;
+}
+
+async fn revoked_grants_end_sessions_but_outages_do_not(env: Arc<Env>) {
+    let h = Harness::with_config(&env, "revalidate", |c| c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(1)).await;
+    let keep = h.user("keep@example.com", rules(VIEW));
+    let lose = h.user("lose@example.com", rules(VIEW));
+    assert_eq!(keep.login().await.0.status, 200);
+    assert_eq!(lose.login().await.0.status, 200);
+    // An identity outage revokes nothing.
+    h.identity.set_down(true);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    h.identity.set_down(false);
+    assert_eq!(h.names::<TkaSignin>().await.len(), 2, "an outage must not end sessions");
+    // The tailnet admin takes lose's grant away: the session ends without any request from lose.
+    h.grant(&lose, "lose@example.com", rules("[]"));
+    let gone = eventually(Duration::from_secs(6), || async { h.names::<TkaSignin>().await.len() == 1 }).await;
+    assert!(gone.is_some(), "a revoked grant must end the session");
+    let left = h.names::<TkaSignin>().await;
+    assert!(left[0].contains("keep-example-com"), "{left:?}");
+    h.stop().await;
+}
+
+async fn per_node_rate_limit(env: Arc<Env>) {
+    let h = Harness::with_config(&env, "ratelimit", |c| {
+        c.api.rate_limit = 1;
+        c.api.rate_burst = 2;
+    })
+    .await;
+    let u = h.user("fast@example.com", rules(VIEW));
+    let statuses: Vec<u16> = futures::future::join_all((0..6).map(|_| u.get("/api/v1alpha1/whoami"))).await.iter().map(|r| r.status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let r = u.get("/api/v1alpha1/whoami").await;
+    if r.status == 429 {
+        assert_eq!(r.body["code"], "rate_limited");
+        assert!(r.headers.contains_key("retry-after"));
+    }
+    // Another device is not affected.
+    let other = h.user("calm@example.com", rules(VIEW));
+    assert_eq!(other.get("/api/v1alpha1/whoami").await.status, 200);
     h.stop().await;
 }

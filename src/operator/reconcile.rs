@@ -592,12 +592,19 @@ async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     }
     tracing::info!(audit = true, event = "revoked", user = %s.login, node = %s.node, role = %s.role, session = %s.signin_name, "session revoked");
     let lp = ListParams::default().labels(&format!("{}={}", objects::SESSION, s.signin_name));
+    // Only this object's Secrets: a new session of the same name (a re-login) has its own owner UID.
     for secret in secrets.list(&lp).await? {
-        ignore_not_found(
-            secrets
-                .delete(&secret.name_any(), &DeleteParams::default())
-                .await,
-        )?;
+        if secret
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == s.signin_uid)
+        {
+            ignore_not_found(
+                secrets
+                    .delete(&secret.name_any(), &DeleteParams::default())
+                    .await,
+            )?;
+        }
     }
     ctx.created_secrets
         .lock()

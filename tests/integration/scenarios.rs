@@ -1215,7 +1215,10 @@ async fn leader_election_has_one_leader_and_fails_over(env: Arc<Env>) {
 }
 
 async fn revoked_grants_end_sessions_but_outages_do_not(env: Arc<Env>) {
-    let h = Harness::with_config(&env, "revalidate", |c| c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(1)).await;
+    let h = Harness::with_config(&env, "revalidate", |c| {
+        c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(1)
+    })
+    .await;
     let keep = h.user("keep@example.com", rules(VIEW));
     let lose = h.user("lose@example.com", rules(VIEW));
     assert_eq!(keep.login().await.0.status, 200);
@@ -1224,10 +1227,17 @@ async fn revoked_grants_end_sessions_but_outages_do_not(env: Arc<Env>) {
     h.identity.set_down(true);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     h.identity.set_down(false);
-    assert_eq!(h.names::<TkaSignin>().await.len(), 2, "an outage must not end sessions");
+    assert_eq!(
+        h.names::<TkaSignin>().await.len(),
+        2,
+        "an outage must not end sessions"
+    );
     // The tailnet admin takes lose's grant away: the session ends without any request from lose.
     h.grant(&lose, "lose@example.com", rules("[]"));
-    let gone = eventually(Duration::from_secs(6), || async { h.names::<TkaSignin>().await.len() == 1 }).await;
+    let gone = eventually(Duration::from_secs(6), || async {
+        h.names::<TkaSignin>().await.len() == 1
+    })
+    .await;
     assert!(gone.is_some(), "a revoked grant must end the session");
     let left = h.names::<TkaSignin>().await;
     assert!(left[0].contains("keep-example-com"), "{left:?}");
@@ -1241,7 +1251,12 @@ async fn per_node_rate_limit(env: Arc<Env>) {
     })
     .await;
     let u = h.user("fast@example.com", rules(VIEW));
-    let statuses: Vec<u16> = futures::future::join_all((0..6).map(|_| u.get("/api/v1alpha1/whoami"))).await.iter().map(|r| r.status).collect();
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..6).map(|_| u.get("/api/v1alpha1/whoami")))
+            .await
+            .iter()
+            .map(|r| r.status)
+            .collect();
     assert!(statuses.contains(&429), "{statuses:?}");
     let r = u.get("/api/v1alpha1/whoami").await;
     if r.status == 429 {

@@ -479,11 +479,19 @@ pub async fn login(
     if written.metadata.deletion_timestamp.is_some() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let uid = written.metadata.uid.clone();
-        app.sessions.wait_for(&name, deadline, app.shutdown.clone(), |s| s.is_none_or(|s| s.metadata.uid != uid)).await;
+        app.sessions
+            .wait_for(&name, deadline, app.shutdown.clone(), |s| {
+                s.is_none_or(|s| s.metadata.uid != uid)
+            })
+            .await;
         written = app.sessions.write(&new).await.map_err(kube_err)?;
         if written.metadata.deletion_timestamp.is_some() {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "session_ending", "your previous session is still being cleaned up")
-                .retry_after(app.settings.retry_after()));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_ending",
+                "your previous session is still being cleaned up",
+            )
+            .retry_after(app.settings.retry_after()));
         }
     }
     let generation = written.metadata.generation.unwrap_or_default();

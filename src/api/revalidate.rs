@@ -27,7 +27,14 @@ pub async fn verdict(app: &App, s: &TkaSignin) -> Option<&'static str> {
     if peer.node_stable_id != s.spec.node_id {
         return Some("node_gone");
     }
-    let caller = match auth::identify(app.identity.as_ref(), SocketAddr::new(ip, 0), &HeaderMap::new(), &app.settings.auth).await {
+    let caller = match auth::identify(
+        app.identity.as_ref(),
+        SocketAddr::new(ip, 0),
+        &HeaderMap::new(),
+        &app.settings.auth,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) if e.code == "identity_unavailable" => return None,
         Err(_) => return Some("identity_changed"),
@@ -54,8 +61,14 @@ pub async fn run(app: Arc<App>, interval: Duration) {
                 tracing::info!(audit = true, event = "revoked", user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
                     session = %s.name_any(), reason, "grant revoked");
                 match app.sessions.delete(&s).await {
-                    Ok(()) => app.metrics.revocations.with_label_values(&["grant_revoked"]).inc(),
-                    Err(e) => tracing::warn!(error = %e, "revalidation: deleting the session failed"),
+                    Ok(()) => app
+                        .metrics
+                        .revocations
+                        .with_label_values(&["grant_revoked"])
+                        .inc(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "revalidation: deleting the session failed")
+                    }
                 }
             }
         }

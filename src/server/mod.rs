@@ -310,7 +310,10 @@ pub async fn start_leader(
     });
     let revalidate = config.operator.revalidate_interval.as_std();
     if !revalidate.is_zero() {
-        background.push(tokio::spawn(crate::api::revalidate::run(app.clone(), revalidate)));
+        background.push(tokio::spawn(crate::api::revalidate::run(
+            app.clone(),
+            revalidate,
+        )));
     }
     let router = crate::api::router(app);
     let serving: Vec<_> = api_listeners

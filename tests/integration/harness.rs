@@ -258,7 +258,8 @@ impl Harness {
     }
 
     pub fn grant(&self, user: &User, login: &str, rules: Value) {
-        self.identity.set(user.ip, identity_at(user.ip, login, rules));
+        self.identity
+            .set(user.ip, identity_at(user.ip, login, rules));
     }
 
     pub async fn stop(mut self) {
@@ -296,7 +297,10 @@ impl Harness {
 
 /// The identity of a user's device at `ip` (its tailnet address, as WhoIs reports it).
 pub fn identity_at(ip: IpAddr, login: &str, rules: Value) -> PeerIdentity {
-    PeerIdentity { node_ip: Some(ip), ..identity(login, &format!("node-{ip}"), rules) }
+    PeerIdentity {
+        node_ip: Some(ip),
+        ..identity(login, &format!("node-{ip}"), rules)
+    }
 }
 
 pub fn identity(login: &str, node: &str, rules: Value) -> PeerIdentity {

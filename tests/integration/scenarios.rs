@@ -1041,7 +1041,7 @@ async fn objects_deleted_by_hand_do_not_block_cleanup(env: Arc<Env>) {
 async fn logout_login_loops_never_break_the_new_session(env: Arc<Env>) {
     let h = Harness::new(&env, "loops").await;
     let u = h.user("loop@example.com", rules(VIEW));
-    for round in 0..5 {
+    for round in 0..10 {
         let (r, client) = u.login().await;
         assert_eq!(r.status, 200, "round {round}: {}", r.text);
         let who = whoami(&client.unwrap()).await;

@@ -30,7 +30,6 @@ pub async fn run(
 
     let controller = Controller::new(signins, watcher::Config::default());
     let store = controller.store();
-    ctx.set_store(store.clone());
     let by_user = |store: Store<TkaSignin>| {
         move |labels: &std::collections::BTreeMap<String, String>| -> Vec<ObjectRef<TkaSignin>> {
             let Some(key) = labels.get(USER_KEY) else {

@@ -11,8 +11,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -34,8 +34,7 @@ pub struct Context {
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Consecutive failures per object, for the 1 s → 5 min backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// The controller's TkaSignin cache, once it runs.
-    store: std::sync::OnceLock<Store<TkaSignin>>,
+    recorder: Recorder,
     /// Session Secret created per TkaSignin UID. A reconcile may run on a cached object that does not yet
     /// show the status written a moment ago; this keeps it from creating a second Secret.
     created_secrets: Mutex<HashMap<String, SecretRef>>,
@@ -43,41 +42,45 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, namespace: &str, metrics: Arc<Metrics>) -> Context {
+        let client_for_events = client.clone();
         Context {
             client,
             namespace: namespace.to_string(),
             metrics,
             user_locks: Mutex::default(),
             failures: Mutex::default(),
-            store: std::sync::OnceLock::new(),
             created_secrets: Mutex::default(),
+            recorder: Recorder::new(
+                client_for_events,
+                Reporter {
+                    controller: "tka-server".into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            ),
         }
     }
 
-    /// Hands the controller's TkaSignin cache to the reconciler.
-    pub fn set_store(&self, store: Store<TkaSignin>) {
-        let _ = self.store.set(store);
-    }
-
-    /// The user's sessions: from the controller's cache when it runs (no LIST on the cleanup path), else
-    /// from the apiserver.
-    async fn signins_of(&self, subject_key: &str) -> Result<Vec<Arc<TkaSignin>>, Error> {
-        if let Some(store) = self.store.get() {
-            return Ok(store
-                .state()
-                .into_iter()
-                .filter(|s| s.spec.subject_key == subject_key)
-                .collect());
-        }
-        let lp = ListParams::default().labels(&format!("{}={}", objects::USER_KEY, subject_key));
-        Ok(self
-            .signins()
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(Arc::new)
-            .collect())
+    /// Publishes a Kubernetes Event on the TkaSignin in the background: events are for people running
+    /// `kubectl describe`, never a reason to slow down or fail a reconcile.
+    fn event(&self, signin: &TkaSignin, warning: bool, reason: &str, note: String) {
+        let recorder = self.recorder.clone();
+        let reference = signin.object_ref(&());
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %e, "publishing an event failed");
+            }
+        });
     }
 
     fn user_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -117,6 +120,18 @@ pub async fn reconcile(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result<Acti
             "cleanup"
         } else {
             "provision"
+        };
+        // A cached object being deleted may be stale: it may already be gone and a re-login may have created
+        // a new object of the same name. Cleaning up then would remove the *new* session's SA and finalizer
+        // (kube's finalizer helper patches by name), so deletions are confirmed against the apiserver.
+        let signin = if signin.meta().deletion_timestamp.is_some() {
+            match ctx.signins().get_opt(&name).await {
+                Ok(Some(fresh)) if fresh.uid() == signin.uid() => Arc::new(fresh),
+                Ok(_) => return Ok(Action::await_change()),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            signin
         };
         let r = finalizer(&ctx.signins(), FINALIZER, signin, |event| async {
             match event {
@@ -193,6 +208,7 @@ async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     let until = valid_until(signin)?;
     if now >= until {
         tracing::info!(audit = true, event = "expired", user = %signin.spec.username, session = %signin.name_any(), "session expired");
+        ctx.event(signin, false, "Expired", "session reached its end".into());
         ctx.metrics.revocations.with_label_values(&["expiry"]).inc();
         let uid = signin.uid();
         let dp = DeleteParams {
@@ -570,6 +586,34 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await?;
+    match outcome {
+        Provisioned::Ready { .. } if previous.provisioned != Some(true) => ctx.event(
+            signin,
+            false,
+            "Provisioned",
+            format!("session ready with role {}", signin.spec.role),
+        ),
+        Provisioned::Ready { .. } if previous.observed_generation < generation => ctx.event(
+            signin,
+            false,
+            "Extended",
+            format!(
+                "session extended until {}",
+                crate::model::wire::rfc3339(until)
+            ),
+        ),
+        Provisioned::NotReady {
+            reason, message, ..
+        } => {
+            let reason = if *reason == "RoleNotGrantable" {
+                "BindFailed"
+            } else {
+                reason
+            };
+            ctx.event(signin, true, reason, message.clone())
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -591,6 +635,12 @@ async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
         )?;
     }
     tracing::info!(audit = true, event = "revoked", user = %s.login, node = %s.node, role = %s.role, session = %s.signin_name, "session revoked");
+    ctx.event(
+        signin,
+        false,
+        "Revoked",
+        "session ended; its tokens are revoked".into(),
+    );
     let lp = ListParams::default().labels(&format!("{}={}", objects::SESSION, s.signin_name));
     // Only this object's Secrets: a new session of the same name (a re-login) has its own owner UID.
     for secret in secrets.list(&lp).await? {
@@ -612,9 +662,14 @@ async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
         .remove(&s.signin_uid);
 
     let now = Timestamp::now();
+    // A fresh list, not the cache: a session of this user created a moment ago must keep its SA (its
+    // tokens are bound to the SA's UID). This runs after revocation, so it costs no revocation latency.
+    let lp = ListParams::default().labels(&format!("{}={}", objects::USER_KEY, s.subject_key));
     let still_used = ctx
-        .signins_of(&s.subject_key)
+        .signins()
+        .list(&lp)
         .await?
+        .items
         .iter()
         .any(|o| o.name_any() != s.signin_name && is_live(o, now));
     if !still_used {

@@ -74,6 +74,11 @@ pub async fn serve(config: Config) -> ExitCode {
             _ = signals.next() => return ExitCode::SUCCESS,
         }
     }
+    // Elected (or election disabled): from now on /ready reports the leader's checks (tailnet, listener,
+    // caches), not `standby`.
+    base.health
+        .leader
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     // The leader: tailnet, listeners, TLS, API, controller.
     let leader_parts = async {
         let tailnet = Tailnet::start(&config, &env).await?;

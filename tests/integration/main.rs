@@ -6,6 +6,7 @@
 #[path = "../support/controlplane.rs"]
 mod controlplane;
 mod harness;
+mod manifests;
 mod scenarios;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ fn main() {
 
     let tests: Vec<Trial> = scenarios::ALL
         .iter()
+        .chain(manifests::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

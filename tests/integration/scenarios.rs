@@ -153,6 +153,22 @@ async fn login_provisions_objects_and_the_token_has_exactly_the_role(env: Arc<En
         "view must not read secrets"
     );
     assert!(!can(&client, "create", "namespaces", "").await);
+    // `kubectl describe signin` shows what happened.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.admin.clone(), &h.ns);
+    let provisioned = eventually(Duration::from_secs(5), || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Provisioned"))
+    })
+    .await;
+    assert!(
+        provisioned.is_some(),
+        "a Provisioned event on the TkaSignin"
+    );
     h.stop().await;
 }
 

@@ -141,34 +141,45 @@ pub fn self_url(config: &Config, fqdn: &str) -> String {
     }
 }
 
+/// Why the apiserver checks did not pass.
+#[derive(Debug)]
+pub enum Preflight {
+    /// Cannot reach or read the apiserver: wait.
+    Unreachable(StartError),
+    /// The apiserver answers but the CRD is missing: wait (it may be applied next).
+    NoCrd(StartError),
+    /// Waiting cannot help.
+    Fatal(StartError),
+}
+
 /// Checks the apiserver version and that the CRD is installed.
-pub async fn preflight(client: &kube::Client, namespace: &str) -> Result<(), StartError> {
+pub async fn preflight(client: &kube::Client, namespace: &str) -> Result<(), Preflight> {
     let version = client.apiserver_version().await.map_err(|e| {
-        start_error(
+        Preflight::Unreachable(start_error(
             format!("cannot reach the Kubernetes API: {e}"),
             "check KUBECONFIG or the pod's service account and network policy",
-        )
+        ))
     })?;
     let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
     if version.major == "1" && minor < MIN_KUBERNETES_MINOR {
-        return Err(start_error(
+        return Err(Preflight::Fatal(start_error(
             format!("Kubernetes {}.{} is too old", version.major, version.minor),
             format!(
                 "tka needs Kubernetes 1.{MIN_KUBERNETES_MINOR} or newer (Secret-bound tokens, CEL validation)"
             ),
-        ));
+        )));
     }
     let api: Api<TkaSignin> = Api::namespaced(client.clone(), namespace);
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Err(start_error(
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(Preflight::NoCrd(start_error(
             "the TkaSignin CRD (tkasignins.tka.specht-labs.de) is not installed",
             "apply it first: `tka-server crd | kubectl apply -f -` or the install/ manifests",
-        )),
-        Err(e) => Err(start_error(
+        ))),
+        Err(e) => Err(Preflight::Unreachable(start_error(
             format!("cannot list TkaSignins in namespace {namespace}: {e}"),
             "check the server's RBAC (Role tka-server)",
-        )),
+        ))),
     }
 }
 
@@ -209,7 +220,23 @@ pub async fn start_base(
             health_stop.subscribe(),
         )));
     }
-    preflight(client, &config.operator.namespace).await?;
+    // An unreachable apiserver or a missing CRD is waited out (not ready, with the reason in /ready and the
+    // log); only a too old Kubernetes is fatal, since waiting cannot fix it.
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let waiting = match preflight(client, &config.operator.namespace).await {
+            Ok(()) => break,
+            Err(Preflight::Fatal(e)) => return Err(e),
+            Err(Preflight::NoCrd(e)) => {
+                health.kube_ok();
+                e
+            }
+            Err(Preflight::Unreachable(e)) => e,
+        };
+        tracing::warn!(hint = %waiting.hint, retry_in = ?pause, "{}", waiting.message);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
     health.kube_ok();
     health.crd_present.store(true, Ordering::SeqCst);
     background.push(tokio::spawn(probe_kubernetes(

@@ -37,6 +37,15 @@ impl CurrentCert {
         self.0.read().expect("lock poisoned").is_some()
     }
 
+    /// DER of the leaf certificate currently served.
+    pub fn leaf(&self) -> Option<Vec<u8>> {
+        self.0
+            .read()
+            .expect("lock poisoned")
+            .as_ref()
+            .and_then(|k| k.cert.first().map(|c| c.to_vec()))
+    }
+
     fn set(&self, key: CertifiedKey) {
         *self.0.write().expect("lock poisoned") = Some(Arc::new(key));
     }
@@ -77,8 +86,13 @@ pub async fn start(
     fqdn: String,
 ) -> Result<(TlsAcceptor, Arc<CurrentCert>), String> {
     let current = Arc::new(CurrentCert::default());
+    // The mtimes of the loaded pair, taken before reading, so a change made right after start-up is seen.
+    let mut seen = None;
     match &source {
-        CertSource::Files { cert, key } => current.set(read_files(cert, key)?),
+        CertSource::Files { cert, key } => {
+            seen = mtimes(cert, key);
+            current.set(read_files(cert, key)?)
+        }
         CertSource::Tailscale { api } => match api.cert_pair(&fqdn).await {
             Ok(Some((key, cert))) => current.set(certified_key(&cert, &key)?),
             _ => {
@@ -86,7 +100,7 @@ pub async fn start(
             }
         },
     }
-    tokio::spawn(refresh(source, fqdn, Arc::downgrade(&current)));
+    tokio::spawn(refresh(source, fqdn, seen, Arc::downgrade(&current)));
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -101,11 +115,12 @@ pub async fn start(
 /// Files: re-read every 30 s when an mtime changed; a bad new pair keeps the old one. Tailscale: ask
 /// tailscaled every hour (it renews its cached certificate itself when a third of its lifetime is left),
 /// every 10 s while none is loaded.
-async fn refresh(source: CertSource, fqdn: String, current: std::sync::Weak<CurrentCert>) {
-    let mut seen = match &source {
-        CertSource::Files { cert, key } => mtimes(cert, key),
-        CertSource::Tailscale { .. } => None,
-    };
+async fn refresh(
+    source: CertSource,
+    fqdn: String,
+    mut seen: Option<(SystemTime, SystemTime)>,
+    current: std::sync::Weak<CurrentCert>,
+) {
     loop {
         let loaded = match current.upgrade() {
             Some(c) => c.is_loaded(),
@@ -214,5 +229,59 @@ mod tests {
         )
         .await;
         assert!(missing.err().unwrap().contains("tls.keyFile"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changed_files_are_reloaded_and_bad_ones_keep_the_old_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let issue = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            (cert, key)
+        };
+        let (cert_a, key_a) = issue("a.test");
+        std::fs::write(&c, cert_a.pem()).unwrap();
+        std::fs::write(&k, key_a.serialize_pem()).unwrap();
+        let (_acceptor, current) = start(
+            CertSource::Files {
+                cert: c.clone(),
+                key: k.clone(),
+            },
+            String::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(current.leaf().unwrap(), cert_a.der().to_vec());
+
+        // mtimes have whole-second resolution on some filesystems: make the change visible.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (cert_b, key_b) = issue("b.test");
+        std::fs::write(&c, cert_b.pem()).unwrap();
+        std::fs::write(&k, key_b.serialize_pem()).unwrap();
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            current.leaf().unwrap(),
+            cert_b.der().to_vec(),
+            "a changed pair is served without restart"
+        );
+
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::write(&k, b"not a key").unwrap();
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            current.leaf().unwrap(),
+            cert_b.der().to_vec(),
+            "a broken pair keeps the previous certificate"
+        );
     }
 }

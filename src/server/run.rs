@@ -59,7 +59,7 @@ pub async fn serve(config: Config) -> ExitCode {
             Ok(p) => p,
             Err(e) => return fail(e),
         },
-        _ = signals.next() => return ExitCode::from(130),
+        _ = signals.next() => return ExitCode::SUCCESS, // first signal: nothing serves yet, a clean stop
     };
     // A standby waits here, serving health (ready, reason `standby`) and metrics.
     let elector = config
@@ -91,7 +91,7 @@ pub async fn serve(config: Config) -> ExitCode {
             Ok(p) => p,
             Err(e) => return fail(e),
         },
-        _ = signals.next() => return ExitCode::from(130),
+        _ = signals.next() => return ExitCode::SUCCESS, // first signal: nothing serves yet, a clean stop
     };
     let running = match start_leader(
         &config,

@@ -1,0 +1,376 @@
+//! `POST/GET /login` and `POST /logout` (api.md §4.1, §4.2, §4.4).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::RemoteAddr;
+use crate::api::auth;
+use crate::api::error::ApiError;
+use crate::api::sessions::{self, NewSession, State as SessionState};
+use crate::model::kubeconfig::Auth;
+use crate::model::naming;
+use crate::model::wire::{self};
+use crate::operator::crd::TkaSignin;
+use crate::operator::token::{self};
+
+use super::tokens::{exec_credential_for, kubeconfig_doc, mint};
+use super::*;
+
+/// POST /login (api.md §4.1).
+pub async fn login(
+    State(app): AppState,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    Extension(crate::api::RequestId(rid)): Extension<crate::api::RequestId>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let wait = wait_param(&q, &app)?;
+    let replace = bool_param(&q, "replace")?;
+    let (format, exec_auth) = format_param(&q)?;
+    let include: Vec<String> = q
+        .get("include")
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(bad) = include
+        .iter()
+        .find(|i| !matches!(i.as_str(), "kubeconfig" | "credential" | "cluster-info"))
+    {
+        return Err(bad_query(
+            format!("include={bad:?} is unknown"),
+            "include takes kubeconfig, credential and cluster-info",
+        ));
+    }
+    if !include.is_empty() && wait.is_none() {
+        return Err(bad_query("include needs wait".into(), "add wait=30s"));
+    }
+    let caller = app.identify(remote, &headers).await?;
+    let rule = auth::evaluate(
+        &caller,
+        &app.settings.auth,
+        q.get("role").map(String::as_str).filter(|r| !r.is_empty()),
+    )
+    .inspect_err(|e| {
+        app.reject(e);
+        let outcome = if e.status == StatusCode::CONFLICT {
+            "conflict"
+        } else if e.status == StatusCode::BAD_REQUEST {
+            "invalid"
+        } else {
+            "forbidden"
+        };
+        app.metrics
+            .login_attempts
+            .with_label_values(&["", outcome])
+            .inc();
+    })?;
+    let new = NewSession {
+        login: caller.login.clone(),
+        node: caller.peer.node_fqdn.clone(),
+        node_id: caller.peer.node_stable_id.clone(),
+        node_ip: caller
+            .peer
+            .node_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+        role: rule.role.clone(),
+        period: rule.period.as_std(),
+        namespaces: rule.namespaces.clone(),
+    };
+    let name = new.name();
+
+    end_conflicts(&app, &caller.login, &new, replace).await?;
+    clear_previous(&app, &name).await?;
+    let written = write_fresh(&app, &new).await?;
+    let generation = written.metadata.generation.unwrap_or_default();
+    tracing::info!(audit = true, event = "login", user = %new.login, node = %new.node, role = %new.role, cluster = %app.settings.cluster_name(),
+        session = %name, until = %sessions::until(&written).map(wire::rfc3339).unwrap_or_default(), request_id = %rid, "login");
+
+    // Step 5.
+    let Some(wait) = wait else {
+        app.metrics
+            .login_attempts
+            .with_label_values(&[&new.role, "success"])
+            .inc();
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(response_for(&app, &written)),
+        )
+            .into_response());
+    };
+    let current = wait_ready(&app, &name, generation, wait).await?;
+    let s = match current {
+        Some(s) if s.metadata.generation.unwrap_or_default() >= generation => s,
+        _ => Arc::new(written),
+    };
+    match sessions::state(&s) {
+        SessionState::Pending => {
+            app.metrics
+                .login_attempts
+                .with_label_values(&[&new.role, "success"])
+                .inc();
+            Ok(pending(
+                &app,
+                StatusCode::ACCEPTED,
+                Some(response_for(&app, &s)),
+            ))
+        }
+        SessionState::Failed { reason, message } => {
+            app.metrics
+                .login_attempts
+                .with_label_values(&[&new.role, "error"])
+                .inc();
+            app.metrics
+                .login_duration
+                .with_label_values(&["error"])
+                .observe(started.elapsed().as_secs_f64());
+            Err(failed(&reason, &message))
+        }
+        SessionState::Ready => {
+            let mut body = response_for(&app, &s);
+            add_includes(&app, &s, &mut body, &include, format, exec_auth, &rid).await?;
+            app.metrics
+                .login_attempts
+                .with_label_values(&[&new.role, "success"])
+                .inc();
+            app.metrics
+                .login_duration
+                .with_label_values(&["success"])
+                .observe(started.elapsed().as_secs_f64());
+            let mut r = (StatusCode::OK, axum::Json(body)).into_response();
+            if !include.is_empty() {
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// Step 2: live sessions of this user on other nodes with another role or scope are a 409, unless
+/// `replace` ends them first.
+async fn end_conflicts(
+    app: &App,
+    login: &str,
+    new: &NewSession,
+    replace: bool,
+) -> Result<(), ApiError> {
+    let now = Timestamp::now();
+    let name = new.name();
+    let conflicts: Vec<Arc<TkaSignin>> = app
+        .sessions
+        .of_user(&naming::subject_key(login))
+        .into_iter()
+        .filter(|s| s.name_any() != name && crate::operator::reconcile::is_live(s, now))
+        .filter(|s| s.spec.role != new.role || s.spec.namespaces != new.namespaces)
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    if !replace {
+        app.metrics
+            .login_attempts
+            .with_label_values(&[&new.role, "conflict"])
+            .inc();
+        let list: Vec<String> = conflicts
+            .iter()
+            .map(|s| format!("{} on {}", s.spec.role, s.spec.node))
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "role_conflict",
+            format!(
+                "you have live sessions with another role: {}",
+                list.join(", ")
+            ),
+        )
+        .advice("log in with `--replace` to end them, or log in with the same role (`--role`)"));
+    }
+    for s in conflicts {
+        app.sessions
+            .delete(&s)
+            .await
+            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
+        app.metrics
+            .revocations
+            .with_label_values(&["replaced"])
+            .inc();
+    }
+    Ok(())
+}
+
+fn still_ending(app: &App) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "session_ending",
+        "your previous session is still being cleaned up",
+    )
+    .retry_after(app.settings.retry_after())
+}
+
+/// Step 3: an expired session starts over; one being deleted must be gone first (bounded by 5 s).
+async fn clear_previous(app: &App, name: &str) -> Result<(), ApiError> {
+    let Some(existing) = app.sessions.get(name) else {
+        return Ok(());
+    };
+    let now = Timestamp::now();
+    if existing.metadata.deletion_timestamp.is_none() && sessions::expired(&existing, now) {
+        app.sessions
+            .delete(&existing)
+            .await
+            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let gone_or_live = |s: Option<&TkaSignin>| {
+        s.is_none_or(|s| s.metadata.deletion_timestamp.is_none() && !sessions::expired(s, now))
+    };
+    let after = app
+        .sessions
+        .wait_for(name, deadline, app.shutdown.clone(), gone_or_live)
+        .await;
+    if gone_or_live(after.as_deref()) {
+        Ok(())
+    } else {
+        Err(still_ending(app))
+    }
+}
+
+/// Step 4: create or extend (spec only). The cache may not have shown a logout that is still being cleaned
+/// up: if the write landed on a terminating object, wait for it to go and create a new one, so a re-login
+/// right after logout is never lost (upstream B4).
+async fn write_fresh(app: &App, new: &NewSession) -> Result<TkaSignin, ApiError> {
+    let kube_err = |e: kube::Error| ApiError::kube(e, app.settings.retry_after());
+    let written = app.sessions.write(new).await.map_err(kube_err)?;
+    if written.metadata.deletion_timestamp.is_none() {
+        return Ok(written);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let uid = written.metadata.uid.clone();
+    app.sessions
+        .wait_for(&new.name(), deadline, app.shutdown.clone(), |s| {
+            s.is_none_or(|s| s.metadata.uid != uid)
+        })
+        .await;
+    let written = app.sessions.write(new).await.map_err(kube_err)?;
+    if written.metadata.deletion_timestamp.is_some() {
+        return Err(still_ending(app));
+    }
+    Ok(written)
+}
+
+/// Step 5 of a ready login: the objects asked for with `include` (one round trip for `tka login`).
+#[allow(clippy::too_many_arguments)]
+async fn add_includes(
+    app: &App,
+    s: &TkaSignin,
+    body: &mut UserLoginResponse,
+    include: &[String],
+    format: Option<Format>,
+    exec_auth: bool,
+    rid: &str,
+) -> Result<(), ApiError> {
+    if include.iter().any(|i| i == "kubeconfig") {
+        let info = cluster_info(app)?;
+        let auth = if exec_auth {
+            Auth::Exec {
+                server: app.settings.self_url.clone(),
+                auto_login: false,
+            }
+        } else {
+            let now = Timestamp::now();
+            let secs = token::kubeconfig_seconds(sessions::until(s).unwrap_or(now), now);
+            Auth::Token(mint(app, s, "kubeconfig", secs, rid).await?.token)
+        };
+        body.kubeconfig = Some(kubeconfig_doc(
+            app,
+            s,
+            &info,
+            auth,
+            format.unwrap_or(Format::Legacy),
+        ));
+    }
+    if include.iter().any(|i| i == "credential") {
+        body.credential = Some(exec_credential_for(app, s, wire::EXEC_API_V1, rid).await?);
+    }
+    if include.iter().any(|i| i == "cluster-info") {
+        body.cluster_info = Some(cluster_info(app)?);
+    }
+    Ok(())
+}
+
+/// GET /login (api.md §4.2).
+pub async fn get_login(
+    State(app): AppState,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let wait = wait_param(&q, &app)?;
+    let caller = app.identify(remote, &headers).await?;
+    let Some(s) = lookup(&app, &caller).await? else {
+        return Err(ApiError::not_signed_in(StatusCode::UNAUTHORIZED));
+    };
+    let s = settle(&app, s, wait).await?;
+    match sessions::state(&s) {
+        SessionState::Ready => {
+            Ok((StatusCode::OK, axum::Json(response_for(&app, &s))).into_response())
+        }
+        SessionState::Pending => Ok(pending(
+            &app,
+            StatusCode::ACCEPTED,
+            Some(response_for(&app, &s)),
+        )),
+        SessionState::Failed { reason, message } => Err(failed(&reason, &message)),
+    }
+}
+
+/// POST /logout (api.md §4.4). Needs identity only: a user whose grant was revoked can still log out.
+pub async fn logout(
+    State(app): AppState,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    Extension(crate::api::RequestId(rid)): Extension<crate::api::RequestId>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let all = bool_param(&q, "all")?;
+    let caller = app.identify(remote, &headers).await?;
+    let own = lookup(&app, &caller)
+        .await?
+        .filter(|s| s.metadata.deletion_timestamp.is_none());
+    let mut targets: Vec<Arc<TkaSignin>> = own.into_iter().collect();
+    if all {
+        let uk = naming::subject_key(&caller.login);
+        for s in app.sessions.of_user(&uk) {
+            if s.metadata.deletion_timestamp.is_none()
+                && !targets.iter().any(|t| t.name_any() == s.name_any())
+            {
+                targets.push(s);
+            }
+        }
+    }
+    let Some(first) = targets.first().cloned() else {
+        return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
+    };
+    for s in &targets {
+        app.sessions
+            .delete(s)
+            .await
+            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
+        app.metrics.revocations.with_label_values(&["logout"]).inc();
+        tracing::info!(audit = true, event = "logout", user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
+            session = %s.name_any(), request_id = %rid, "logout");
+    }
+    Ok((StatusCode::OK, axum::Json(response_for(&app, &first))).into_response())
+}

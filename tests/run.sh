@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, unit tests, the integration tests against a real
-# kube-apiserver + etcd built from pinned sources (tests/peers), and the end-to-end login flow with real
-# headscale and tailscaled in network namespaces (needs root). This is the README's test command and what
-# CI runs.
+# kube-apiserver + etcd built from pinned sources (tests/peers), the end-to-end login flow with real
+# headscale and tailscaled in network namespaces, the static checks of the Nix files and manifests, and the
+# appliance image run locked down under podman (the last three need root). This is the README's test
+# command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +20,16 @@ cargo clippy --all-targets --features integration -- -D warnings
 echo "==> cargo test (unit + integration)"
 cargo test --features integration
 
-echo "==> end-to-end: headscale + tailscaled + kube-apiserver + tka in network namespaces"
 if [ "$(id -u)" != 0 ]; then
-  echo "the end-to-end test needs root (network namespaces, TUN): run sudo tests/run.sh" >&2
+  echo "the end-to-end and image tests need root (network namespaces, TUN, podman): run sudo tests/run.sh" >&2
   exit 1
 fi
+
+echo "==> end-to-end: headscale + tailscaled + kube-apiserver + tka in network namespaces"
 tests/e2e/run.sh
+
+echo "==> static checks: Nix files (parse, deadnix, nixpkgs-fmt, flake structure), kustomize, generated files"
+tests/static/check.sh
+
+echo "==> image: static tka-server in a from-scratch OCI image, run locked down with podman"
+tests/image/check.sh

@@ -998,6 +998,14 @@ write_results() {
 preflight() {
 	[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
 	local t
+	# Install what a fresh Debian machine lacks (tool:package), then insist.
+	local missing=()
+	for tp in ip:iproute2 jq:jq curl:curl openssl:openssl setpriv:util-linux setsid:util-linux ps:procps sysctl:procps; do
+		command -v "${tp%%:*}" >/dev/null || missing+=("${tp#*:}")
+	done
+	if ((${#missing[@]})) && command -v apt-get >/dev/null; then
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+	fi
 	for t in ip jq curl openssl setpriv setsid ps base64 sysctl; do command -v "$t" >/dev/null || die "missing tool: $t"; done
 	[[ -c /dev/net/tun ]] || die "/dev/net/tun is missing: the client nodes need a TUN device"
 }

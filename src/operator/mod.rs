@@ -3,11 +3,13 @@
 //!
 //! Layout follows fetch → validate → build (pure, [`objects`]) → apply → status ([`reconcile`]).
 
+pub mod cleanup;
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod objects;
+pub mod provision;
 pub mod rbac;
 pub mod reconcile;
 pub mod sweep;

@@ -1,24 +1,24 @@
 //! One reconcile of one TkaSignin (spec: kubernetes.md §4): expire, provision, write status, requeue at
 //! `valid_until`. Every step is idempotent, so a crash or restart anywhere just repeats it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::crd::{BindingRef, FINALIZER, SecretRef, TkaSignin, TkaSigninStatus};
-use super::error::{Error, ignore_not_found, is_status};
-use super::objects::{self, LOGIN_NAME, Session};
+use super::cleanup::{cleanup, remove_legacy};
+use super::crd::{FINALIZER, SecretRef, TkaSignin, TkaSigninStatus};
+use super::error::{Error, is_status};
+use super::objects::{self, Session};
+use super::provision::{Provisioned, provision};
 use crate::model::duration::GoDuration;
 use crate::telemetry::Metrics;
 
@@ -37,7 +37,7 @@ pub struct Context {
     recorder: Recorder,
     /// Session Secret created per TkaSignin UID. A reconcile may run on a cached object that does not yet
     /// show the status written a moment ago; this keeps it from creating a second Secret.
-    created_secrets: Mutex<HashMap<String, SecretRef>>,
+    pub(super) created_secrets: Mutex<HashMap<String, SecretRef>>,
 }
 
 impl Context {
@@ -62,7 +62,7 @@ impl Context {
 
     /// Publishes a Kubernetes Event on the TkaSignin in the background: events are for people running
     /// `kubectl describe`, never a reason to slow down or fail a reconcile.
-    fn event(&self, signin: &TkaSignin, warning: bool, reason: &str, note: String) {
+    pub(super) fn event(&self, signin: &TkaSignin, warning: bool, reason: &str, note: String) {
         let recorder = self.recorder.clone();
         let reference = signin.object_ref(&());
         let event = KubeEvent {
@@ -102,7 +102,7 @@ impl Context {
         self.failures.lock().expect("lock poisoned").remove(name);
     }
 
-    fn signins(&self) -> Api<TkaSignin> {
+    pub(super) fn signins(&self) -> Api<TkaSignin> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 }
@@ -189,20 +189,6 @@ pub fn is_live(signin: &TkaSignin, now: Timestamp) -> bool {
     signin.meta().deletion_timestamp.is_none() && valid_until(signin).is_ok_and(|until| until > now)
 }
 
-/// The outcome of provisioning: ready, or a definite reason why not (written as `Ready=False`).
-enum Provisioned {
-    Ready {
-        secret: SecretRef,
-        bindings: Vec<BindingRef>,
-        missing_namespaces: Vec<String>,
-    },
-    NotReady {
-        reason: &'static str,
-        message: String,
-        retry: Option<Duration>,
-    },
-}
-
 async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let until = valid_until(signin)?;
@@ -244,253 +230,6 @@ async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(
         retry.map_or(left, |r| r.min(left)) + jitter,
     ))
-}
-
-async fn provision(s: &Session, signin: &TkaSignin, ctx: &Context) -> Result<Provisioned, Error> {
-    let client = &ctx.client;
-    // The role must exist and be grantable; the server may only `get` allow-listed roles, so 403 here
-    // already tells us the role is outside the allow-list.
-    match Api::<ClusterRole>::all(client.clone())
-        .get_opt(&s.role)
-        .await
-    {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Ok(not_ready(
-                "RoleNotFound",
-                format!("ClusterRole {:?} does not exist", s.role),
-                60,
-            ));
-        }
-        Err(e) if is_status(&e, 403) => {
-            return Ok(not_ready(
-                "RoleNotGrantable",
-                format!("this server may not grant ClusterRole {:?}", s.role),
-                60,
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
-
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let sa_name = s.user_object_name();
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &s.namespace);
-    if let Some(existing) = sas.get_opt(&sa_name).await?
-        && !owned_by_login(existing.annotations(), &s.login)
-    {
-        return Ok(collision(s));
-    }
-    sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
-        .await?;
-
-    let secret = ensure_session_secret(s, signin, ctx).await?;
-
-    let mut bindings = Vec::new();
-    let mut missing = Vec::new();
-    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    if s.namespaces.is_empty() {
-        match ensure_binding(&crbs, s, s.cluster_role_binding()).await? {
-            BindingOutcome::Applied => bindings.push(binding_ref("ClusterRoleBinding", None, s)),
-            BindingOutcome::Collision => return Ok(collision(s)),
-            BindingOutcome::Forbidden => return Ok(not_grantable(s)),
-            BindingOutcome::NamespaceMissing => unreachable!("cluster-scoped"),
-        }
-    } else {
-        ignore_not_found(crbs.delete(&sa_name, &DeleteParams::default()).await)?;
-        for ns in &s.namespaces {
-            let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-            match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
-                BindingOutcome::Applied => bindings.push(binding_ref("RoleBinding", Some(ns), s)),
-                BindingOutcome::Collision => return Ok(collision(s)),
-                BindingOutcome::Forbidden => return Ok(not_grantable(s)),
-                BindingOutcome::NamespaceMissing => missing.push(ns.clone()),
-            }
-        }
-    }
-    // RoleBindings recorded earlier that are no longer wanted (namespaces removed from the grant). The sweep
-    // catches any that were never recorded.
-    let previous = signin
-        .status
-        .as_ref()
-        .map(|st| st.bindings.clone())
-        .unwrap_or_default();
-    for old in previous.iter().filter(|b| b.kind == "RoleBinding") {
-        let ns = old.namespace.clone().unwrap_or_default();
-        if !bindings
-            .iter()
-            .any(|b| b.namespace.as_deref() == Some(ns.as_str()))
-        {
-            let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)?;
-        }
-    }
-    if !s.namespaces.is_empty() && bindings.is_empty() {
-        return Ok(not_ready(
-            "NamespacesNotFound",
-            format!("none of the namespaces {:?} exist", s.namespaces),
-            60,
-        ));
-    }
-    Ok(Provisioned::Ready {
-        secret,
-        bindings,
-        missing_namespaces: missing,
-    })
-}
-
-fn not_ready(reason: &'static str, message: String, retry_secs: u64) -> Provisioned {
-    Provisioned::NotReady {
-        reason,
-        message,
-        retry: Some(Duration::from_secs(retry_secs)),
-    }
-}
-
-fn collision(s: &Session) -> Provisioned {
-    tracing::error!(user_key = %s.subject_key, "an object named for this subject key belongs to another login name; not adopting it");
-    Provisioned::NotReady {
-        reason: "SubjectKeyCollision",
-        message: format!(
-            "objects named {} belong to another user",
-            s.user_object_name()
-        ),
-        retry: None,
-    }
-}
-
-fn not_grantable(s: &Session) -> Provisioned {
-    not_ready(
-        "RoleNotGrantable",
-        format!("this server may not bind ClusterRole {:?}", s.role),
-        60,
-    )
-}
-
-fn owned_by_login(annotations: &BTreeMap<String, String>, login: &str) -> bool {
-    annotations.get(LOGIN_NAME).is_none_or(|l| l == login)
-}
-
-fn binding_ref(kind: &str, namespace: Option<&String>, s: &Session) -> BindingRef {
-    BindingRef {
-        kind: kind.into(),
-        namespace: namespace.cloned(),
-        name: s.user_object_name(),
-        role: s.role.clone(),
-    }
-}
-
-enum BindingOutcome {
-    Applied,
-    Collision,
-    Forbidden,
-    NamespaceMissing,
-}
-
-/// Applies a (Cluster)RoleBinding. `roleRef` is immutable, so a binding with another role is deleted and
-/// recreated (upstream updated it in place and got stuck: bug B2).
-async fn ensure_binding<K>(api: &Api<K>, s: &Session, desired: K) -> Result<BindingOutcome, Error>
-where
-    K: Resource
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + RoleRefOf,
-{
-    let name = s.user_object_name();
-    match api.get_opt(&name).await {
-        Ok(Some(existing)) => {
-            if !owned_by_login(existing.annotations(), &s.login) {
-                return Ok(BindingOutcome::Collision);
-            }
-            if existing.role_name() != s.role {
-                ignore_not_found(api.delete(&name, &DeleteParams::default()).await)?;
-            }
-        }
-        Ok(None) => {}
-        Err(e) if is_status(&e, 403) => return Ok(BindingOutcome::Forbidden),
-        Err(e) => return Err(e.into()),
-    }
-    match api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-    {
-        Ok(_) => Ok(BindingOutcome::Applied),
-        // RBAC escalation prevention: the server holds neither the role nor `bind` on it.
-        Err(e) if is_status(&e, 403) => Ok(BindingOutcome::Forbidden),
-        Err(e) if is_status(&e, 404) => Ok(BindingOutcome::NamespaceMissing),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Both binding kinds expose their role the same way.
-pub trait RoleRefOf {
-    fn role_name(&self) -> &str;
-}
-impl RoleRefOf for ClusterRoleBinding {
-    fn role_name(&self) -> &str {
-        &self.role_ref.name
-    }
-}
-impl RoleRefOf for RoleBinding {
-    fn role_name(&self) -> &str {
-        &self.role_ref.name
-    }
-}
-
-/// Keeps this session's Secret, or creates one. Only the Secret recorded in status, still owned by *this*
-/// TkaSignin object (same UID), is kept, so a new session after logout or expiry always gets a new Secret and
-/// old tokens cannot revive. A GET by name, not a LIST: a consistent LIST waits for the apiserver's watch
-/// cache and costs up to ~100 ms on the login path.
-async fn ensure_session_secret(
-    s: &Session,
-    signin: &TkaSignin,
-    ctx: &Context,
-) -> Result<SecretRef, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.namespace);
-    let remembered = ctx
-        .created_secrets
-        .lock()
-        .expect("lock poisoned")
-        .get(&s.signin_uid)
-        .cloned();
-    let recorded = signin
-        .status
-        .as_ref()
-        .and_then(|st| st.session_secret.clone());
-    for candidate in remembered.into_iter().chain(recorded) {
-        if let Some(secret) = secrets.get_opt(&candidate.name).await? {
-            let recorded = candidate;
-            let owned = secret
-                .owner_references()
-                .iter()
-                .any(|o| o.uid == s.signin_uid);
-            if owned
-                && secret.uid().as_deref() == Some(recorded.uid.as_str())
-                && secret.meta().deletion_timestamp.is_none()
-            {
-                return Ok(recorded);
-            }
-        }
-    }
-    // Secrets of an earlier attempt whose status write failed hold no handed-out tokens (tokens are only
-    // minted for the recorded Secret); cleanup removes every Secret labelled with the session.
-    let created = secrets
-        .create(&PostParams::default(), &s.session_secret())
-        .await?;
-    let r = SecretRef {
-        name: created.name_any(),
-        uid: created.uid().unwrap_or_default(),
-    };
-    ctx.created_secrets
-        .lock()
-        .expect("lock poisoned")
-        .insert(s.signin_uid.clone(), r.clone());
-    Ok(r)
 }
 
 async fn write_status(
@@ -615,133 +354,4 @@ async fn write_status(
         _ => {}
     }
     Ok(())
-}
-
-/// Under the finalizer: revoke (delete the session Secret), then remove the user's SA and bindings unless
-/// another live session of the same user still needs them. NotFound counts as done everywhere.
-async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
-    let s = Session::from_signin(signin, &ctx.namespace);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    // Revoke first: the recorded Secret is deleted by name, without waiting for any LIST.
-    if let Some(recorded) = signin
-        .status
-        .as_ref()
-        .and_then(|st| st.session_secret.as_ref())
-    {
-        ignore_not_found(
-            secrets
-                .delete(&recorded.name, &DeleteParams::default())
-                .await,
-        )?;
-    }
-    tracing::info!(audit = true, event = "revoked", user = %s.login, node = %s.node, role = %s.role, session = %s.signin_name, "session revoked");
-    ctx.event(
-        signin,
-        false,
-        "Revoked",
-        "session ended; its tokens are revoked".into(),
-    );
-    let lp = ListParams::default().labels(&format!("{}={}", objects::SESSION, s.signin_name));
-    // Only this object's Secrets: a new session of the same name (a re-login) has its own owner UID.
-    for secret in secrets.list(&lp).await? {
-        if secret
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == s.signin_uid)
-        {
-            ignore_not_found(
-                secrets
-                    .delete(&secret.name_any(), &DeleteParams::default())
-                    .await,
-            )?;
-        }
-    }
-    ctx.created_secrets
-        .lock()
-        .expect("lock poisoned")
-        .remove(&s.signin_uid);
-
-    let now = Timestamp::now();
-    // A fresh list, not the cache: a session of this user created a moment ago must keep its SA (its
-    // tokens are bound to the SA's UID). This runs after revocation, so it costs no revocation latency.
-    let lp = ListParams::default().labels(&format!("{}={}", objects::USER_KEY, s.subject_key));
-    let still_used = ctx
-        .signins()
-        .list(&lp)
-        .await?
-        .items
-        .iter()
-        .any(|o| o.name_any() != s.signin_name && is_live(o, now));
-    if !still_used {
-        delete_user_objects(&ctx.client, &ctx.namespace, &s.subject_key).await?;
-    }
-    Ok(Action::await_change())
-}
-
-/// Deletes a user's SA and every binding labelled with the user's key.
-pub async fn delete_user_objects(
-    client: &Client,
-    namespace: &str,
-    subject_key: &str,
-) -> Result<(), Error> {
-    let name = crate::model::naming::user_object_name(subject_key);
-    let dp = DeleteParams::default();
-    ignore_not_found(
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .delete(&name, &dp)
-            .await,
-    )?;
-    let lp = ListParams::default().labels(&format!(
-        "{},{}={}",
-        objects::managed_selector(namespace),
-        objects::USER_KEY,
-        subject_key
-    ));
-    for rb in Api::<RoleBinding>::all(client.clone()).list(&lp).await? {
-        let api: Api<RoleBinding> =
-            Api::namespaced(client.clone(), &rb.namespace().unwrap_or_default());
-        ignore_not_found(api.delete(&rb.name_any(), &dp).await)?;
-    }
-    ignore_not_found(
-        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-            .delete(&name, &dp)
-            .await,
-    )?;
-    Ok(())
-}
-
-/// An object written by upstream TKA (no `subject_key`): remove its `tka-user-<username>` SA and
-/// `tka-user-<username>-binding`, then the object itself. It is never updated: it would not pass the new
-/// schema's validation, and its user simply logs in again.
-async fn remove_legacy(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
-    let user = &signin.spec.username;
-    tracing::warn!(signin = %signin.name_any(), "removing a TkaSignin written by upstream TKA; its user must log in again");
-    let dp = DeleteParams::default();
-    if crate::model::naming::is_dns1123_label(&format!("tka-user-{user}")) {
-        ignore_not_found(
-            Api::<ClusterRoleBinding>::all(ctx.client.clone())
-                .delete(&format!("tka-user-{user}-binding"), &dp)
-                .await,
-        )?;
-        ignore_not_found(
-            Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ctx.namespace)
-                .delete(&format!("tka-user-{user}"), &dp)
-                .await,
-        )?;
-    }
-    if !signin.finalizers().is_empty() {
-        let patch = json!({ "metadata": { "finalizers": null } });
-        ignore_not_found(
-            ctx.signins()
-                .patch(
-                    &signin.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await,
-        )?;
-    }
-    ignore_not_found(ctx.signins().delete(&signin.name_any(), &dp).await)?;
-    ctx.metrics.revocations.with_label_values(&["legacy"]).inc();
-    Ok(Action::await_change())
 }

@@ -11,10 +11,11 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 
+use super::cleanup::delete_user_objects;
 use super::crd::TkaSignin;
 use super::error::{Error, ignore_not_found};
 use super::objects::{self, SESSION, USER_KEY};
-use super::reconcile::{delete_user_objects, is_live};
+use super::reconcile::is_live;
 
 /// One sweep. Returns how many users' objects and how many Secrets were removed.
 pub async fn sweep_once(client: &Client, namespace: &str) -> Result<(usize, usize), Error> {

@@ -74,6 +74,8 @@ pub struct App {
     pub cluster_info: ClusterInfoSource,
     /// Flips to true on shutdown: long-poll waiters are released with 503.
     pub shutdown: watch::Receiver<bool>,
+    /// Minted tokens' expiries, recorded in the sessions' status.
+    pub expiries: crate::operator::token::ExpiryNotifier,
     limiter: DefaultKeyedRateLimiter<String>,
 }
 
@@ -91,6 +93,8 @@ impl App {
         let burst =
             NonZeroU32::new(settings.rate_burst.max(settings.rate_limit).max(1)).expect("non-zero");
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));
+        let expiries =
+            crate::operator::token::ExpiryNotifier::start(client.clone(), &settings.namespace);
         App {
             settings,
             identity,
@@ -99,6 +103,7 @@ impl App {
             metrics,
             cluster_info,
             shutdown,
+            expiries,
             limiter,
         }
     }

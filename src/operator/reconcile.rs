@@ -298,7 +298,9 @@ async fn write_status(
                 ),
                 session_secret: Some(secret.clone()),
                 bindings: bindings.clone(),
-                token_expires_at: previous.token_expires_at.clone(),
+                // Written only by the token notifier (an Update, not this Apply), so a stale cached value
+                // can never overwrite a newer expiry.
+                token_expires_at: None,
                 observed_generation: generation,
                 conditions,
             }
@@ -310,11 +312,17 @@ async fn write_status(
             valid_until: Some(Time(until)),
             observed_generation: generation,
             conditions: vec![condition("Ready", false, reason, message.clone())],
-            token_expires_at: previous.token_expires_at.clone(),
+            token_expires_at: None,
             ..TkaSigninStatus::default()
         },
     };
-    if signin.status.as_ref() == Some(&status) {
+    let unchanged = signin.status.as_ref().is_some_and(|current| {
+        TkaSigninStatus {
+            token_expires_at: None,
+            ..current.clone()
+        } == status
+    });
+    if unchanged {
         return Ok(());
     }
     let patch = json!({ "apiVersion": "tka.specht-labs.de/v1alpha1", "kind": "TkaSignin", "status": status });

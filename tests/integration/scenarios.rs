@@ -816,6 +816,20 @@ async fn exec_credential_and_session_status(env: Arc<Env>) {
         (3500..=3601).contains(&secs),
         "exec token lifetime min(ttl 1h, session): {secs}"
     );
+    // The expiry is recorded on the session (at most one write per 5 s).
+    let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
+    let session = api.list(&Default::default()).await.unwrap().items[0].name_any();
+    let recorded = eventually(Duration::from_secs(8), || async {
+        let s = api.get(&session).await.unwrap();
+        s.status
+            .and_then(|st| st.token_expires_at)
+            .is_some_and(|t| t.0.as_second() == expiry.as_second())
+    })
+    .await;
+    assert!(
+        recorded.is_some(),
+        "status.token_expires_at records the minted token's expiry"
+    );
     let r = u.get("/api/v1alpha1/whoami").await;
     assert_eq!(r.body["selected"]["role"], "view");
     let r = u.get("/api/v1alpha1/clusters").await;

@@ -51,6 +51,7 @@ pub(super) async fn mint(
         .observe(started.elapsed().as_secs_f64());
     match r {
         Ok(m) => {
+            app.expiries.notify(&s.name_any(), m.expires_at);
             tracing::info!(audit = true, event = "token_issued", user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
                 cluster = %app.settings.cluster_name(), session = %s.name_any(), jti = m.jti.as_deref().unwrap_or(""),
                 until = %wire::rfc3339(m.expires_at), request_id = %request_id, kind, "token issued");

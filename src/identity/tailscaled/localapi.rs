@@ -341,6 +341,11 @@ mod tests {
                             "/localapi/v0/status" => {
                                 (200, r#"{"BackendState":"NeedsLogin"}"#.to_string())
                             }
+                            "/localapi/v0/cert/tka.tailnet.test" if req.uri().query() == Some("type=pair") => (
+                                200,
+                                "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nC\n-----END CERTIFICATE-----\n"
+                                    .to_string(),
+                            ),
                             _ => (404, String::new()),
                         };
                         assert_eq!(req.headers()["host"], "local-tailscaled.sock");
@@ -374,6 +379,25 @@ mod tests {
         assert_eq!(
             api.status().await.unwrap().to_backend_status().state,
             BackendState::NeedsLogin
+        );
+        let (key, cert) = api
+            .cert_pair("tka.tailnet.test")
+            .await
+            .unwrap()
+            .expect("a pair");
+        assert!(
+            String::from_utf8(key)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
+        assert!(
+            String::from_utf8(cert)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(
+            api.cert_pair("other.tailnet.test").await.unwrap().is_none(),
+            "no certificate offered"
         );
         let missing = LocalApi::new(dir.path().join("nope.sock"));
         assert!(matches!(

@@ -197,10 +197,9 @@ pub struct Base {
 pub async fn start_base(
     config: &Config,
     client: &kube::Client,
-    backend: &str,
+    metrics: Arc<Metrics>,
     health_listener: Option<TcpListener>,
 ) -> Result<Base, StartError> {
-    let metrics = Arc::new(Metrics::new(backend));
     let health = Arc::new(Health::default());
     let mut background = Vec::new();
     // The health port outlives the API during shutdown (it reports `shutting_down`).
@@ -254,13 +253,8 @@ pub async fn start_base(
 
 /// Starts everything on one replica that is (or need not be) elected; returns once the API accepts.
 pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError> {
-    let base = start_base(
-        config,
-        &parts.client,
-        parts.identity.backend(),
-        parts.health_listener,
-    )
-    .await?;
+    let metrics = Arc::new(Metrics::new(parts.identity.backend()));
+    let base = start_base(config, &parts.client, metrics, parts.health_listener).await?;
     start_leader(
         config,
         base,

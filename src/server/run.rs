@@ -11,16 +11,30 @@ use tokio::net::TcpListener;
 
 use super::tailnet::{self, Tailnet};
 use super::{StartError, start_base, start_error, start_leader};
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::operator::leader::{Elector, Settings};
+use crate::telemetry::Metrics;
+use crate::telemetry::kube_api::KubeApiMetricsLayer;
 
-async fn kube_client() -> Result<kube::Client, StartError> {
-    kube::Client::try_default().await.map_err(|e| {
+/// The one shared kube client (in-cluster or KUBECONFIG), with request metrics.
+async fn kube_client(metrics: &Arc<Metrics>) -> Result<kube::Client, StartError> {
+    let config = kube::Config::infer().await.map_err(|e| {
         start_error(
             format!("no Kubernetes client configuration: {e}"),
             "run in a pod with a service account, or set KUBECONFIG",
         )
-    })
+    })?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| {
+        start_error(
+            format!("Kubernetes client: {e}"),
+            "check the kubeconfig's TLS settings",
+        )
+    })?;
+    Ok(builder
+        .with_layer(&KubeApiMetricsLayer(metrics.clone()))
+        .build())
 }
 
 /// Runs until a signal; returns the process exit code.
@@ -50,8 +64,9 @@ pub async fn serve(config: Config) -> ExitCode {
                 "set health.port",
             )
         })?;
-        let client = kube_client().await?;
-        let base = start_base(&config, &client, "tailscaled", Some(health)).await?;
+        let metrics = Arc::new(Metrics::new("tailscaled"));
+        let client = kube_client(&metrics).await?;
+        let base = start_base(&config, &client, metrics, Some(health)).await?;
         Ok::<_, StartError>((client, base))
     };
     let (client, base) = tokio::select! {

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub user_signins: IntCounterVec,
     pub revocations: IntCounterVec,
     pub session_provision: Histogram,
+    pub kube_requests: IntCounterVec,
+    pub kube_request_duration: HistogramVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -199,6 +201,18 @@ impl Metrics {
                 &["reason"],
             ),
             session_provision,
+            kube_requests: counter(
+                &controller,
+                "tka_kube_api_requests_total",
+                "Kubernetes API requests",
+                &["verb", "resource", "code"],
+            ),
+            kube_request_duration: histogram(
+                &controller,
+                "tka_kube_api_request_duration_seconds",
+                "Kubernetes API request latency",
+                &["verb", "resource"],
+            ),
             server,
             controller,
         }

@@ -1,6 +1,7 @@
 //! Metrics, health endpoints and logging (spec: observability.md).
 
 pub mod health;
+pub mod kube_api;
 pub mod logging;
 pub mod metrics;
 

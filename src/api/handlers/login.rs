@@ -14,13 +14,11 @@ use crate::api::RemoteAddr;
 use crate::api::auth;
 use crate::api::error::ApiError;
 use crate::api::sessions::{self, NewSession, State as SessionState};
-use crate::model::kubeconfig::Auth;
 use crate::model::naming;
 use crate::model::wire::{self};
 use crate::operator::crd::TkaSignin;
-use crate::operator::token::{self};
 
-use super::tokens::{exec_credential_for, kubeconfig_doc, mint};
+use super::tokens::{exec_credential_for, kubeconfig_auth, kubeconfig_doc};
 use super::*;
 
 /// POST /login (api.md §4.1).
@@ -283,16 +281,7 @@ async fn add_includes(
 ) -> Result<(), ApiError> {
     if include.iter().any(|i| i == "kubeconfig") {
         let info = cluster_info(app)?;
-        let auth = if exec_auth {
-            Auth::Exec {
-                server: app.settings.self_url.clone(),
-                auto_login: false,
-            }
-        } else {
-            let now = Timestamp::now();
-            let secs = token::kubeconfig_seconds(sessions::until(s).unwrap_or(now), now);
-            Auth::Token(mint(app, s, "kubeconfig", secs, rid).await?.token)
-        };
+        let auth = kubeconfig_auth(app, s, exec_auth, rid).await?;
         body.kubeconfig = Some(kubeconfig_doc(
             app,
             s,

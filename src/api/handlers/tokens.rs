@@ -140,6 +140,26 @@ pub(super) async fn ready_session(
     }
 }
 
+/// How a kubeconfig's user authenticates: the exec plugin, or a token minted now for the rest of the session.
+pub(super) async fn kubeconfig_auth(
+    app: &App,
+    s: &TkaSignin,
+    exec: bool,
+    rid: &str,
+) -> Result<Auth, ApiError> {
+    if exec {
+        return Ok(Auth::Exec {
+            server: app.settings.self_url.clone(),
+            auto_login: false,
+        });
+    }
+    let now = Timestamp::now();
+    let secs = token::kubeconfig_seconds(sessions::until(s).unwrap_or(now), now);
+    Ok(Auth::Token(
+        mint(app, s, "kubeconfig", secs, rid).await?.token,
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Handlers
 
@@ -163,18 +183,7 @@ pub async fn kubeconfig(
         _ if yaml => Format::V1, // YAML is always the loadable v1 document
         _ => Format::Legacy,
     };
-    let auth = if exec_auth {
-        Auth::Exec {
-            server: app.settings.self_url.clone(),
-            auto_login: false,
-        }
-    } else {
-        let secs = token::kubeconfig_seconds(
-            sessions::until(&s).unwrap_or_else(Timestamp::now),
-            Timestamp::now(),
-        );
-        Auth::Token(mint(&app, &s, "kubeconfig", secs, &rid).await?.token)
-    };
+    let auth = kubeconfig_auth(&app, &s, exec_auth, &rid).await?;
     let doc = kubeconfig_doc(&app, &s, &info, auth, format);
     let (content_type, body) = if yaml {
         let ct = if media == Media::V1 {

@@ -240,6 +240,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
             "method_not_allowed",
             format!("{method} is not allowed here"),
         )
+        .advice("the Allow header lists the methods of this route; see /openapi.json")
         .into_response();
         if let Some(a) = allow {
             response.headers_mut().insert(header::ALLOW, a);

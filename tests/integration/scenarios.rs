@@ -566,6 +566,13 @@ async fn bad_requests_get_error_bodies(env: Arc<Env>) {
         .await;
     assert_eq!(r.status, 405);
     assert_eq!(r.body["code"], "method_not_allowed");
+    assert!(
+        r.body["advice"][0]
+            .as_str()
+            .is_some_and(|a| a.contains("Allow")),
+        "{}",
+        r.text
+    );
     assert!(r.headers.contains_key("allow"));
     let r = u.post("/api/v1alpha1/login?wait=forever").await;
     assert_eq!(

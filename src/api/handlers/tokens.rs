@@ -185,26 +185,16 @@ pub async fn kubeconfig(
     };
     let auth = kubeconfig_auth(&app, &s, exec_auth, &rid).await?;
     let doc = kubeconfig_doc(&app, &s, &info, auth, format);
-    let (content_type, body) = if yaml {
-        let ct = if media == Media::V1 {
-            "application/vnd.tka.kubeconfig.v1+yaml"
-        } else {
-            "application/yaml"
-        };
-        (
-            ct,
-            serde_yaml::to_string(&doc).map_err(ApiError::internal_error)?,
-        )
+    let content_type = match (media, yaml) {
+        (Media::V1, true) => "application/vnd.tka.kubeconfig.v1+yaml",
+        (Media::V1, false) => "application/vnd.tka.kubeconfig.v1+json",
+        (Media::Plain, true) => "application/yaml",
+        (Media::Plain, false) => "application/json",
+    };
+    let body = if yaml {
+        serde_yaml::to_string(&doc).map_err(ApiError::internal_error)?
     } else {
-        let ct = if media == Media::V1 {
-            "application/vnd.tka.kubeconfig.v1+json"
-        } else {
-            "application/json"
-        };
-        (
-            ct,
-            serde_json::to_string(&doc).map_err(ApiError::internal_error)?,
-        )
+        doc.to_string()
     };
     Ok((
         StatusCode::OK,

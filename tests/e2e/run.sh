@@ -37,7 +37,7 @@ PEERS=$REPO/tests/peers/bin
 TKA=$REPO/target/debug/tka
 TKA_SERVER=$REPO/target/debug/tka-server
 E2E_ROOT=$REPO/target/e2e
-NS_PREFIX=tkae2e
+NS_PREFIX=${TKA_E2E_PREFIX:-tkae2e}  # override to run two harnesses side by side
 NAMESPACES=(br ctl srv cli bob ci)  # br first: the others attach to its bridge
 declare -A IP=([ctl]=10.77.0.1 [srv]=10.77.0.2 [cli]=10.77.0.3 [bob]=10.77.0.4 [ci]=10.77.0.5)
 HEADSCALE_URL=http://10.77.0.1:8080

@@ -47,6 +47,8 @@ let
         "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
         "PATH=/bin"
         "HOME=/tmp"
+        # JSON logs even when run with a TTY (observability.md §5).
+        "TKA_LOG_FORMAT=json"
       ];
       WorkingDir = "/";
       ExposedPorts = {

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::watch;
+use tracing::{Instrument, Span};
 
 use self::auth::{AuthSettings, Caller};
 use self::cluster_info::ClusterInfoSource;
@@ -114,18 +115,40 @@ impl App {
         remote: SocketAddr,
         headers: &axum::http::HeaderMap,
     ) -> Result<Caller, ApiError> {
+        use tracing::field::Empty;
+        let auth_span = tracing::info_span!(
+            "auth",
+            tka.user = Empty,
+            tka.node = Empty,
+            tka.auth.result = Empty,
+            tka.auth.reject_reason = Empty
+        );
+        let whois_span = tracing::info_span!(parent: &auth_span, "tailnet.whois", tka.backend = self.identity.backend(), tka.result = Empty);
         let started = Instant::now();
-        let result =
-            auth::identify(self.identity.as_ref(), remote, headers, &self.settings.auth).await;
+        let result = auth::identify(self.identity.as_ref(), remote, headers, &self.settings.auth)
+            .instrument(whois_span.clone())
+            .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) if e.code == "identity_unavailable" => "error",
             Err(_) => "not_found",
         };
+        whois_span.record("tka.result", outcome);
         self.metrics
             .whois_duration
             .with_label_values(&[self.identity.backend(), outcome])
             .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(c) => {
+                auth_span.record("tka.user", c.login.as_str());
+                auth_span.record("tka.node", c.peer.node_fqdn.as_str());
+                auth_span.record("tka.auth.result", "ok");
+            }
+            Err(e) => {
+                auth_span.record("tka.auth.result", "rejected");
+                auth_span.record("tka.auth.reject_reason", e.code);
+            }
+        }
         let caller = result.inspect_err(|e| self.reject(e))?;
         if self.limiter.check_key(&caller.peer.node_stable_id).is_err() {
             let e = ApiError::new(
@@ -210,13 +233,15 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
     req.extensions_mut().insert(RequestId(id.clone()));
 
+    let (http_span, op_span) = spans(&req, &method, &route, &id);
     let gauge = app.metrics.in_flight.with_label_values(&[&route]);
     gauge.inc();
     let mut response = match limits(&req) {
         Err(e) => e.into_response(),
         Ok(()) => {
             // Bound every request by the write timeout; long-polls end 2 s before it (api.md §5).
-            match tokio::time::timeout(app.settings.write_timeout, next.run(req)).await {
+            let run = next.run(req).instrument(op_span.clone());
+            match tokio::time::timeout(app.settings.write_timeout, run).await {
                 Ok(r) => r,
                 Err(_) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -246,7 +271,9 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
             response.headers_mut().insert(header::ALLOW, a);
         }
     }
+    let mut error_code = None;
     if let Some(e) = response.extensions_mut().remove::<ApiError>() {
+        error_code = Some(e.code);
         let body = ErrorResponse {
             request_id: id.clone(),
             ..e.body()
@@ -269,6 +296,19 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         response.headers_mut().insert("x-request-id", v);
     }
     let status = response.status().as_u16().to_string();
+    http_span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        http_span.record("otel.status_code", "ERROR");
+    }
+    op_span.record("tka.waited_ms", started.elapsed().as_millis() as u64);
+    op_span.record(
+        "tka.outcome",
+        match response.status().as_u16() {
+            200 => "ok",
+            202 => "pending",
+            _ => error_code.unwrap_or("error"),
+        },
+    );
     app.metrics
         .requests
         .with_label_values(&[&method, &route, &status])
@@ -278,6 +318,27 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         .with_label_values(&[&method, &route, &status])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request's spans (observability.md §4): `http.server`, continuing the caller's W3C trace context, and
+/// for the session routes an operation span (`login`, `logout`, `kubeconfig`, `exec_credential`) the
+/// handlers record the session facts on. Other routes run directly in `http.server`.
+fn spans(req: &Request, method: &str, route: &str, id: &str) -> (Span, Span) {
+    use tracing::field::Empty;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let http = tracing::info_span!("http.server", otel.kind = "server", otel.status_code = Empty,
+        http.request.method = %method, http.route = %route, http.response.status_code = Empty, tka.request_id = %id);
+    let _ = http.set_parent(crate::telemetry::otel::extract(req.headers()));
+    let operation = match (method, route.strip_prefix("/api/v1alpha1/")) {
+        ("POST", Some("login")) => "login",
+        ("POST", Some("logout")) => "logout",
+        ("GET", Some("kubeconfig")) => "kubeconfig",
+        ("GET", Some("exec-credential")) => "exec_credential",
+        _ => return (http.clone(), http),
+    };
+    let op = tracing::info_span!(parent: &http, "operation", otel.name = operation, tka.session = Empty,
+        tka.role = Empty, tka.period = Empty, tka.rule.priority = Empty, tka.outcome = Empty, tka.waited_ms = Empty);
+    (http, op)
 }
 
 fn limits(req: &Request) -> Result<(), ApiError> {

@@ -206,9 +206,17 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let cfg = loaded.config;
+            let otel = match tka::telemetry::otel::Otel::start(&cfg.otel, &cfg.operator.namespace) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
             tka::telemetry::logging::init(
                 &cfg.log_level().to_string(),
                 &cfg.log.format.to_string(),
+                otel.as_ref(),
             );
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
@@ -220,7 +228,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(tka::server::run::serve(cfg))
+            let code = runtime.block_on(tka::server::run::serve(cfg));
+            // Last step of shutdown (observability.md §6.6): flush spans, outside async code.
+            drop(runtime);
+            if let Some(o) = otel {
+                o.shutdown();
+            }
+            code
         }
     }
 }

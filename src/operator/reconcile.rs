@@ -109,6 +109,23 @@ impl Context {
 
 /// Entry point called by the kube-runtime Controller.
 pub async fn reconcile(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("reconcile", tka.session = %signin.name_any(), tka.action = tracing::field::Empty,
+        tka.result = tracing::field::Empty);
+    let result = reconcile_observed(signin, ctx)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "tka.result",
+        match &result {
+            Ok(_) => "success",
+            Err(e) => e.category(),
+        },
+    );
+    result
+}
+
+async fn reconcile_observed(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let name = signin.name_any();
     let (action, result) = if signin.spec.subject_key.is_empty() {
@@ -143,6 +160,7 @@ pub async fn reconcile(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result<Acti
         .map_err(|e| Error::Finalizer(Box::new(e)));
         (action, r)
     };
+    tracing::Span::current().record("tka.action", action);
     ctx.metrics.observe_reconcile(
         action,
         result.as_ref().err().map(Error::category),

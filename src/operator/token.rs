@@ -54,6 +54,34 @@ pub async fn mint(
     seconds: i64,
     audiences: &[String],
 ) -> Result<Minted, TokenError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "kube.token_request",
+        tka.expiration_seconds = seconds,
+        tka.result = tracing::field::Empty
+    );
+    let result = request_token(client, namespace, signin, seconds, audiences)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "tka.result",
+        match &result {
+            Ok(_) => "ok",
+            Err(TokenError::NotReady) => "not_ready",
+            Err(TokenError::SecretGone) => "secret_gone",
+            Err(_) => "error",
+        },
+    );
+    result
+}
+
+async fn request_token(
+    client: &Client,
+    namespace: &str,
+    signin: &TkaSignin,
+    seconds: i64,
+    audiences: &[String],
+) -> Result<Minted, TokenError> {
     let secret = signin
         .status
         .as_ref()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use super::tailnet::{self, Tailnet};
 use super::{StartError, start_base, start_error, start_leader};
@@ -64,7 +65,7 @@ pub async fn serve(config: Config) -> ExitCode {
                 "set health.port",
             )
         })?;
-        let metrics = Arc::new(Metrics::new("tailscaled"));
+        let metrics = Arc::new(Metrics::new(&config.tailscale.backend.to_string()));
         let client = kube_client(&metrics).await?;
         let base = start_base(&config, &client, metrics, Some(health)).await?;
         Ok::<_, StartError>((client, base))
@@ -96,7 +97,18 @@ pub async fn serve(config: Config) -> ExitCode {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     // The leader: tailnet, listeners, TLS, API, controller.
     let leader_parts = async {
-        let tailnet = Tailnet::start(&config, &env).await?;
+        let span = tracing::info_span!("tailnet.start", tka.backend = %config.tailscale.backend, tka.state = tracing::field::Empty, tka.result = tracing::field::Empty);
+        let tailnet = Tailnet::start(&config, &env).instrument(span.clone()).await;
+        span.record("tka.result", if tailnet.is_ok() { "ok" } else { "error" });
+        let tailnet = tailnet?;
+        span.record(
+            "tka.state",
+            format!(
+                "{:?}",
+                crate::identity::Identity::status(tailnet.identity.as_ref()).state
+            )
+            .as_str(),
+        );
         let listeners = tailnet::listeners(&config, &tailnet).await?;
         let tls = tailnet::tls(&config, &tailnet).await?;
         Ok::<_, StartError>((tailnet, listeners, tls))
@@ -150,13 +162,25 @@ pub async fn serve(config: Config) -> ExitCode {
     let timeout = config.server.shutdown_timeout.as_std();
     // Stop serving and reconciling, stop our tailscaled, and only then release the Lease: a standby must
     // never run the same tailnet identity while ours is still up.
+    let span = tracing::info_span!(
+        "shutdown",
+        tka.serving_ms = tracing::field::Empty,
+        tka.tailnet_ms = tracing::field::Empty,
+        tka.lease_ms = tracing::field::Empty
+    );
     let ordered = async {
+        let phase = std::time::Instant::now();
         running.shutdown(timeout).await;
+        span.record("tka.serving_ms", phase.elapsed().as_millis() as u64);
+        let phase = std::time::Instant::now();
         tailnet.supervisor = supervisor;
         tailnet.shutdown().await;
+        span.record("tka.tailnet_ms", phase.elapsed().as_millis() as u64);
+        let phase = std::time::Instant::now();
         if let (Some(e), true) = (&elector, release) {
             e.release().await;
         }
+        span.record("tka.lease_ms", phase.elapsed().as_millis() as u64);
     };
     tokio::select! {
         _ = ordered => code,

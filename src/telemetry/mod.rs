@@ -4,5 +4,6 @@ pub mod health;
 pub mod kube_api;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 
 pub use metrics::Metrics;

@@ -178,7 +178,7 @@ else
 		--user 65532:65532 \
 		--entrypoint '["/tka-server"]' \
 		--cmd '["serve", "--config", "/etc/tka/config.yaml"]' \
-		--env SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt --env PATH=/bin --env HOME=/tmp \
+		--env SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt --env PATH=/bin --env HOME=/tmp --env TKA_LOG_FORMAT=json \
 		--workingdir / \
 		--port 443/tcp --port 8080/tcp \
 		--label org.opencontainers.image.title=tka \
@@ -236,8 +236,6 @@ tailscale:
   controlURL: http://127.0.0.1:9
 operator:
   namespace: tka-system
-log:
-  format: json
 EOF
 cat >"$WORK/etc/kubeconfig" <<'EOF'
 apiVersion: v1
@@ -327,6 +325,13 @@ if podman run -d --name "$NAME" "${BASE[@]}" --tmpfs /tmp "${SERVE[@]}" "$IMAGE"
 		podman logs "$NAME" >"$WORK/serve.log" 2>&1
 		[[ $exit_code == 0 ]] && pass "serve: SIGTERM stops it cleanly (exit 0 after $took s)" ||
 			fail "serve: SIGTERM stops it cleanly (exit $exit_code after $took s)" "$WORK/serve.log"
+		# observability.md §5: JSON in the image by default (its Env sets TKA_LOG_FORMAT; the config does not).
+		if [[ -s $WORK/serve.log ]] && jq -e -s 'length > 0 and all(.[]; type == "object" and has("level") and has("timestamp"))' \
+			"$WORK/serve.log" >/dev/null 2>&1; then
+			pass "serve: logs are JSON lines by default ($(wc -l <"$WORK/serve.log") lines)"
+		else
+			fail "serve: logs are JSON lines by default" "$WORK/serve.log"
+		fi
 	fi
 	podman rm -f "$NAME" >/dev/null 2>&1
 else

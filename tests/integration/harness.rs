@@ -133,7 +133,7 @@ impl Harness {
     pub async fn with_config(env: &Env, name: &str, tweak: impl FnOnce(&mut Config)) -> Harness {
         // `TKA_TEST_LOG=debug` shows the server's logs while debugging a test.
         if let Ok(level) = std::env::var("TKA_TEST_LOG") {
-            tka::telemetry::logging::init(&level, "text");
+            tka::telemetry::logging::init(&level, "text", None);
         }
         let ns = format!("t-{name}");
         let admin = env.admin.clone();

@@ -7,6 +7,7 @@
 mod controlplane;
 mod harness;
 mod manifests;
+mod otel;
 mod scenarios;
 
 use std::sync::Arc;
@@ -47,6 +48,14 @@ fn main() {
                 Ok(())
             })
         })
+        .chain(otel::ALL.iter().map(|(name, f)| {
+            let (env, f) = (env.clone(), *f);
+            // These run their own runtime and subscriber on the test's thread.
+            Trial::test(*name, move || {
+                f(env);
+                Ok(())
+            })
+        }))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);
     if let Ok(mut env) = Arc::try_unwrap(env) {

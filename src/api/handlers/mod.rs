@@ -119,6 +119,7 @@ pub(super) fn session_name(caller: &Caller) -> String {
 pub(super) async fn lookup(app: &App, caller: &Caller) -> Result<Option<Arc<TkaSignin>>, ApiError> {
     let name = session_name(caller);
     if let Some(s) = app.sessions.get(&name) {
+        record_session(&s);
         return Ok(Some(s));
     }
     let fresh = app
@@ -130,7 +131,16 @@ pub(super) async fn lookup(app: &App, caller: &Caller) -> Result<Option<Arc<TkaS
     Ok(fresh.map(Arc::new))
 }
 
+/// Records the session on the request's operation span (observability.md §4).
+pub(super) fn record_session(s: &TkaSignin) {
+    let span = tracing::Span::current();
+    span.record("tka.session", s.name_any().as_str());
+    span.record("tka.role", s.spec.role.as_str());
+    span.record("tka.period", s.spec.validity_period.to_string().as_str());
+}
+
 pub(super) fn response_for(app: &App, s: &TkaSignin) -> UserLoginResponse {
+    record_session(s);
     UserLoginResponse {
         username: s.spec.username.clone(),
         role: s.spec.role.clone(),

@@ -7,6 +7,7 @@
 mod controlplane;
 mod harness;
 mod manifests;
+mod monitoring;
 mod otel;
 mod scenarios;
 
@@ -41,6 +42,7 @@ fn main() {
     let tests: Vec<Trial> = scenarios::ALL
         .iter()
         .chain(manifests::ALL)
+        .chain(monitoring::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -143,7 +143,13 @@ async fn controller_metrics(State(s): State<HealthState>) -> Response {
     if let Some(sessions) = s.health.sessions.get() {
         let now = jiff::Timestamp::now();
         s.metrics.active_sessions.reset();
-        for signin in sessions.all() {
+        let all = sessions.all();
+        let waiting = all.iter().filter(|s| {
+            s.metadata.deletion_timestamp.is_some()
+                || s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation
+        });
+        s.metrics.queue_depth.set(waiting.count() as i64);
+        for signin in all {
             if crate::operator::reconcile::is_live(&signin, now) {
                 s.metrics
                     .active_sessions

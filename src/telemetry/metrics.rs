@@ -30,6 +30,7 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     pub reconcile_errors: IntCounterVec,
     pub active_sessions: IntGaugeVec,
+    pub queue_depth: IntGauge,
     pub user_signins: IntCounterVec,
     pub revocations: IntCounterVec,
     pub session_provision: Histogram,
@@ -89,6 +90,15 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::BUILD_COMMIT, backend])
             .set(1.0);
+        // kube-runtime keeps its queue private; the work waiting is what the cache shows as not yet reconciled.
+        let queue_depth = IntGauge::new(
+            "tka_controller_queue_depth",
+            "TkaSignins waiting for the controller: generation not yet observed, or deletion pending",
+        )
+        .expect("valid metric");
+        controller
+            .register(Box::new(queue_depth.clone()))
+            .expect("unique metric");
         let session_provision = Histogram::with_opts(
             HistogramOpts::new(
                 "tka_session_provision_seconds",
@@ -201,6 +211,7 @@ impl Metrics {
                 &["reason"],
             ),
             session_provision,
+            queue_depth,
             kube_requests: counter(
                 &controller,
                 "tka_kube_api_requests_total",

@@ -114,16 +114,28 @@ async fn monitoring_promtool_checks_the_rules_and_a_live_scrape(env: Arc<Env>) {
     }
     let text = scrape(&h, "/metrics").await;
     assert!(
-        text.lines().any(|l| l.starts_with("tka_server_requests_total{")
-            && l.contains(r#"method="POST""#)
-            && l.contains(r#"route="/api/v1alpha1/login""#)
-            && l.contains(r#"status="200""#)),
+        text.lines()
+            .any(|l| l.starts_with("tka_server_requests_total{")
+                && l.contains(r#"method="POST""#)
+                && l.contains(r#"route="/api/v1alpha1/login""#)
+                && l.contains(r#"status="200""#)),
         "no tka_server_requests_total with method, route and numeric status:\n{text}"
     );
     assert!(
         !text.contains("prom@example.com"),
         "a user name in the metrics"
     );
+    // Controller gauges computed from the cache: one live view session, nothing waiting once it is ready.
+    let controller = scrape(&h, "/metrics/controller").await;
+    for want in [
+        r#"tka_active_user_sessions{cluster_role="view"} 1"#,
+        "tka_controller_queue_depth 0",
+    ] {
+        assert!(
+            controller.lines().any(|l| l == want),
+            "no `{want}` in /metrics/controller:\n{controller}"
+        );
+    }
     h.stop().await;
 }
 

@@ -19,6 +19,9 @@ use crate::operator::leader::{Elector, Settings};
 use crate::telemetry::Metrics;
 use crate::telemetry::kube_api::KubeApiMetricsLayer;
 
+/// Time tailscaled gets to deliver the final responses before it is stopped.
+const TAILNET_FLUSH: Duration = Duration::from_secs(1);
+
 /// The one shared kube client (in-cluster or KUBECONFIG), with request metrics.
 async fn kube_client(metrics: &Arc<Metrics>) -> Result<kube::Client, StartError> {
     let config = kube::Config::infer().await.map_err(|e| {
@@ -172,6 +175,9 @@ pub async fn serve(config: Config) -> ExitCode {
         let phase = std::time::Instant::now();
         running.shutdown(timeout).await;
         span.record("tka.serving_ms", phase.elapsed().as_millis() as u64);
+        // The last responses may still sit in tailscaled's buffers (in userspace mode its netstack forwards
+        // them after our socket closed); stopping it at once cut one off in the e2e replicas test.
+        tokio::time::sleep(TAILNET_FLUSH).await;
         let phase = std::time::Instant::now();
         tailnet.supervisor = supervisor;
         tailnet.shutdown().await;

@@ -957,6 +957,169 @@ scenario_restart() {
 	tka_as alice logout --quiet
 	if ((RC == 0)); then pass "restart: tka logout"; else fail "restart: tka logout" "exit $RC: $ERR"; fi
 }
+# Footprint (issue "operations" §6): resident memory of tka-server idle and with 1,000 live sessions. The sessions
+# are TkaSignins created by the admin (1,000 tailnet identities are not available here); the controller
+# provisions each (ServiceAccount, binding, Secret) and the server caches them all, as for real logins.
+rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
+controller_metric() { nsx srv curl -s -m 2 http://127.0.0.1:8080/metrics/controller | awk -v m="$1" '$1 ~ "^"m { s += $2 } END { print s + 0 }'; }
+scenario_footprint() {
+	say "Footprint: tka-server's memory idle and with 1,000 sessions"
+	local pid=${PID[tka-server]} n=1000 t0 ts_pid now
+	ts_pid=$(replica_tailscaled tka-server)
+	sleep 2
+	RESULT_RSS_IDLE=$(($(rss_kib "$pid") / 1024))
+	pass "footprint: idle RSS measured" "tka-server ${RESULT_RSS_IDLE} MiB, its tailscaled $(($(rss_kib "$ts_pid") / 1024)) MiB"
+	now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	jq -n --argjson n "$n" --arg now "$now" '{apiVersion: "v1", kind: "List", items: [range($n) | tostring as $i |
+		("load" + $i + "-" + ("00000000" + ($i | tostring))[-8:]) as $uk | {
+		apiVersion: "tka.specht-labs.de/v1alpha1", kind: "TkaSignin",
+		metadata: {name: ("tka-" + $uk + "-abcdef"), namespace: "tka-system", labels: {"e2e-footprint": "1"}},
+		spec: {username: ("load" + $i + "@example.com"), role: "view", validity_period: "1h", subject_key: $uk,
+			node: "load.tailnet.test", node_id: ("nload" + $i), node_ip: "", requested_at: $now}}]}' >"$RUN/footprint.json"
+	t0=$(now_ms)
+	admin_kubectl create -f "$RUN/footprint.json" >"$LOGS/footprint-create.log" 2>&1 ||
+		{ fail "footprint: create $n TkaSignins" "kubectl create failed" "$LOGS/footprint-create.log"; return; }
+	local deadline=$((SECONDS + 300)) live=0
+	while ((SECONDS < deadline)); do
+		live=$(controller_metric tka_active_user_sessions)
+		((live >= n)) && [[ $(controller_metric tka_controller_queue_depth) == 0 ]] && break
+		sleep 1
+	done
+	if ((live < n)); then fail "footprint: $n sessions provisioned" "only $live live after 300 s" "$LOGS/tka-server.log"; return; fi
+	RESULT_PROVISION_1000=$(($(now_ms) - t0))
+	pass "footprint: $n sessions provisioned by the controller" "$RESULT_PROVISION_1000 ms"
+	sleep 2
+	RESULT_RSS_1000=$(($(rss_kib "$pid") / 1024))
+	pass "footprint: RSS with $n live sessions measured" "${RESULT_RSS_1000} MiB"
+	t0=$(now_ms)
+	admin_kubectl delete tkasignins -n tka-system -l e2e-footprint=1 --wait=false >/dev/null 2>&1
+	deadline=$((SECONDS + 300))
+	while ((SECONDS < deadline)) && [[ -n $(admin_kubectl get tkasignins -n tka-system -l e2e-footprint=1 -o name 2>/dev/null) ]]; do
+		sleep 1
+	done
+	if [[ -z $(admin_kubectl get serviceaccounts -n tka-system -o name | grep load || true) ]]; then
+		pass "footprint: $n sessions cleaned up (objects gone)" "$(($(now_ms) - t0)) ms"
+	else fail "footprint: $n sessions cleaned up" "ServiceAccounts left"; fi
+}
+
+# Spec observability.md §6 and issue "two replicas": two tka-servers share the state volume and contend for the
+# Lease; only the leader runs the tailnet node. A crashed leader (SIGKILL) is replaced within leaseDuration + 5 s
+# by the standby, on the same tailnet node (state reused, same address), and alice's session survives; a
+# SIGTERMed leader finishes in-flight requests, exits 0 and releases the Lease, so the standby takes over at once.
+# A sampler checks both replicas' tka_leader every 100 ms: never two leaders.
+HA_LEASE=6
+launch_replica() { # NAME HEALTH_PORT
+	local run_as=()
+	if ((SERVER_UID != 0)); then run_as=(setpriv --reuid "$SERVER_UID" --regid "$SERVER_UID" --clear-groups); fi
+	spawn "$1" srv "${run_as[@]}" env HOME="$TKAD" TS_AUTHKEY="$SERVER_KEY" TS_DEBUG_USE_DERP_HTTP=1 POD_NAME="$1" \
+		KUBECONFIG="$TKAD/kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$TKA_SERVER" serve --config "$TKAD/config-ha.yaml" \
+		--health-port "$2"
+}
+replica_ready() { # HEALTH_PORT ROLE REASON
+	nsx srv curl -sf -m 2 "http://127.0.0.1:$1/ready" | jq -e --arg r "$2" --arg why "$3" '.role == $r and .reason == $why'
+}
+replica_tailscaled() { # NAME: the pid of the replica's tailscaled, if any
+	ps -o pid=,comm= --ppid "${PID[$1]}" 2>/dev/null | awk '$2 == "tailscaled" { print $1; exit }'
+}
+tailscaled_in_srv() {
+	ip netns pids "$(ns srv)" | while read -r p; do [[ $(cat "/proc/$p/comm" 2>/dev/null) == tailscaled ]] && echo "$p"; done
+}
+scenario_replicas() {
+	say "Scenario replicas: two tka-servers, one Lease; the leader crashes, then the next one is stopped"
+	local ip_before ip_after t0 took pid ts_pid deadline code sampler bad nodes
+	sed -e 's/^operator:$/operator:\n  leaderElection:\n    enabled: true\n    leaseDuration: '"$HA_LEASE"'s\n    renewDeadline: 4s\n    retryPeriod: 500ms/' \
+		"$TKAD/config.yaml" >"$TKAD/config-ha.yaml"
+	ip_before=$(peer_ip alice tka)
+	kill_tree "${PID[tka-server]}"
+	launch_replica replica-a 8080
+	wait_for 120 "replica-a leads (reason ok)" replica-a replica_ready 8080 leader ok
+	launch_replica replica-b 8081
+	wait_for 60 "replica-b is a ready standby" replica-b replica_ready 8081 standby standby
+	pass "replicas: one leader, one ready standby (reason standby)"
+	if [[ -z $(replica_tailscaled replica-b) ]]; then pass "replicas: the standby runs no tailnet node"
+	else fail "replicas: the standby runs no tailnet node" "replica-b has a tailscaled child"; fi
+	( while :; do
+		printf '%s %s %s\n' "$(now_ms)" \
+			"$(nsx srv curl -s -m 1 http://127.0.0.1:8080/metrics | awk '$1 == "tka_leader" { print $2 }')" \
+			"$(nsx srv curl -s -m 1 http://127.0.0.1:8081/metrics | awk '$1 == "tka_leader" { print $2 }')"
+		sleep 0.1
+	done ) >"$LOGS/leader-samples.log" 2>/dev/null &
+	sampler=$!
+	tka_login alice
+	if ((RC != 0)); then fail "replicas: tka login through the leader" "exit $RC: $ERR" "$LOGS/replica-a.log"; kill "$sampler"; return; fi
+	local kc=$KC until_before
+	until_before=$(signin_until alice)
+
+	pid=${PID[replica-a]} ts_pid=$(replica_tailscaled replica-a)
+	note "SIGKILL to the leader (pid $pid), as a crashed pod; its tailscaled (pid $ts_pid) must not outlive it"
+	t0=$(now_ms)
+	kill -KILL "$pid"
+	wait "$pid" 2>/dev/null || true # reaps it (and keeps bash's "Killed" notice out of the output)
+	deadline=$((SECONDS + 5))
+	while running "$ts_pid" && ((SECONDS < deadline)); do sleep 0.05; done
+	if ! running "$ts_pid"; then pass "replicas: the crashed leader's tailscaled died with it (no orphan holding the node)" "$(($(now_ms) - t0)) ms"
+	else fail "replicas: the crashed leader's tailscaled died with it" "pid $ts_pid still running"; fi
+	wait_for $((HA_LEASE + 30)) "replica-b takes over" replica-b replica_ready 8081 leader ok
+	took=$(($(now_ms) - t0))
+	RESULT_TAKEOVER=$took
+	if ((took <= (HA_LEASE + 5) * 1000)); then pass "replicas: the standby leads within leaseDuration + 5 s" "$took ms (lease ${HA_LEASE}s)"
+	else fail "replicas: the standby leads within leaseDuration + 5 s" "$took ms" "$LOGS/replica-b.log"; fi
+	nodes=$(hs nodes list -o json | jq '[.[] | select((.given_name // .givenName // .name // "") | startswith("tka"))] | length')
+	ip_after=$(peer_ip alice tka || true)
+	if [[ $nodes == 1 && $ip_after == "$ip_before" ]]; then pass "replicas: same tailnet node after the takeover (state reused)" "$ip_after"
+	else fail "replicas: same tailnet node after the takeover" "tka nodes: $nodes, address $ip_before → $ip_after"; fi
+	kubectl_as "$kc" auth whoami -o jsonpath='{.status.userInfo.username}'
+	if ((RC == 0)) && [[ $(signin_until alice) == "$until_before" ]]; then pass "replicas: alice's session and token survive the takeover"
+	else fail "replicas: alice's session and token survive the takeover" "$OUT; until '$until_before' → '$(signin_until alice)'"; fi
+	deadline=$((SECONDS + 30))
+	while :; do tka_as alice get login; ((RC == 0 || SECONDS >= deadline)) && break; sleep 0.5; done
+	if ((RC == 0)); then pass "replicas: the new leader serves alice"
+	else fail "replicas: the new leader serves alice" "exit $RC: $ERR" "$LOGS/replica-b.log"; fi
+
+	# Graceful: replica-a comes back as standby; replica-b gets SIGTERM while alice keeps logging in.
+	mv "$LOGS/replica-a.log" "$LOGS/replica-a.1.log"
+	launch_replica replica-a 8080
+	wait_for 60 "replica-a is a ready standby" replica-a replica_ready 8080 standby standby
+	nsx cli bash -c 'for i in $(seq 60); do curl -s -o /dev/null -m 5 -X POST --cacert "$1" "$2/api/v1alpha1/login?wait=10s"; echo $?; sleep 0.05; done' \
+		_ "$PKI/ca.crt" "$TKA_URL" >"$LOGS/graceful-curl.log" 2>&1 &
+	local load=$!
+	sleep 1
+	pid=${PID[replica-b]}
+	t0=$(now_ms)
+	kill -TERM "$pid"
+	deadline=$((SECONDS + 30))
+	while running "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
+	wait "$pid" 2>/dev/null; code=$?
+	took=$(($(now_ms) - t0))
+	if ((code == 0)); then pass "replicas: SIGTERM: the leader exits 0" "$took ms"
+	else fail "replicas: SIGTERM: the leader exits 0" "exit $code after $took ms" "$LOGS/replica-b.log"; fi
+	wait_for 30 "replica-a takes over" replica-a replica_ready 8080 leader ok
+	took=$(($(now_ms) - t0))
+	if ((took < HA_LEASE * 1000)); then pass "replicas: SIGTERM released the Lease: the standby leads before it would expire" "$took ms (lease ${HA_LEASE}s)"
+	else fail "replicas: SIGTERM released the Lease" "standby led after $took ms" "$LOGS/replica-a.log"; fi
+	wait "$load"
+	# curl 18/52/56: a request accepted and then cut off or dropped. 7/28: not accepted (listener closed, node
+	# gone while alice's node still talks to the old WireGuard session).
+	bad=$(grep -cE '^(18|52|56)$' "$LOGS/graceful-curl.log" || true)
+	if ((bad == 0)); then pass "replicas: no request was dropped mid-way during the shutdown" "$(sort "$LOGS/graceful-curl.log" | uniq -c | tr -s ' \n' ' ')"
+	else fail "replicas: no request was dropped mid-way during the shutdown" "$bad of 60 cut off" "$LOGS/graceful-curl.log"; fi
+	kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+	bad=$(awk '$2 == 1 && $3 == 1' "$LOGS/leader-samples.log" | wc -l)
+	if ((bad == 0)); then pass "replicas: never two leaders" "$(wc -l <"$LOGS/leader-samples.log") samples of both replicas"
+	else fail "replicas: never two leaders" "$bad samples with both tka_leader 1" "$LOGS/leader-samples.log"; fi
+	if [[ $(tailscaled_in_srv | wc -l) == 1 ]]; then pass "replicas: one tailscaled on the server machine"
+	else fail "replicas: one tailscaled on the server machine" "$(tailscaled_in_srv | tr '\n' ' ')"; fi
+	# The session lived through two leaders: its logout is cleaned up exactly once.
+	local uid revoked
+	uid=$(admin_kubectl get tkasignins -n tka-system -o json | jq -r '[.items[] | select(.spec.username == "alice")][0].metadata.uid')
+	deadline=$((SECONDS + 30))
+	while :; do tka_as alice logout --quiet; ((RC == 0 || SECONDS >= deadline)) && break; sleep 0.5; done
+	sleep 2
+	revoked=$(admin_kubectl get events.v1.events.k8s.io -n tka-system -o json | jq --arg uid "$uid" \
+		'[.items[] | select(.regarding.uid == $uid and .reason == "Revoked") | (.series.count // 1)] | add // 0')
+	if ((RC == 0)) && [[ $revoked == 1 ]]; then pass "replicas: logout after two takeovers: the session is cleaned up once" "1 Revoked event"
+	else fail "replicas: logout after two takeovers: the session is cleaned up once" "logout exit $RC, $revoked Revoked events for $uid"; fi
+}
 # check_tailnet_running SCENARIO: right after /ready turned 200, the server's tailscaled must be Running.
 check_tailnet_running() {
 	local state
@@ -984,6 +1147,9 @@ write_results() {
 		echo "| logout → 401, token used just before logout (apiserver 10 s cache) | ${RESULT_USED_REVOCATION:--} ms |"
 		echo "| supervised tailscaled killed → /ready 200 again | ${RESULT_FAULT_READY:--} ms |"
 		echo "| tka-server restarted → /ready 200 with reason ok | ${RESULT_RESTART_READY:--} ms |"
+		echo "| tka-server RSS idle / with 1,000 live sessions | ${RESULT_RSS_IDLE:--} / ${RESULT_RSS_1000:--} MiB |"
+		echo "| 1,000 TkaSignins created → all provisioned | ${RESULT_PROVISION_1000:--} ms |"
+		echo "| leader SIGKILLed → standby ready as leader (lease ${HA_LEASE}s) | ${RESULT_TAKEOVER:--} ms |"
 		echo
 		echo "Checks: $PASSED passed, $FAILED failed."
 	} >"$RUN/results.md"
@@ -1063,6 +1229,8 @@ main() {
 	scenario_timing
 	scenario_faults
 	scenario_restart
+	scenario_footprint
+	scenario_replicas
 	finish
 }
 

@@ -163,7 +163,22 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 fn spawn(settings: &DaemonSettings) -> Result<Child, String> {
-    let mut child = Command::new(&settings.tailscaled)
+    let mut command = Command::new(&settings.tailscaled);
+    // If tka-server dies without its orderly shutdown (SIGKILL, OOM), its tailscaled must die too: an orphan
+    // would keep the node key online while a standby takes over the same identity from the shared state.
+    // The signal follows the forking thread, a Tokio worker that lives as long as the runtime.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let parent = libc::getpid();
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent
+            {
+                return Err(std::io::Error::other("parent gone before exec"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(settings.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

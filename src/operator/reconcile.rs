@@ -112,7 +112,7 @@ pub async fn reconcile(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result<Acti
     use tracing::Instrument;
     let span = tracing::info_span!("reconcile", tka.session = %signin.name_any(), tka.action = tracing::field::Empty,
         tka.result = tracing::field::Empty);
-    let result = reconcile_observed(signin, ctx)
+    let result = reconcile_observed(signin, ctx.clone())
         .instrument(span.clone())
         .await;
     span.record(
@@ -122,6 +122,9 @@ pub async fn reconcile(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result<Acti
             Err(e) => e.category(),
         },
     );
+    if matches!(&result, Ok(action) if *action != Action::await_change()) {
+        ctx.metrics.requeues.with_label_values(&["scheduled"]).inc();
+    }
     result
 }
 
@@ -175,6 +178,7 @@ async fn reconcile_observed(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result
 /// Error policy: log once, count by category, back off.
 pub fn error_policy(signin: Arc<TkaSignin>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff(&signin.name_any());
+    ctx.metrics.requeues.with_label_values(&["error"]).inc();
     tracing::warn!(signin = %signin.name_any(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -144,6 +144,7 @@ async fn controller_metrics(State(s): State<HealthState>) -> Response {
         let now = jiff::Timestamp::now();
         s.metrics.active_sessions.reset();
         let all = sessions.all();
+        s.metrics.managed_signins.set(all.len() as i64);
         let waiting = all.iter().filter(|s| {
             s.metadata.deletion_timestamp.is_some()
                 || s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation

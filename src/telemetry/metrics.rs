@@ -31,6 +31,8 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub active_sessions: IntGaugeVec,
     pub queue_depth: IntGauge,
+    pub managed_signins: IntGauge,
+    pub requeues: IntCounterVec,
     pub user_signins: IntCounterVec,
     pub revocations: IntCounterVec,
     pub session_provision: Histogram,
@@ -98,6 +100,14 @@ impl Metrics {
         .expect("valid metric");
         controller
             .register(Box::new(queue_depth.clone()))
+            .expect("unique metric");
+        let managed_signins = IntGauge::new(
+            "tka_controller_managed_signins",
+            "TkaSignins the controller manages (live, expired or being deleted), from the cache",
+        )
+        .expect("valid metric");
+        controller
+            .register(Box::new(managed_signins.clone()))
             .expect("unique metric");
         let session_provision = Histogram::with_opts(
             HistogramOpts::new(
@@ -212,6 +222,13 @@ impl Metrics {
             ),
             session_provision,
             queue_depth,
+            managed_signins,
+            requeues: counter(
+                &controller,
+                "tka_controller_requeues_total",
+                "Reconciles scheduled again: at a session's next deadline, or after an error",
+                &["reason"],
+            ),
             kube_requests: counter(
                 &controller,
                 "tka_kube_api_requests_total",

@@ -130,12 +130,19 @@ async fn monitoring_promtool_checks_the_rules_and_a_live_scrape(env: Arc<Env>) {
     for want in [
         r#"tka_active_user_sessions{cluster_role="view"} 1"#,
         "tka_controller_queue_depth 0",
+        "tka_controller_managed_signins 1",
     ] {
         assert!(
             controller.lines().any(|l| l == want),
             "no `{want}` in /metrics/controller:\n{controller}"
         );
     }
+    assert!(
+        controller
+            .lines()
+            .any(|l| l.starts_with(r#"tka_controller_requeues_total{reason="scheduled"}"#)),
+        "the live session's expiry is scheduled as a requeue:\n{controller}"
+    );
     h.stop().await;
 }
 

@@ -114,7 +114,7 @@ if command -v nix >/dev/null && [[ -f flake.nix ]]; then
 	check "image config (User, Entrypoint, Cmd, Env, ExposedPorts, OCI labels)" jq -e '
 		.User == "65532:65532" and .Entrypoint == ["/tka-server"]
 		and .Cmd == ["serve", "--config", "/etc/tka/config.yaml"]
-		and .Env == ["SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt", "PATH=/bin", "HOME=/tmp"]
+		and .Env == ["SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt", "PATH=/bin", "HOME=/tmp", "TKA_LOG_FORMAT=json"]
 		and (.ExposedPorts | keys) == ["443/tcp", "8080/tcp"]
 		and (.Labels | has("org.opencontainers.image.source") and has("org.opencontainers.image.version")
 			and has("org.opencontainers.image.revision") and has("org.opencontainers.image.licenses"))' \

@@ -538,7 +538,7 @@ skopeo inspect --config "containers-storage:$IMAGE" >"$WORK/config.json" 2>"$WOR
 	fail "skopeo inspect --config" "$WORK/skopeo.log"
 if jq -e '.config.User == "65532:65532" and .config.Entrypoint == ["/tka-server"]
 	and .config.Cmd == ["serve", "--config", "/etc/tka/config.yaml"]
-	and .config.Env == ["SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt", "PATH=/bin", "HOME=/tmp"]
+	and .config.Env == ["SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt", "PATH=/bin", "HOME=/tmp", "TKA_LOG_FORMAT=json"]
 	and (.config.ExposedPorts | keys) == ["443/tcp", "8080/tcp"]
 	and (.config.Labels["org.opencontainers.image.version"] | length > 0)
 	and (.config.Labels["org.opencontainers.image.revision"] | length > 0)' "$WORK/config.json" >/dev/null; then

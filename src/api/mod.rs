@@ -76,6 +76,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Minted tokens' expiries, recorded in the sessions' status.
     pub expiries: crate::operator::token::ExpiryNotifier,
+    /// Registry (primary) or primary check (member); a standalone server has an empty registry.
+    pub federation: Arc<crate::federation::Federation>,
     limiter: DefaultKeyedRateLimiter<String>,
 }
 
@@ -104,6 +106,7 @@ impl App {
             cluster_info,
             shutdown,
             expiries,
+            federation: Arc::new(crate::federation::Federation::new(Default::default())),
             limiter,
         }
     }

@@ -1,0 +1,95 @@
+//! Federation (spec: federation.md): one login at the primary gives a context for every member cluster.
+//!
+//! Pure parts (no I/O, tested without a network): [`wire`] bodies, the member [`registry`] judged by a clock
+//! passed in, the [`trust`] checks on WhoIs results, per-cluster rule selection in [`plan`], and the layer's
+//! [`FedError`]. I/O glue: [`client`] (outbound calls through the identity backend's `dial`) and
+//! [`heartbeat`] (the member leader's registration loop). The HTTP handlers live in `api::handlers`.
+
+pub mod client;
+pub mod error;
+pub mod heartbeat;
+pub mod plan;
+pub mod registry;
+pub mod trust;
+pub mod wire;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use error::FedError;
+
+/// The federation API version this server speaks (sent in heartbeats as `api_versions`).
+pub const API_VERSION: &str = "v1alpha1";
+/// Path prefix of the federation endpoints.
+pub const PREFIX: &str = "/federation/v1alpha1";
+
+/// Federation settings, from `federation.*`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `federation.loginServer`: set ⇒ this server is a member of that primary.
+    pub login_server: String,
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: u32,
+    pub request_timeout: Duration,
+    pub member_tags: Vec<String>,
+    pub member_cap_name: String,
+    pub allow_direct_login: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            login_server: String::new(),
+            heartbeat_interval: Duration::from_secs(30),
+            missed_heartbeats: 3,
+            request_timeout: Duration::from_secs(10),
+            member_tags: Vec::new(),
+            member_cap_name: "specht-labs.de/cap/tka-federation".into(),
+            allow_direct_login: true,
+        }
+    }
+}
+
+/// The federation side of one running server.
+pub struct Federation {
+    pub settings: Settings,
+    /// Host of `login_server` (members only): the one node whose federation calls are accepted.
+    pub primary_host: Option<String>,
+    /// The member registry (primary only; empty on members and standalone servers).
+    pub registry: Mutex<registry::Registry>,
+    /// When this leader started: until one interval has passed the registry may still be filling up.
+    pub started: Instant,
+}
+
+impl Federation {
+    pub fn new(settings: Settings) -> Federation {
+        let primary_host = trust::url_host(&settings.login_server).map(|(_, h, _)| h);
+        let registry =
+            registry::Registry::new(settings.heartbeat_interval, settings.missed_heartbeats);
+        Federation {
+            settings,
+            primary_host,
+            registry: Mutex::new(registry),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.primary_host.is_some()
+    }
+
+    /// After a (re)start the registry is rebuilt from heartbeats within one interval.
+    pub fn rebuilding(&self, now: Instant) -> bool {
+        !self.is_member() && now.duration_since(self.started) < self.settings.heartbeat_interval
+    }
+
+    /// The members that take part in logins now (healthy only), by name.
+    pub fn healthy_members(&self, now: Instant) -> Vec<registry::Member> {
+        let reg = self.registry.lock().expect("lock poisoned");
+        reg.list(now)
+            .into_iter()
+            .filter(|(_, h)| *h == registry::Health::Healthy)
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+}

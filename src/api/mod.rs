@@ -179,6 +179,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1alpha1/whoami", get(handlers::whoami))
         .route("/api/v1alpha1/clusters", get(handlers::clusters))
+        .route("/federation/v1alpha1/heartbeat", post(handlers::heartbeat))
+        .route(
+            "/federation/v1alpha1/sessions",
+            post(handlers::create_session)
+                .get(handlers::list_sessions)
+                .delete(handlers::delete_sessions),
+        )
+        .route("/federation/v1alpha1/tokens", post(handlers::tokens))
         .route("/openapi.json", get(openapi::document))
         .route("/swagger", get(openapi::redirect))
         .route("/swagger/{*rest}", get(openapi::redirect))

@@ -57,6 +57,9 @@ pub struct Federation {
     pub primary_host: Option<String>,
     /// The member registry (primary only; empty on members and standalone servers).
     pub registry: Mutex<registry::Registry>,
+    /// Revocations a member missed (down at logout): retried on its heartbeats for up to a day. In memory
+    /// only: lost on failover, when the members' own expiry still ends the sessions.
+    retries: Mutex<Vec<(String, wire::SessionRef, Instant)>>,
     /// When this leader started: until one interval has passed the registry may still be filling up.
     pub started: Instant,
 }
@@ -70,8 +73,27 @@ impl Federation {
             settings,
             primary_host,
             registry: Mutex::new(registry),
+            retries: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
+    }
+
+    /// Keeps a revocation for `cluster` to retry on its next heartbeat.
+    pub fn retry_later(&self, cluster: &str, r: wire::SessionRef) {
+        let mut q = self.retries.lock().expect("lock poisoned");
+        if !q.iter().any(|(c, x, _)| c == cluster && *x == r) {
+            q.push((cluster.to_string(), r, Instant::now()));
+        }
+    }
+
+    /// The revocations waiting for `cluster` (removed from the list; re-add what fails again).
+    pub fn take_retries(&self, cluster: &str, now: Instant) -> Vec<wire::SessionRef> {
+        const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+        let mut q = self.retries.lock().expect("lock poisoned");
+        q.retain(|(_, _, since)| now.duration_since(*since) < MAX_AGE);
+        let (mine, rest): (Vec<_>, Vec<_>) = q.drain(..).partition(|(c, _, _)| c == cluster);
+        *q = rest;
+        mine.into_iter().map(|(_, r, _)| r).collect()
     }
 
     pub fn is_member(&self) -> bool {

@@ -5,6 +5,7 @@
 
 #[path = "../support/controlplane.rs"]
 mod controlplane;
+mod federation;
 mod harness;
 mod manifests;
 mod scenarios;
@@ -40,6 +41,7 @@ fn main() {
     let tests: Vec<Trial> = scenarios::ALL
         .iter()
         .chain(manifests::ALL)
+        .chain(federation::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -19,7 +19,9 @@ use tka::operator::crd::TkaSignin;
 use crate::controlplane::ControlPlane;
 use crate::harness::{self, Env, Harness, User, eventually, fresh_ip};
 
-pub const ALL: &[(&str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>)] = &[(
+type Scenario = (&'static str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>);
+
+pub const ALL: &[Scenario] = &[(
     "federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both",
     |env| Box::pin(federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both(env)),
 )];

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::LocalBoxFuture;
-use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -18,6 +16,7 @@ use tka::operator::crd::TkaSignin;
 
 use crate::controlplane::ControlPlane;
 use crate::harness::{self, Env, Harness, User, eventually, fresh_ip};
+use crate::scenarios::whoami;
 
 type Scenario = (&'static str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>);
 
@@ -50,17 +49,6 @@ async fn client_for(doc: &Value, context: &str) -> Client {
         .await
         .unwrap();
     Client::try_from(cfg).unwrap()
-}
-
-async fn whoami(c: &Client) -> Result<String, kube::Error> {
-    let api: Api<SelfSubjectReview> = Api::all(c.clone());
-    let r = api
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    Ok(r.status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
 }
 
 fn contexts(doc: &Value) -> Vec<String> {

@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
-use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
 use crate::api::RemoteAddr;
@@ -341,15 +340,7 @@ pub async fn delete_sessions(
         count(&app, "signout", "not_found");
         return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
     }
-    for s in &targets {
-        app.sessions
-            .delete(s)
-            .await
-            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
-        app.metrics.revocations.with_label_values(&["logout"]).inc();
-        tracing::info!(audit = true, event = "logout", origin = "federation", user = %s.spec.username, node = %s.spec.node,
-            role = %s.spec.role, session = %s.name_any(), request_id = %rid, "logout");
-    }
+    super::login::end_sessions(&app, &targets, &rid).await?;
     count(&app, "signout", "success");
     let out: Vec<MemberSession> = targets.iter().map(|s| listed(s)).collect();
     Ok(axum::Json(out).into_response())

@@ -386,6 +386,25 @@ pub async fn get_login(
     }
 }
 
+/// Deletes sessions on logout (their finalizers revoke the tokens), with the audit line and metric.
+pub(super) async fn end_sessions(
+    app: &App,
+    targets: &[Arc<TkaSignin>],
+    rid: &str,
+) -> Result<(), ApiError> {
+    for s in targets {
+        app.sessions
+            .delete(s)
+            .await
+            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
+        app.metrics.revocations.with_label_values(&["logout"]).inc();
+        let origin = s.spec.origin.as_ref().map_or("local", |o| o.kind.as_str());
+        tracing::info!(audit = true, event = "logout", origin, user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
+            session = %s.name_any(), request_id = %rid, "logout");
+    }
+    Ok(())
+}
+
 /// POST /logout (api.md §4.4). Needs identity only: a user whose grant was revoked can still log out.
 pub async fn logout(
     State(app): AppState,
@@ -414,15 +433,7 @@ pub async fn logout(
     if targets.is_empty() && members.is_empty() {
         return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
     }
-    for s in &targets {
-        app.sessions
-            .delete(s)
-            .await
-            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
-        app.metrics.revocations.with_label_values(&["logout"]).inc();
-        tracing::info!(audit = true, event = "logout", user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
-            session = %s.name_any(), request_id = %rid, "logout");
-    }
+    end_sessions(&app, &targets, &rid).await?;
     let first = targets.first();
     if members.is_empty() {
         let first = first.expect("checked above");

@@ -92,6 +92,9 @@ pub struct TokenAnswer {
 pub struct MemberSession {
     pub login_name: String,
     pub node_id: String,
+    /// The user's tailnet address: the primary re-runs WhoIs on it to revalidate the grant.
+    #[serde(default)]
+    pub node_ip: String,
     pub role: String,
     pub until: String,
     pub provisioned: bool,

@@ -104,6 +104,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
     };
     let primary = Harness::with_config(&env, "fed-primary", |c| {
         c.operator.cluster_name = "primary".into();
+        c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(1);
         c.federation.member_tags = vec!["tag:tka-member".into()];
         beat(c);
     })
@@ -217,6 +218,27 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         .await;
     assert_eq!(x.status, 403, "{}", x.text);
 
+    // A node without the member tag cannot join.
+    primary
+        .identity
+        .set(x_ip, node("intruder.test.ts.net", "nx", x_ip, &["tag:tka"]));
+    let hb = json!({"cluster_name": "evil", "member_url": "http://intruder.test.ts.net:8443", "api_endpoint": "https://10.9.9.9:6443"});
+    let intruder_p = User::new(x_ip, &primary.url);
+    let x = intruder_p
+        .send(
+            intruder_p
+                .http
+                .post(format!("{}/federation/v1alpha1/heartbeat", primary.url))
+                .json(&hb),
+        )
+        .await;
+    assert_eq!(
+        (x.status, x.body["code"].as_str()),
+        (403, Some("member_not_allowed")),
+        "{}",
+        x.text
+    );
+
     // A member that accepts connections but never answers: the login still answers within
     // requestTimeout (2 s) plus the own cluster's work, and the primary's own cluster is unaffected.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -271,10 +293,32 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let on_member = client_for(&r.body["kubeconfig"], "member-alice@example.com").await;
+    assert!(whoami(&on_member).await.is_ok());
+    // The grant no longer names the member: the primary's revalidation ends the member's session.
+    primary.grant(
+        &alice,
+        "alice@example.com",
+        json!([{"role": "view", "period": "1h", "clusters": ["primary"]}]),
+    );
+    let ended = eventually(Duration::from_secs(10), || async {
+        signins
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    assert!(ended.is_some(), "revalidation ended the member's session");
+    primary.grant(&alice, "alice@example.com", rules.clone());
+    let r = alice
+        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .await;
+    assert_eq!(status_of(&r.body, "member"), "ready", "{}", r.text);
     let doc = r.body["kubeconfig"].clone();
     let on_primary = client_for(&doc, "tka-context-alice@example.com").await;
     let on_member = client_for(&doc, "member-alice@example.com").await;
-    assert!(whoami(&on_member).await.is_ok());
     let out = alice.post("/api/v1alpha1/logout").await;
     assert_eq!(out.status, 200, "{}", out.text);
     assert_eq!(status_of(&out.body, "member"), "ok", "{}", out.text);

@@ -509,3 +509,96 @@ pub async fn logout(
     }
     results
 }
+
+/// Grant revalidation of federated sessions (federation.md §6): the primary lists each healthy member's
+/// federated sessions, runs WhoIs on the user's node again and ends the sessions whose grant no longer
+/// selects that role for that cluster. An identity outage or an unreachable member revokes nothing.
+pub async fn revalidate_members(app: &App) {
+    use crate::federation::wire::MemberSession;
+    let rid = hex::encode(rand::random::<[u8; 8]>());
+    for m in app.federation.healthy_members(Instant::now()) {
+        let path = format!("{PREFIX}/sessions?origin=federation");
+        let Ok(list) = member_call::<(), Vec<MemberSession>>(
+            app,
+            &m,
+            http::Method::GET,
+            &path,
+            None,
+            "revalidate",
+            &rid,
+        )
+        .await
+        else {
+            continue;
+        };
+        for s in list.body {
+            let Some(reason) = member_verdict(app, &m, &s).await else {
+                continue;
+            };
+            let r = SessionRef {
+                login_name: s.login_name.clone(),
+                node_id: s.node_id.clone(),
+                all: false,
+            };
+            let out: Result<Answer<serde_json::Value>, CallError> = member_call(
+                app,
+                &m,
+                http::Method::DELETE,
+                &format!("{PREFIX}/sessions"),
+                Some(&r),
+                "signout",
+                &rid,
+            )
+            .await;
+            if out.is_ok() {
+                app.metrics
+                    .revocations
+                    .with_label_values(&["grant_revoked"])
+                    .inc();
+                tracing::info!(audit = true, event = "revoked", user = %s.login_name, cluster = %m.announcement.cluster_name,
+                    role = %s.role, reason, "federated grant revoked");
+            }
+        }
+    }
+}
+
+/// Why a member's session must end, or `None` to keep it (`api::revalidate::verdict` for a member cluster).
+async fn member_verdict(
+    app: &App,
+    m: &Member,
+    s: &crate::federation::wire::MemberSession,
+) -> Option<&'static str> {
+    let ip: std::net::IpAddr = s.node_ip.parse().ok()?;
+    let caller = match crate::api::auth::identify(
+        app.identity.as_ref(),
+        std::net::SocketAddr::new(ip, 0),
+        &axum::http::HeaderMap::new(),
+        &app.settings.auth,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) if e.code == "identity_unavailable" => return None,
+        Err(_) => return Some("identity_changed"),
+    };
+    if caller.peer.node_stable_id != s.node_id || caller.login != s.login_name {
+        return Some("identity_changed");
+    }
+    let Ok(rules) = caller_rules(app, &caller) else {
+        return Some("grant_changed");
+    };
+    let policy = crate::model::rules::Policy {
+        cluster: app.settings.cluster_name().to_string(),
+        allowed_roles: m.announcement.allowed_roles.clone(),
+        max_period: None,
+    };
+    match crate::model::rules::select_for(
+        &rules,
+        &policy,
+        &m.announcement.cluster_name,
+        Some(&s.role),
+    ) {
+        Ok(_) => None,
+        Err(_) => Some("grant_changed"),
+    }
+}

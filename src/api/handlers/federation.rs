@@ -283,6 +283,7 @@ fn listed(s: &TkaSignin) -> MemberSession {
     MemberSession {
         login_name: s.spec.username.clone(),
         node_id: s.spec.node_id.clone(),
+        node_ip: s.spec.node_ip.clone(),
         role: s.spec.role.clone(),
         until: sessions::until(s).map(wire::rfc3339).unwrap_or_default(),
         provisioned: sessions::state(s) == SessionState::Ready,

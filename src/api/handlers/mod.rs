@@ -8,6 +8,7 @@ mod login;
 mod relay;
 mod tokens;
 
+pub use fanout::revalidate_members;
 pub use federation::{create_session, delete_sessions, heartbeat, list_sessions, tokens};
 pub use info::{cluster_info_route, clusters, whoami};
 pub use login::{get_login, login, logout};

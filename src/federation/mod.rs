@@ -111,7 +111,45 @@ impl Federation {
         reg.list(now)
             .into_iter()
             .filter(|(_, h)| *h == registry::Health::Healthy)
+            // Version skew: a member that does not speak our federation API takes no part in logins.
+            .filter(|(m, _)| m.announcement.api_versions.iter().any(|v| v == API_VERSION))
             .map(|(m, _)| m.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_without_our_api_version_take_no_part() {
+        let fed = Federation::new(Settings::default());
+        let now = Instant::now();
+        let hb = |name: &str, versions: &[&str]| wire::Heartbeat {
+            cluster_name: name.into(),
+            member_url: format!("https://{name}.ts.net"),
+            api_endpoint: "https://10.0.0.1:6443".into(),
+            api_versions: versions.iter().map(|v| v.to_string()).collect(),
+            ..wire::Heartbeat::default()
+        };
+        {
+            let mut reg = fed.registry.lock().unwrap();
+            reg.register(hb("new", &["v1alpha1"]), "new.ts.net", "n1", now)
+                .unwrap();
+            reg.register(hb("future", &["v2"]), "future.ts.net", "n2", now)
+                .unwrap();
+        }
+        let names: Vec<String> = fed
+            .healthy_members(now)
+            .into_iter()
+            .map(|m| m.announcement.cluster_name)
+            .collect();
+        assert_eq!(names, vec!["new".to_string()]);
+        assert!(!fed.is_member());
+        assert!(
+            fed.rebuilding(now),
+            "a fresh primary's registry is still filling up"
+        );
     }
 }

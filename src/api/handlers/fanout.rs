@@ -48,6 +48,9 @@ pub(super) async fn member_call<B: Serialize, T: DeserializeOwned>(
     operation: &str,
     rid: &str,
 ) -> Result<Answer<T>, CallError> {
+    use tracing::Instrument;
+    // `federation.<operation>` span (observability.md §5); the result is recorded once known.
+    let span = tracing::info_span!("federation", operation, tka.cluster = %m.announcement.cluster_name, tka.result = tracing::field::Empty);
     let r = client::call(
         app.identity.as_ref(),
         method,
@@ -57,11 +60,13 @@ pub(super) async fn member_call<B: Serialize, T: DeserializeOwned>(
         app.federation.settings.request_timeout,
         rid,
     )
+    .instrument(span.clone())
     .await;
     let result = match &r {
         Ok(_) => "success",
         Err(e) => e.label(),
     };
+    span.record("tka.result", result);
     app.metrics
         .federation_requests
         .with_label_values(&[&m.announcement.cluster_name, operation, result])

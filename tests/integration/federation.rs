@@ -143,6 +143,22 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         "member registers: {:?}",
         listed(&alice).await
     );
+    let metrics = reqwest::get(format!("{}/metrics", primary.health_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tka_federation_members{state=\"healthy\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("federation"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!metrics.contains("alice"), "no user names in metrics");
 
     // One login at the primary: one kubeconfig, a context per cluster, each working on its own apiserver.
     let r = alice

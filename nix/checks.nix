@@ -29,6 +29,12 @@ in
     kustomizeSrc = info.sources.kustomize;
   };
 
+  vm-federation = import ../tests/nixos/federation.nix {
+    inherit pkgs;
+    inherit (packages) tka image;
+    kustomizeSrc = info.sources.kustomize;
+  };
+
   # The image holds no shell and no coreutils, and is configured as deploy.md §2 says.
   image-closure = pkgs.runCommand "tka-image-closure"
     {

@@ -28,6 +28,9 @@ fi
 echo "==> end-to-end: headscale + tailscaled + kube-apiserver + tka in network namespaces"
 tests/e2e/run.sh
 
+echo "==> end-to-end federation: a second cluster with a member tka-server (federation.md)"
+tests/e2e/run.sh --federation --no-build
+
 echo "==> static checks: Nix files (parse, deadnix, nixpkgs-fmt, flake structure), kustomize, generated files"
 tests/static/check.sh
 

@@ -109,6 +109,20 @@ impl From<Reject> for ApiError {
     }
 }
 
+impl From<crate::federation::FedError> for ApiError {
+    fn from(e: crate::federation::FedError) -> ApiError {
+        use crate::federation::FedError as F;
+        let status = match &e {
+            F::MemberNotAllowed { .. } | F::NotPrimary { .. } => StatusCode::FORBIDDEN,
+            F::ClusterNameConflict { .. } => StatusCode::CONFLICT,
+            F::InvalidHeartbeat(_) | F::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            F::WrongRole(_) | F::UnknownCluster(_) => StatusCode::NOT_FOUND,
+            F::Unreachable { .. } | F::AllFailed(_) => StatusCode::BAD_GATEWAY,
+        };
+        ApiError::new(status, e.code(), e.to_string()).advice(e.advice())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();

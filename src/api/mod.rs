@@ -77,6 +77,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Minted tokens' expiries, recorded in the sessions' status.
     pub expiries: crate::operator::token::ExpiryNotifier,
+    /// Registry (primary) or primary check (member); a standalone server has an empty registry.
+    pub federation: Arc<crate::federation::Federation>,
     limiter: DefaultKeyedRateLimiter<String>,
 }
 
@@ -105,6 +107,7 @@ impl App {
             cluster_info,
             shutdown,
             expiries,
+            federation: Arc::new(crate::federation::Federation::new(Default::default())),
             limiter,
         }
     }
@@ -199,6 +202,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1alpha1/whoami", get(handlers::whoami))
         .route("/api/v1alpha1/clusters", get(handlers::clusters))
+        .route("/federation/v1alpha1/heartbeat", post(handlers::heartbeat))
+        .route(
+            "/federation/v1alpha1/sessions",
+            post(handlers::create_session)
+                .get(handlers::list_sessions)
+                .delete(handlers::delete_sessions),
+        )
+        .route("/federation/v1alpha1/tokens", post(handlers::tokens))
         .route("/openapi.json", get(openapi::document))
         .route("/swagger", get(openapi::redirect))
         .route("/swagger/{*rest}", get(openapi::redirect))

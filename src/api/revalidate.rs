@@ -72,5 +72,9 @@ pub async fn run(app: Arc<App>, interval: Duration) {
                 }
             }
         }
+        // Federated sessions are revalidated here on the primary, where the grants are evaluated.
+        if !app.federation.is_member() {
+            super::handlers::revalidate_members(&app).await;
+        }
     }
 }

@@ -153,10 +153,7 @@ impl Sessions {
             node_ip: new.node_ip.clone(),
             requested_at: Some(Time(now)),
             namespaces: new.namespaces.clone(),
-            origin: Some(Origin {
-                kind: "local".into(),
-                primary: String::new(),
-            }),
+            origin: Some(new.origin.clone()),
         };
         let patch = json!({
             "apiVersion": "tka.specht-labs.de/v1alpha1",
@@ -216,9 +213,18 @@ pub struct NewSession {
     pub role: String,
     pub period: Duration,
     pub namespaces: Vec<String>,
+    /// `local`, or `federation` with the primary's FQDN.
+    pub origin: Origin,
 }
 
 impl NewSession {
+    pub fn local_origin() -> Origin {
+        Origin {
+            kind: "local".into(),
+            primary: String::new(),
+        }
+    }
+
     pub fn name(&self) -> String {
         naming::signin_name(
             &naming::subject_key(&self.login),

@@ -21,8 +21,7 @@ pub enum Exit {
     NotSignedIn,
     /// Server unreachable, timeout, 5xx after retries.
     Unavailable,
-    /// Federation: some clusters failed (not produced yet).
-    #[allow(dead_code)]
+    /// Federation: some clusters failed.
     Partial,
     /// Ctrl-C.
     Interrupted,

@@ -31,7 +31,8 @@ pub struct LoginOptions {
 pub async fn login(s: &Settings, o: &LoginOptions) -> Result<(), CliError> {
     let api = s.api()?;
     let (resp, doc) = obtain(&api, o, s.quiet).await?;
-    deliver(s, &api, Some(&resp), doc, o.stdout)
+    deliver(s, &api, Some(&resp), doc, o.stdout)?;
+    super::clusters::partial(&resp)
 }
 
 /// `tka kubeconfig`: a fresh kubeconfig for the existing session.

@@ -12,6 +12,7 @@
 //! objects, `get` tables); summaries, progress and errors go to stderr, so `eval "$(tka login -q)"` works.
 
 mod client;
+mod clusters;
 mod error;
 mod inspect;
 mod kubeconfig_files;
@@ -133,6 +134,8 @@ enum GetCommand {
     Kubeconfig(KubeconfigArgs),
     /// Same as `tka cluster-info`.
     ClusterInfo,
+    /// The clusters you can use (federation: the primary's and its members').
+    Clusters,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -254,6 +257,9 @@ async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
         | Command::Get {
             what: GetCommand::ClusterInfo,
         } => inspect::cluster_info(s).await,
+        Command::Get {
+            what: GetCommand::Clusters,
+        } => clusters::get_clusters(s).await,
         Command::Version => inspect::version(s.format),
     }
 }
@@ -292,6 +298,7 @@ mod tests {
             &["tka", "get", "signin", "--explain"],
             &["tka", "get", "kubeconfig", "--stdout"],
             &["tka", "get", "cluster-info"],
+            &["tka", "get", "clusters"],
             &["tka", "version", "-o", "json"],
             &["tka", "login", "-l", "-e", "--no-wait"],
         ] {

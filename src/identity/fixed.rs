@@ -13,6 +13,11 @@ pub struct StaticIdentity {
     peers: RwLock<HashMap<IpAddr, PeerIdentity>>,
     /// Simulates a backend outage.
     down: std::sync::atomic::AtomicBool,
+    /// Tailnet names this node resolves (MagicDNS stand-in) → where the peer listens.
+    hosts: RwLock<HashMap<String, SocketAddr>>,
+    /// This node's own name and tailnet address: outbound connections leave from it, so the peer's WhoIs
+    /// (its own static map) sees this node, as on a tailnet.
+    me: RwLock<Option<(String, IpAddr)>>,
 }
 
 impl StaticIdentity {
@@ -30,6 +35,19 @@ impl StaticIdentity {
 
     pub fn remove(&self, ip: IpAddr) {
         self.peers.write().expect("lock poisoned").remove(&ip);
+    }
+
+    /// Makes `fqdn` reachable at `addr` (any port asked for: tests bind random ports).
+    pub fn set_host(&self, fqdn: &str, addr: SocketAddr) {
+        self.hosts
+            .write()
+            .expect("lock poisoned")
+            .insert(fqdn.to_ascii_lowercase(), addr);
+    }
+
+    /// This node's own FQDN (`status().self_fqdn`) and the address its outbound connections use.
+    pub fn set_self(&self, fqdn: &str, ip: IpAddr) {
+        *self.me.write().expect("lock poisoned") = Some((fqdn.to_string(), ip));
     }
 
     pub fn set_down(&self, down: bool) {
@@ -51,7 +69,12 @@ impl Identity for StaticIdentity {
             } else {
                 BackendState::Running
             },
-            self_fqdn: "tka.test.ts.net".into(),
+            self_fqdn: self
+                .me
+                .read()
+                .expect("lock poisoned")
+                .as_ref()
+                .map_or_else(|| "tka.test.ts.net".into(), |(f, _)| f.clone()),
             tailnet_ips: vec![],
             magic_dns_suffix: "test.ts.net".into(),
         }
@@ -69,5 +92,25 @@ impl Identity for StaticIdentity {
             .expect("lock poisoned")
             .get(&remote.ip())
             .cloned())
+    }
+
+    async fn dial(&self, host: &str, port: u16) -> std::io::Result<Box<dyn super::PeerStream>> {
+        let target = self
+            .hosts
+            .read()
+            .expect("lock poisoned")
+            .get(&host.trim_end_matches('.').to_ascii_lowercase())
+            .copied();
+        let Some(addr) = target else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no tailnet peer named {host}:{port}"),
+            ));
+        };
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some((_, ip)) = self.me.read().expect("lock poisoned").clone() {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        Ok(Box::new(socket.connect(addr).await?))
     }
 }

@@ -52,6 +52,10 @@ pub enum IdentityError {
     Unavailable(String),
 }
 
+/// An outbound byte stream to a tailnet peer (federation calls).
+pub trait PeerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> PeerStream for T {}
+
 /// An identity backend: `tailscaled` (LocalAPI), `embedded`, or the fixed map used by tests.
 #[async_trait::async_trait]
 pub trait Identity: Send + Sync + 'static {
@@ -61,4 +65,10 @@ pub trait Identity: Send + Sync + 'static {
     fn status(&self) -> BackendStatus;
     /// `Ok(None)`: no such peer (403 `unknown_peer`); `Err`: cannot tell now (503).
     async fn whois(&self, remote: SocketAddr) -> Result<Option<PeerIdentity>, IdentityError>;
+    /// Outbound TCP to a tailnet peer; `host` may be a MagicDNS name. The default uses the host's own
+    /// sockets (kernel TUN); backends in userspace mode route through the tailnet node instead.
+    async fn dial(&self, host: &str, port: u16) -> std::io::Result<Box<dyn PeerStream>> {
+        let s = tokio::net::TcpStream::connect((host, port)).await?;
+        Ok(Box::new(s))
+    }
 }

@@ -21,6 +21,9 @@ pub struct ClusterEntry {
     pub namespace: Option<String>,
     /// How the user authenticates to this cluster.
     pub auth: Auth,
+    /// (user, context) names chosen by the cluster itself (a federation member's own prefixes); `None`:
+    /// derived from [`Naming`].
+    pub names: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +65,9 @@ impl Naming {
     /// User and context names of entry `i`: `<prefix><login>` for the first (own) cluster,
     /// `<prefix><login>@<cluster>` for the others (federation).
     fn entry_names(&self, i: usize, c: &ClusterEntry) -> (String, String) {
+        if let Some(names) = &c.names {
+            return names.clone();
+        }
         let suffix = if i == 0 {
             String::new()
         } else {
@@ -78,6 +84,13 @@ impl Naming {
     }
     fn context(&self) -> String {
         format!("{}{}", self.context_prefix, self.login)
+    }
+
+    /// The first entry's context is the current one.
+    fn current(&self, clusters: &[ClusterEntry]) -> String {
+        clusters
+            .first()
+            .map_or_else(|| self.context(), |c| self.entry_names(0, c).1)
     }
 }
 
@@ -107,7 +120,7 @@ pub fn legacy(naming: &Naming, clusters: &[ClusterEntry]) -> Value {
         "clusters": cs,
         "users": us,
         "contexts": ctxs,
-        "current-context": naming.context(),
+        "current-context": naming.current(clusters),
     })
 }
 
@@ -142,7 +155,7 @@ pub fn v1(naming: &Naming, clusters: &[ClusterEntry]) -> Value {
         "clusters": cs,
         "users": us,
         "contexts": ctxs,
-        "current-context": naming.context(),
+        "current-context": naming.current(clusters),
     })
 }
 
@@ -219,6 +232,7 @@ mod tests {
             insecure_skip_tls_verify: false,
             namespace: None,
             auth,
+            names: None,
         }
     }
 

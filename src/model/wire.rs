@@ -29,6 +29,23 @@ pub struct UserLoginResponse {
     pub credential: Option<ExecCredential>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_info: Option<TkaClusterInfo>,
+    /// Federation only: the outcome per cluster (federation.md §4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterResult>,
+}
+
+/// One cluster's outcome of a federated login or logout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterResult {
+    pub name: String,
+    /// `ready`, `pending`, `failed`, `forbidden`, `conflict` (login); `ok`, `failed` (logout).
+    pub status: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub until: String,
+    #[serde(default)]
+    pub error: Option<ErrorResponse>,
 }
 
 /// Every error body: upstream's `{message, advice, cause}` plus a stable `code` and the `request_id`.

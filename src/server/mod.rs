@@ -308,15 +308,40 @@ pub async fn start_leader(
 
     let cluster_info = ClusterInfoSource::start(cluster_info_settings(config), client.clone());
     let self_url = self_url(config, &identity.status().self_fqdn);
-    let app = Arc::new(App::new(
+    let mut app = App::new(
         api_settings(config, self_url),
-        identity,
+        identity.clone(),
         client,
         sessions,
         metrics.clone(),
-        cluster_info,
+        cluster_info.clone(),
         shutdown_rx.clone(),
-    ));
+    );
+    let federation = Arc::new(crate::federation::Federation::new(federation_settings(
+        config,
+    )));
+    app.federation = federation.clone();
+    let app = Arc::new(app);
+    // Federation runs on the leader only: the registry lives in its memory, heartbeats come from it.
+    if federation.is_member() {
+        let announce = crate::federation::heartbeat::Announce {
+            cluster_name: config.operator.cluster_name.clone(),
+            context_prefix: config.operator.context_prefix.clone(),
+            user_prefix: config.operator.user_prefix.clone(),
+            allowed_roles: config.operator.allowed_roles.clone(),
+            member_url: crate::server::self_url,
+            config: Arc::new(config.clone()),
+        };
+        background.push(tokio::spawn(crate::federation::heartbeat::run(
+            federation,
+            identity,
+            announce,
+            cluster_info,
+            metrics.clone(),
+        )));
+    } else {
+        background.push(tokio::spawn(prune_members(federation, metrics.clone())));
+    }
     let api_addr = api_listeners
         .first()
         .and_then(|l| l.local_addr().ok())
@@ -366,6 +391,44 @@ pub async fn start_leader(
         controller_task,
         background,
     })
+}
+
+/// Federation settings from the configuration.
+pub fn federation_settings(config: &Config) -> crate::federation::Settings {
+    let f = &config.federation;
+    crate::federation::Settings {
+        login_server: f.login_server.clone(),
+        heartbeat_interval: f.heartbeat_interval.as_std().max(Duration::from_secs(1)),
+        missed_heartbeats: f.missed_heartbeats.max(1),
+        request_timeout: f.request_timeout.as_std().max(Duration::from_millis(100)),
+        member_tags: f.member_tags.clone(),
+        member_cap_name: f.member_cap_name.clone(),
+        allow_direct_login: f.allow_direct_login,
+    }
+}
+
+/// Primary: drops members that missed their heartbeats and keeps `tka_federation_members` current.
+async fn prune_members(fed: Arc<crate::federation::Federation>, metrics: Arc<Metrics>) {
+    let tick = (fed.settings.heartbeat_interval / 2).max(Duration::from_millis(500));
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = std::time::Instant::now();
+        let (removed, (healthy, stale)) = {
+            let mut reg = fed.registry.lock().expect("lock poisoned");
+            (reg.prune(now), reg.counts(now))
+        };
+        for name in removed {
+            tracing::warn!(cluster = %name, "federation member removed after missed heartbeats");
+        }
+        metrics
+            .federation_members
+            .with_label_values(&["healthy"])
+            .set(healthy as i64);
+        metrics
+            .federation_members
+            .with_label_values(&["stale"])
+            .set(stale as i64);
+    }
 }
 
 /// Keeps the "apiserver reachable within 30 s" readiness fact fresh.

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub session_provision: Histogram,
     pub kube_requests: IntCounterVec,
     pub kube_request_duration: HistogramVec,
+    pub federation_members: IntGaugeVec,
+    pub federation_requests: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -122,6 +124,18 @@ impl Metrics {
             .expect("unique metric");
 
         Metrics {
+            federation_members: gauge(
+                &server,
+                "tka_federation_members",
+                "Federation members known to the primary",
+                &["state"],
+            ),
+            federation_requests: counter(
+                &server,
+                "tka_federation_requests_total",
+                "Federation calls, by cluster (operator-chosen names) and operation",
+                &["cluster", "operation", "result"],
+            ),
             requests: counter(
                 &server,
                 "tka_server_requests_total",

@@ -6,6 +6,7 @@
 #   tests/e2e/run.sh --keep        leave everything running afterwards (also after a failure) for debugging
 #   tests/e2e/run.sh --down        tear down what a --keep (or crashed) run left behind
 #   tests/e2e/run.sh --env-only    only the environment (tailnet, control plane) and its checks, no tka
+#   tests/e2e/run.sh --federation  a member cluster too (tests/e2e/federation.sh): login, federation scenario
 #   Other flags: --keep-going (run every scenario even after a failure), --no-build (use the binaries in
 #   target/debug as they are), --help.
 #
@@ -49,8 +50,8 @@ CAP=specht-labs.de/cap/tka
 # The uid tka-server runs as (the image's); 0 runs it as root.
 SERVER_UID=${TKA_E2E_SERVER_UID:-65532}
 
-DEMO=0 KEEP=0 KEEP_GOING=0 BUILD=1 ENV_ONLY=0 MODE=run
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+DEMO=0 KEEP=0 KEEP_GOING=0 BUILD=1 ENV_ONLY=0 FEDERATION=0 MODE=run
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 for arg in "$@"; do
 	case $arg in
 	--demo) DEMO=1 ;;
@@ -58,6 +59,7 @@ for arg in "$@"; do
 	--keep-going) KEEP_GOING=1 ;;
 	--no-build) BUILD=0 ;;
 	--env-only) ENV_ONLY=1 ;;
+	--federation) FEDERATION=1 ;;
 	--down) MODE=down ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
@@ -541,7 +543,7 @@ start_tka_server() {
 	phase "tka-server (uid $SERVER_UID) with its supervised tailscaled"
 	note "It joins the tailnet as node 'tka' (tag:tka from its auth key) and serves HTTPS on port 443 there."
 	mkdir -p "$TKAD/state" "$TKAD/run"
-	cp "$PKI/tka.crt" "$PKI/tka.key" "$TKAD/"
+	cp "$PKI/tka.crt" "$PKI/tka.key" "$PKI/ca.crt" "$TKAD/"
 	cat >"$TKAD/config.yaml" <<EOF
 tailscale:
   hostname: tka
@@ -570,6 +572,7 @@ api:
   # the rate limiter.
   rateLimit: 1000
   rateBurst: 1000
+${TKA_EXTRA_CONFIG:-}
 EOF
 	"$TKA_SERVER" check --config "$TKAD/config.yaml" >"$LOGS/tka-server-check.log" 2>&1 ||
 		die "tka-server check rejected the configuration" "$LOGS/tka-server-check.log"
@@ -592,8 +595,9 @@ EOF
 launch_tka_server() {
 	local run_as=()
 	if ((SERVER_UID != 0)); then run_as=(setpriv --reuid "$SERVER_UID" --regid "$SERVER_UID" --clear-groups); fi
+	# SSL_CERT_FILE: federation calls to members verify their certificates against the test CA.
 	spawn tka-server srv "${run_as[@]}" env HOME="$TKAD" TS_AUTHKEY="$SERVER_KEY" TS_DEBUG_USE_DERP_HTTP=1 \
-		KUBECONFIG="$TKAD/kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$TKA_SERVER" serve --config "$TKAD/config.yaml"
+		SSL_CERT_FILE="$TKAD/ca.crt" KUBECONFIG="$TKAD/kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$TKA_SERVER" serve --config "$TKAD/config.yaml"
 }
 # /ready of tka-server: its status code; ready_ok: 200 with reason ok (leader, everything up).
 ready_code() { nsx srv curl -s -o /dev/null -m 2 -w '%{http_code}' http://127.0.0.1:8080/ready || true; }
@@ -1222,6 +1226,14 @@ main() {
 	start_tka_server
 	check_environment
 	check_first_ready startup
+	if ((FEDERATION)); then
+		make_member_pki
+		start_member_controlplane
+		start_member_server
+		scenario_login
+		scenario_federation
+		finish
+	fi
 	scenario_login
 	scenario_forbidden
 	scenario_tagged
@@ -1234,4 +1246,8 @@ main() {
 	finish
 }
 
+if ((FEDERATION)); then
+	# shellcheck source=tests/e2e/federation.sh
+	source "$REPO/tests/e2e/federation.sh"
+fi
 main

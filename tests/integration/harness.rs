@@ -55,7 +55,7 @@ pub struct Harness {
     pub admin: Client,
     pub server: Option<Running>,
     pub url: String,
-    listener_addr: SocketAddr,
+    pub listener_addr: SocketAddr,
 }
 
 /// Kube client from a kubeconfig document (YAML or JSON value).

@@ -5,10 +5,10 @@
 
 #[path = "../support/controlplane.rs"]
 mod controlplane;
+mod federation;
 mod harness;
 mod manifests;
 mod monitoring;
-mod otel;
 mod scenarios;
 
 use std::sync::Arc;
@@ -43,6 +43,7 @@ fn main() {
         .iter()
         .chain(manifests::ALL)
         .chain(monitoring::ALL)
+        .chain(federation::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {
@@ -50,14 +51,6 @@ fn main() {
                 Ok(())
             })
         })
-        .chain(otel::ALL.iter().map(|(name, f)| {
-            let (env, f) = (env.clone(), *f);
-            // These run their own runtime and subscriber on the test's thread.
-            Trial::test(*name, move || {
-                f(env);
-                Ok(())
-            })
-        }))
         .collect();
     let conclusion = libtest_mimic::run(&args, tests);
     if let Ok(mut env) = Arc::try_unwrap(env) {

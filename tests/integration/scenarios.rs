@@ -58,7 +58,7 @@ fn rules(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap()
 }
 
-async fn whoami(c: &Client) -> Result<String, kube::Error> {
+pub async fn whoami(c: &Client) -> Result<String, kube::Error> {
     let api: Api<SelfSubjectReview> = Api::all(c.clone());
     let r = api
         .create(&PostParams::default(), &SelfSubjectReview::default())

@@ -102,7 +102,7 @@ if command -v nix >/dev/null && [[ -f flake.nix ]]; then
 		fi
 	done
 	got=$("${NIX[@]}" eval --json "${STUB[@]}" "$REF#checks.x86_64-linux" --apply builtins.attrNames 2>"$WORK/err")
-	for c in vm-login-flow image-closure manifests cargo-test clippy fmt nix-lint; do
+	for c in vm-login-flow vm-federation image-closure manifests cargo-test clippy fmt nix-lint; do
 		if [[ $got == *"\"$c\""* ]]; then pass "checks.x86_64-linux.$c exists"; else
 			{ echo "$got"; cat "$WORK/err"; } >"$WORK/out"
 			fail "checks.x86_64-linux.$c exists" "$WORK/out"

@@ -70,12 +70,21 @@ pub async fn clusters(
         .ok()
         .map(|r| r.role);
     let info = app.cluster_info.get().unwrap_or_default();
-    Ok(axum::Json(json!([{
+    let mut list = vec![json!({
         "name": app.settings.cluster_name(),
         "labels": info.labels,
         "server_url": info.server_url,
         "status": "self",
         "role": role,
-    }]))
-    .into_response())
+    })];
+    list.extend(super::relay::member_clusters(&app, &caller));
+    let mut r = axum::Json(Value::Array(list)).into_response();
+    // After a primary (re)start the registry fills up within one heartbeat interval (federation.md §3).
+    if app.federation.rebuilding(std::time::Instant::now()) {
+        r.headers_mut().insert(
+            "tka-rebuilding",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(r)
 }

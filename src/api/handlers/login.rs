@@ -28,6 +28,7 @@ pub async fn login(
     Extension(crate::api::RequestId(rid)): Extension<crate::api::RequestId>,
     headers: HeaderMap,
     Query(q): Params,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let wait = wait_param(&q, &app)?;
@@ -55,6 +56,36 @@ pub async fn login(
         return Err(bad_query("include needs wait".into(), "add wait=30s"));
     }
     let caller = app.identify(remote, &headers).await?;
+    if app.federation.is_member() && !app.federation.settings.allow_direct_login {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "direct_login_disabled",
+            "this cluster takes logins only through its federation primary",
+        )
+        .advice(format!(
+            "log in at {}",
+            app.federation.settings.login_server
+        )));
+    }
+    let only = cluster_params(raw.as_deref());
+    if !app
+        .federation
+        .healthy_members(std::time::Instant::now())
+        .is_empty()
+    {
+        let req = super::fanout::LoginRequest {
+            caller,
+            role: q.get("role").cloned().filter(|r| !r.is_empty()),
+            only,
+            wait,
+            replace,
+            include,
+            format,
+            exec_auth,
+            rid,
+        };
+        return super::fanout::login(&app, req).await;
+    }
     let rule = auth::evaluate(
         &caller,
         &app.settings.auth,
@@ -74,46 +105,16 @@ pub async fn login(
             .with_label_values(&["", outcome])
             .inc();
     })?;
-    let new = NewSession {
-        login: caller.login.clone(),
-        node: caller.peer.node_fqdn.clone(),
-        node_id: caller.peer.node_stable_id.clone(),
-        node_ip: caller
-            .peer
-            .node_ip
-            .map(|ip| ip.to_string())
-            .unwrap_or_default(),
-        role: rule.role.clone(),
-        period: rule.period.as_std(),
-        namespaces: rule.namespaces.clone(),
-    };
-    let name = new.name();
-
-    end_conflicts(&app, &caller.login, &new, replace).await?;
-    clear_previous(&app, &name).await?;
-    let written = write_fresh(&app, &new).await?;
-    let generation = written.metadata.generation.unwrap_or_default();
-    tracing::info!(audit = true, event = "login", user = %new.login, node = %new.node, role = %new.role, cluster = %app.settings.cluster_name(),
-        session = %name, until = %sessions::until(&written).map(wire::rfc3339).unwrap_or_default(), request_id = %rid, "login");
-
-    // Step 5.
-    let Some(wait) = wait else {
+    let new = new_session(&caller, &rule);
+    let (s, state) = provision(&app, &new, replace, wait, &rid).await?;
+    let Some(state) = state else {
         app.metrics
             .login_attempts
             .with_label_values(&[&new.role, "success"])
             .inc();
-        return Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(response_for(&app, &written)),
-        )
-            .into_response());
+        return Ok((StatusCode::ACCEPTED, axum::Json(response_for(&app, &s))).into_response());
     };
-    let current = wait_ready(&app, &name, generation, wait).await?;
-    let s = match current {
-        Some(s) if s.metadata.generation.unwrap_or_default() >= generation => s,
-        _ => Arc::new(written),
-    };
-    match sessions::state(&s) {
+    match state {
         SessionState::Pending => {
             app.metrics
                 .login_attempts
@@ -155,6 +156,66 @@ pub async fn login(
             Ok(r)
         }
     }
+}
+
+/// The repeated `cluster=` query parameters (federation: limit the login's targets).
+pub(super) fn cluster_params(raw: Option<&str>) -> Vec<String> {
+    raw.unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("cluster="))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The session a local login asks for.
+pub(super) fn new_session(
+    caller: &crate::api::auth::Caller,
+    rule: &crate::model::rules::Rule,
+) -> NewSession {
+    NewSession {
+        login: caller.login.clone(),
+        node: caller.peer.node_fqdn.clone(),
+        node_id: caller.peer.node_stable_id.clone(),
+        node_ip: caller
+            .peer
+            .node_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+        role: rule.role.clone(),
+        period: rule.period.as_std(),
+        namespaces: rule.namespaces.clone(),
+        origin: NewSession::local_origin(),
+    }
+}
+
+/// Steps 2–5 for one session on this cluster (a local login or a member's federated one): end conflicts,
+/// clear an expired predecessor, write, and with `wait` wait for the controller. The state is `None` when
+/// not waited for.
+pub(super) async fn provision(
+    app: &App,
+    new: &NewSession,
+    replace: bool,
+    wait: Option<Duration>,
+    rid: &str,
+) -> Result<(Arc<TkaSignin>, Option<SessionState>), ApiError> {
+    let name = new.name();
+    end_conflicts(app, &new.login, new, replace).await?;
+    clear_previous(app, &name).await?;
+    let written = write_fresh(app, new).await?;
+    let generation = written.metadata.generation.unwrap_or_default();
+    tracing::info!(audit = true, event = "login", user = %new.login, node = %new.node, role = %new.role, cluster = %app.settings.cluster_name(),
+        origin = %new.origin.kind, session = %name, until = %sessions::until(&written).map(wire::rfc3339).unwrap_or_default(), request_id = %rid, "login");
+    let Some(wait) = wait else {
+        return Ok((Arc::new(written), None));
+    };
+    let current = wait_ready(app, &name, generation, wait).await?;
+    let s = match current {
+        Some(s) if s.metadata.generation.unwrap_or_default() >= generation => s,
+        _ => Arc::new(written),
+    };
+    let state = sessions::state(&s);
+    Ok((s, Some(state)))
 }
 
 /// Step 2: live sessions of this user on other nodes with another role or scope are a 409, unless
@@ -270,7 +331,7 @@ async fn write_fresh(app: &App, new: &NewSession) -> Result<TkaSignin, ApiError>
 
 /// Step 5 of a ready login: the objects asked for with `include` (one round trip for `tka login`).
 #[allow(clippy::too_many_arguments)]
-async fn add_includes(
+pub(super) async fn add_includes(
     app: &App,
     s: &TkaSignin,
     body: &mut UserLoginResponse,
@@ -325,6 +386,25 @@ pub async fn get_login(
     }
 }
 
+/// Deletes sessions on logout (their finalizers revoke the tokens), with the audit line and metric.
+pub(super) async fn end_sessions(
+    app: &App,
+    targets: &[Arc<TkaSignin>],
+    rid: &str,
+) -> Result<(), ApiError> {
+    for s in targets {
+        app.sessions
+            .delete(s)
+            .await
+            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
+        app.metrics.revocations.with_label_values(&["logout"]).inc();
+        let origin = s.spec.origin.as_ref().map_or("local", |o| o.kind.as_str());
+        tracing::info!(audit = true, event = "logout", origin, user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
+            session = %s.name_any(), request_id = %rid, "logout");
+    }
+    Ok(())
+}
+
 /// POST /logout (api.md §4.4). Needs identity only: a user whose grant was revoked can still log out.
 pub async fn logout(
     State(app): AppState,
@@ -349,17 +429,40 @@ pub async fn logout(
             }
         }
     }
-    let Some(first) = targets.first().cloned() else {
+    let members = app.federation.healthy_members(std::time::Instant::now());
+    if targets.is_empty() && members.is_empty() {
         return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
-    };
-    for s in &targets {
-        app.sessions
-            .delete(s)
-            .await
-            .map_err(|e| ApiError::kube(e, app.settings.retry_after()))?;
-        app.metrics.revocations.with_label_values(&["logout"]).inc();
-        tracing::info!(audit = true, event = "logout", user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
-            session = %s.name_any(), request_id = %rid, "logout");
     }
-    Ok((StatusCode::OK, axum::Json(response_for(&app, &first))).into_response())
+    end_sessions(&app, &targets, &rid).await?;
+    let first = targets.first();
+    if members.is_empty() {
+        let first = first.expect("checked above");
+        return Ok((StatusCode::OK, axum::Json(response_for(&app, first))).into_response());
+    }
+    let mut clusters = super::fanout::logout(&app, &caller, all, &rid, members).await;
+    if first.is_none() && !clusters.iter().any(|c| c.status == "ok") {
+        if clusters.is_empty() {
+            return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
+        }
+        return Err(crate::federation::FedError::AllFailed(clusters).into());
+    }
+    let mut body = match first {
+        Some(s) => {
+            clusters.insert(
+                0,
+                wire::ClusterResult {
+                    name: app.settings.cluster_name().to_string(),
+                    status: "ok".into(),
+                    ..Default::default()
+                },
+            );
+            response_for(&app, s)
+        }
+        None => wire::UserLoginResponse {
+            username: caller.login.clone(),
+            ..Default::default()
+        },
+    };
+    body.clusters = clusters;
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }

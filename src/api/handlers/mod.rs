@@ -1,10 +1,15 @@
 //! Endpoint semantics (spec: api.md §4). Each handler: identify → authorize → read or write the session →
 //! answer. Only the controller writes status; handlers write spec and mint tokens.
 
+mod fanout;
+mod federation;
 mod info;
 mod login;
+mod relay;
 mod tokens;
 
+pub use fanout::revalidate_members;
+pub use federation::{create_session, delete_sessions, heartbeat, list_sessions, tokens};
 pub use info::{cluster_info_route, clusters, whoami};
 pub use login::{get_login, login, logout};
 pub use tokens::{exec_credential, kubeconfig};

@@ -74,23 +74,39 @@ pub(super) fn kubeconfig_doc(
     auth: Auth,
     format: Format,
 ) -> Value {
-    let entry = ClusterEntry {
+    let entry = own_entry(app, s, info, auth);
+    document(app, &s.spec.username, &[entry], format)
+}
+
+/// This cluster's kubeconfig entry for a session.
+pub(super) fn own_entry(
+    app: &App,
+    s: &TkaSignin,
+    info: &TkaClusterInfo,
+    auth: Auth,
+) -> ClusterEntry {
+    ClusterEntry {
         name: app.settings.cluster_name().to_string(),
         server_url: info.server_url.clone(),
         ca_data: info.ca_data.clone(),
         insecure_skip_tls_verify: info.insecure_skip_tls_verify,
         namespace: s.spec.namespaces.first().cloned(),
         auth,
-    };
+        names: None,
+    }
+}
+
+/// A kubeconfig of `entries` (the first one is the current context) in the asked-for shape.
+pub(super) fn document(app: &App, login: &str, entries: &[ClusterEntry], format: Format) -> Value {
     let naming = Naming {
-        login: s.spec.username.clone(),
+        login: login.to_string(),
         user_prefix: app.settings.user_prefix.clone(),
         context_prefix: app.settings.context_prefix.clone(),
         tka_server: app.settings.self_url.clone(),
     };
     match format {
-        Format::Legacy => kubeconfig::legacy(&naming, &[entry]),
-        Format::V1 => kubeconfig::v1(&naming, &[entry]),
+        Format::Legacy => kubeconfig::legacy(&naming, entries),
+        Format::V1 => kubeconfig::v1(&naming, entries),
     }
 }
 
@@ -172,19 +188,28 @@ pub async fn kubeconfig(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let (format, exec_auth) = format_param(&q)?;
-    let s = match mintable_session(&app, remote, &headers, &q).await? {
-        Ok(s) => s,
-        Err(pending) => return Ok(pending),
-    };
-    let info = cluster_info(&app)?;
     let (media, yaml) = negotiate(&headers);
     let format = match (media, format) {
         (Media::V1, _) | (_, Some(Format::V1)) => Format::V1,
         _ if yaml => Format::V1, // YAML is always the loadable v1 document
         _ => Format::Legacy,
     };
-    let auth = kubeconfig_auth(&app, &s, exec_auth, &rid).await?;
-    let doc = kubeconfig_doc(&app, &s, &info, auth, format);
+    let federated = !app
+        .federation
+        .healthy_members(std::time::Instant::now())
+        .is_empty();
+    let (doc, partial) = if federated {
+        let caller = app.identify(remote, &headers).await?;
+        super::relay::kubeconfig(&app, &caller, &q, format, exec_auth, &rid).await?
+    } else {
+        let s = match mintable_session(&app, remote, &headers, &q).await? {
+            Ok(s) => s,
+            Err(pending) => return Ok(pending),
+        };
+        let info = cluster_info(&app)?;
+        let auth = kubeconfig_auth(&app, &s, exec_auth, &rid).await?;
+        (kubeconfig_doc(&app, &s, &info, auth, format), Vec::new())
+    };
     let content_type = match (media, yaml) {
         (Media::V1, true) => "application/vnd.tka.kubeconfig.v1+yaml",
         (Media::V1, false) => "application/vnd.tka.kubeconfig.v1+json",
@@ -196,7 +221,7 @@ pub async fn kubeconfig(
     } else {
         doc.to_string()
     };
-    Ok((
+    let mut r = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, content_type),
@@ -204,7 +229,14 @@ pub async fn kubeconfig(
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    // Clusters that failed: the kubeconfig format has no room for errors (federation.md §5).
+    if let Ok(v) = axum::http::HeaderValue::from_str(&partial.join(","))
+        && !partial.is_empty()
+    {
+        r.headers_mut().insert("tka-partial", v);
+    }
+    Ok(r)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -284,6 +316,16 @@ pub async fn exec_credential(
         .get("cluster")
         .filter(|c| !c.is_empty() && c.as_str() != app.settings.cluster_name())
     {
+        if !app.federation.is_member() {
+            let caller = app.identify(remote, &headers).await?;
+            let cred = super::relay::exec_credential(&app, &caller, c, &api_version, &rid).await?;
+            return Ok((
+                StatusCode::OK,
+                [(header::CACHE_CONTROL, "no-store")],
+                axum::Json(cred),
+            )
+                .into_response());
+        }
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_cluster",

@@ -241,6 +241,46 @@ impl LocalApi {
     }
 
     /// `Ok(None)` when tailscaled knows no peer at that address.
+    /// `POST /localapi/v0/dial`: after `101 Switching Protocols` the connection is a raw stream to
+    /// `host:port` through the tailnet (userspace mode cannot reach 100.x with the pod's own sockets;
+    /// MagicDNS names are resolved inside tailscaled).
+    pub async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let io_err =
+            |e: String| std::io::Error::other(format!("tailscaled dial {host}:{port}: {e}"));
+        let stream = tokio::net::UnixStream::connect(&self.socket).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| io_err(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let req = hyper::Request::post("/localapi/v0/dial")
+            .header(hyper::header::HOST, "local-tailscaled.sock")
+            .header("Sec-Tailscale", "localapi")
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, "ts-dial")
+            .header("Dial-Host", host)
+            .header("Dial-Port", port.to_string())
+            .header("Dial-Network", "tcp")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| io_err(e.to_string()))?;
+        let resp = tokio::time::timeout(CALL_TIMEOUT, sender.send_request(req))
+            .await
+            .map_err(|_| io_err("timed out".into()))?
+            .map_err(|e| io_err(e.to_string()))?;
+        if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(io_err(format!("answered {}", resp.status())));
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| io_err(e.to_string()))?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     pub async fn whois(&self, remote: SocketAddr) -> Result<Option<PeerIdentity>, LocalApiError> {
         let (code, body) = self
             .get(&format!("/localapi/v0/whois?addr={remote}"))

@@ -98,4 +98,8 @@ impl Identity for TailscaledIdentity {
             | LocalApiError::Status { .. } => IdentityError::Unavailable(e.to_string()),
         })
     }
+
+    async fn dial(&self, host: &str, port: u16) -> std::io::Result<Box<dyn super::PeerStream>> {
+        Ok(Box::new(self.api.dial(host, port).await?))
+    }
 }

@@ -1,7 +1,20 @@
 //! Trace export (observability.md §4) against a real OTLP receiver: a tonic gRPC `TraceService` and an HTTP
 //! `/v1/traces` endpoint, both decoding the protobuf the exporter sends. Each scenario installs the
-//! product's own subscriber (`logging::subscriber` + `otel::Otel`) on its thread and runs the server on a
-//! current-thread runtime, so only its own spans reach its receiver.
+//! product's own subscriber (`logging::subscriber` + `otel::Otel`) on its thread and runs the server (the
+//! integration harness, against a real kube-apiserver) on a current-thread runtime, so only its own spans
+//! reach its receiver.
+//!
+//! A binary of its own, scenarios one after another: `tracing` caches callsite interest process-wide, and
+//! with other tests emitting the same spans on other threads under no subscriber, a scoped subscriber was
+//! seen to miss the API's spans. (The server itself has one global subscriber.)
+//!
+//! Run: `cargo test --features integration --test otel`.
+
+#[path = "../support/controlplane.rs"]
+mod controlplane;
+#[allow(dead_code)]
+#[path = "../integration/harness.rs"]
+mod harness;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,9 +35,9 @@ use tka::telemetry::{logging, otel::Otel};
 use crate::harness::{Env, Harness};
 
 /// Scenarios that run their own runtime on the test's thread.
-pub type SyncScenario = (&'static str, fn(Arc<Env>));
+type Scenario = (&'static str, fn(Arc<Env>));
 
-pub const ALL: &[SyncScenario] = &[
+const ALL: &[Scenario] = &[
     ("otel_grpc_exports_one_span_per_operation", grpc),
     ("otel_http_protobuf_exports_one_span_per_operation", http),
     (
@@ -308,4 +321,44 @@ fn unreachable(env: Arc<Env>) {
         "a login took {slowest:?} with a dead collector (all: {took:?})"
     );
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let cp = match controlplane::ControlPlane::start() {
+        Ok(cp) => cp,
+        Err(e) => {
+            eprintln!("cannot start the test control plane: {e}");
+            std::process::exit(1);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = rt.block_on(cp.admin_client());
+    rt.block_on(harness::install_crd(&admin));
+    rt.block_on(harness::aggregate_cluster_roles(&admin));
+    let env = Arc::new(Env { cp, admin });
+    let tests = ALL
+        .iter()
+        .map(|(name, f)| {
+            let (env, f) = (env.clone(), *f);
+            libtest_mimic::Trial::test(*name, move || {
+                f(env);
+                Ok(())
+            })
+        })
+        .collect();
+    // One after another (see the module comment).
+    let args = libtest_mimic::Arguments {
+        test_threads: Some(1),
+        ..args
+    };
+    let conclusion = libtest_mimic::run(&args, tests);
+    drop(rt);
+    if let Ok(mut env) = Arc::try_unwrap(env) {
+        env.cp.stop();
+    }
+    conclusion.exit();
 }

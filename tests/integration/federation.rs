@@ -1,0 +1,375 @@
+//! Federation against two real control planes (spec: testing.md §4 "Federation"): a primary and a member
+//! tka-server, each with its own apiserver, talking over loopback with the static identity backend mapping
+//! each node's address to its tailnet identity (WhoIs), as tailscaled would.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::LocalBoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tka::identity::PeerIdentity;
+use tka::operator::crd::TkaSignin;
+
+use crate::controlplane::ControlPlane;
+use crate::harness::{self, Env, Harness, User, eventually, fresh_ip};
+use crate::scenarios::whoami;
+
+type Scenario = (&'static str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>);
+
+pub const ALL: &[Scenario] = &[(
+    "federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both",
+    |env| Box::pin(federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both(env)),
+)];
+
+const PRIMARY: &str = "primary.test.ts.net";
+const MEMBER: &str = "member.test.ts.net";
+
+fn node(fqdn: &str, id: &str, ip: IpAddr, tags: &[&str]) -> PeerIdentity {
+    PeerIdentity {
+        node_fqdn: fqdn.into(),
+        node_stable_id: id.into(),
+        node_ip: Some(ip),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..PeerIdentity::default()
+    }
+}
+
+/// A kube client for one context of a kubeconfig document.
+async fn client_for(doc: &Value, context: &str) -> Client {
+    let kc = Kubeconfig::from_yaml(&serde_yaml::to_string(doc).unwrap()).unwrap();
+    let opts = KubeConfigOptions {
+        context: Some(context.into()),
+        ..Default::default()
+    };
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+fn contexts(doc: &Value) -> Vec<String> {
+    doc["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn status_of(r: &Value, cluster: &str) -> String {
+    r["clusters"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["name"] == cluster))
+        .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| "absent".into())
+}
+
+async fn listed(u: &User) -> Vec<String> {
+    let r = u.get("/api/v1alpha1/clusters").await;
+    r.body
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|c| {
+                    format!(
+                        "{}={}",
+                        c["name"].as_str().unwrap(),
+                        c["status"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both(env: Arc<Env>) {
+    // The member's cluster: a second apiserver of its own.
+    let cp = tokio::task::spawn_blocking(ControlPlane::start)
+        .await
+        .unwrap()
+        .expect("second control plane");
+    let admin = cp.admin_client().await;
+    harness::install_crd(&admin).await;
+    harness::aggregate_cluster_roles(&admin).await;
+    let member_env = Env { cp, admin };
+
+    let beat = |c: &mut tka::config::Config| {
+        c.federation.heartbeat_interval = tka::model::duration::GoDuration::from_secs(1);
+        c.federation.missed_heartbeats = 3;
+        c.federation.request_timeout = tka::model::duration::GoDuration::from_secs(2);
+    };
+    let primary = Harness::with_config(&env, "fed-primary", |c| {
+        c.operator.cluster_name = "primary".into();
+        c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(1);
+        c.federation.member_tags = vec!["tag:tka-member".into()];
+        beat(c);
+    })
+    .await;
+    let member_ns_port = 8443;
+    let mut member = Harness::with_config(&member_env, "fed-member", |c| {
+        c.operator.cluster_name = "member".into();
+        c.operator.context_prefix = "member-".into();
+        c.operator.user_prefix = "member-user-".into();
+        c.federation.login_server = format!("http://{PRIMARY}:{member_ns_port}");
+        beat(c);
+    })
+    .await;
+
+    // The tailnet: each server's node has an address; each side's WhoIs knows the other node.
+    let (p_ip, m_ip, x_ip) = (fresh_ip(), fresh_ip(), fresh_ip());
+    primary.identity.set_self(PRIMARY, p_ip);
+    member.identity.set_self(MEMBER, m_ip);
+    primary
+        .identity
+        .set(m_ip, node(MEMBER, "nmember", m_ip, &["tag:tka-member"]));
+    member
+        .identity
+        .set(p_ip, node(PRIMARY, "nprimary", p_ip, &["tag:tka"]));
+    primary.identity.set_host(MEMBER, member.listener_addr);
+    member.identity.set_host(PRIMARY, primary.listener_addr);
+
+    let rules = json!([{"role": "view", "period": "1h", "clusters": ["*"]}]);
+    let alice = primary.user("alice@example.com", rules.clone());
+    let registered = eventually(Duration::from_secs(10), || async {
+        listed(&alice).await.contains(&"member=healthy".to_string())
+    })
+    .await;
+    assert!(
+        registered.is_some(),
+        "member registers: {:?}",
+        listed(&alice).await
+    );
+    let metrics = reqwest::get(format!("{}/metrics", primary.health_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tka_federation_members{state=\"healthy\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("federation"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!metrics.contains("alice"), "no user names in metrics");
+
+    // One login at the primary: one kubeconfig, a context per cluster, each working on its own apiserver.
+    let r = alice
+        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (status_of(&r.body, "primary"), status_of(&r.body, "member")),
+        ("ready".into(), "ready".into()),
+        "{}",
+        r.text
+    );
+    let doc = r.body["kubeconfig"].clone();
+    let ctxs = contexts(&doc);
+    assert_eq!(ctxs.len(), 2, "{ctxs:?}");
+    assert_eq!(doc["current-context"], "tka-context-alice@example.com");
+    assert!(
+        ctxs.contains(&"member-alice@example.com".to_string()),
+        "{ctxs:?}"
+    );
+    let on_primary = client_for(&doc, "tka-context-alice@example.com").await;
+    let on_member = client_for(&doc, "member-alice@example.com").await;
+    let who_p = whoami(&on_primary).await.unwrap();
+    let who_m = whoami(&on_member).await.unwrap();
+    assert!(who_p.contains(":t-fed-primary:"), "{who_p}");
+    assert!(who_m.contains(":t-fed-member:"), "{who_m}");
+    let pods: Api<Pod> = Api::namespaced(on_member.clone(), "default");
+    pods.list(&Default::default())
+        .await
+        .expect("view on the member");
+    let signins: Api<TkaSignin> = Api::namespaced(member.admin.clone(), &member.ns);
+    let on_member_objs = signins.list(&Default::default()).await.unwrap().items;
+    assert_eq!(on_member_objs.len(), 1);
+    let origin = on_member_objs[0].spec.origin.clone().unwrap();
+    assert_eq!(
+        (origin.kind.as_str(), origin.primary.as_str()),
+        ("federation", PRIMARY)
+    );
+
+    // Relays: /kubeconfig and /exec-credential?cluster= at the primary.
+    let k = alice.get("/api/v1alpha1/kubeconfig?format=v1").await;
+    assert_eq!(k.status, 200, "{}", k.text);
+    assert_eq!(contexts(&k.body).len(), 2);
+    let e = alice
+        .get("/api/v1alpha1/exec-credential?cluster=member")
+        .await;
+    assert_eq!(e.status, 200, "{}", e.text);
+    assert!(!e.body["status"]["token"].as_str().unwrap().is_empty());
+
+    // A member accepts federation calls only from its primary.
+    member
+        .identity
+        .set(x_ip, node("intruder.test.ts.net", "nx", x_ip, &["tag:tka"]));
+    let intruder = User::new(x_ip, &member.url);
+    let body = json!({"login_name": "mallory@example.com", "node": "m", "node_id": "nm", "role": "edit", "period": "1h"});
+    let x = intruder
+        .send(
+            intruder
+                .http
+                .post(format!("{}/federation/v1alpha1/sessions", member.url))
+                .json(&body),
+        )
+        .await;
+    assert_eq!(
+        (x.status, x.body["code"].as_str()),
+        (403, Some("not_primary")),
+        "{}",
+        x.text
+    );
+    let x = intruder
+        .send(intruder.http.post(format!("{}/federation/v1alpha1/tokens", member.url))
+            .json(&json!({"login_name": "alice@example.com", "node_id": alice_node(&alice), "kind": "exec"})))
+        .await;
+    assert_eq!(x.status, 403, "{}", x.text);
+
+    // A node without the member tag cannot join.
+    primary
+        .identity
+        .set(x_ip, node("intruder.test.ts.net", "nx", x_ip, &["tag:tka"]));
+    let hb = json!({"cluster_name": "evil", "member_url": "http://intruder.test.ts.net:8443", "api_endpoint": "https://10.9.9.9:6443"});
+    let intruder_p = User::new(x_ip, &primary.url);
+    let x = intruder_p
+        .send(
+            intruder_p
+                .http
+                .post(format!("{}/federation/v1alpha1/heartbeat", primary.url))
+                .json(&hb),
+        )
+        .await;
+    assert_eq!(
+        (x.status, x.body["code"].as_str()),
+        (403, Some("member_not_allowed")),
+        "{}",
+        x.text
+    );
+
+    // A member that accepts connections but never answers: the login still answers within
+    // requestTimeout (2 s) plus the own cluster's work, and the primary's own cluster is unaffected.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    primary
+        .identity
+        .set_host(MEMBER, hole.local_addr().unwrap());
+    let t = Instant::now();
+    let r = alice
+        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(status_of(&r.body, "primary"), "ready");
+    assert_eq!(status_of(&r.body, "member"), "failed", "{}", r.text);
+    assert_eq!(contexts(&r.body["kubeconfig"]).len(), 1);
+    assert!(
+        took < Duration::from_secs(4),
+        "slow member delayed the login: {took:?}"
+    );
+    eprintln!("login with a hanging member answered in {took:?}");
+    drop(hole);
+    primary.identity.set_host(MEMBER, member.listener_addr);
+
+    // A dead member: gone from /clusters after missed heartbeats; the primary alone still logs in.
+    member.crash().await;
+    let removed = eventually(Duration::from_secs(10), || async {
+        !listed(&alice)
+            .await
+            .iter()
+            .any(|c| c.starts_with("member="))
+    })
+    .await;
+    assert!(
+        removed.is_some(),
+        "dead member removed: {:?}",
+        listed(&alice).await
+    );
+    let r = alice.post("/api/v1alpha1/login?wait=15s").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Its tokens keep working until expiry: the member's apiserver still accepts them.
+    assert!(whoami(&on_member).await.is_ok());
+
+    // Back up: registers again; logout at the primary revokes on both clusters.
+    member.restart().await;
+    member.identity.set_self(MEMBER, m_ip);
+    let back = eventually(Duration::from_secs(10), || async {
+        listed(&alice).await.contains(&"member=healthy".to_string())
+    })
+    .await;
+    assert!(back.is_some(), "member back: {:?}", listed(&alice).await);
+    let r = alice
+        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let on_member = client_for(&r.body["kubeconfig"], "member-alice@example.com").await;
+    assert!(whoami(&on_member).await.is_ok());
+    // The grant no longer names the member: the primary's revalidation ends the member's session.
+    primary.grant(
+        &alice,
+        "alice@example.com",
+        json!([{"role": "view", "period": "1h", "clusters": ["primary"]}]),
+    );
+    let ended = eventually(Duration::from_secs(10), || async {
+        signins
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    assert!(ended.is_some(), "revalidation ended the member's session");
+    primary.grant(&alice, "alice@example.com", rules.clone());
+    let r = alice
+        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .await;
+    assert_eq!(status_of(&r.body, "member"), "ready", "{}", r.text);
+    let doc = r.body["kubeconfig"].clone();
+    let on_primary = client_for(&doc, "tka-context-alice@example.com").await;
+    let on_member = client_for(&doc, "member-alice@example.com").await;
+    let out = alice.post("/api/v1alpha1/logout").await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(status_of(&out.body, "member"), "ok", "{}", out.text);
+    // A token in use may be honoured until the apiserver's 10 s token cache entry ages out.
+    let revoked = eventually(Duration::from_secs(15), || async {
+        whoami(&on_primary).await.is_err() && whoami(&on_member).await.is_err()
+    })
+    .await;
+    assert!(
+        revoked.is_some(),
+        "tokens on both clusters revoked: primary {:?}, member {:?}; {}",
+        whoami(&on_primary).await,
+        whoami(&on_member).await,
+        out.text
+    );
+    let cleaned = eventually(Duration::from_secs(10), || async {
+        signins
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    assert!(cleaned.is_some(), "the member's federated session is gone");
+    eprintln!(
+        "logout revoked both clusters' tokens within {:?}",
+        revoked.unwrap()
+    );
+
+    member.stop().await;
+    primary.stop().await;
+    drop(member_env);
+}
+
+fn alice_node(u: &User) -> String {
+    format!("nnode-{}", u.ip)
+}

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 
 use crate::config::OutputFormat;
 use crate::model::kubeconfig::legacy_to_v1;
-use crate::model::wire::UserLoginResponse;
+use crate::model::wire::{ExecCredential, UserLoginResponse};
 use serde_json::{Value, json};
 
 use super::client::{Api, Method, Reply, human, retry_delay};
+use super::credential_cache::{CachedToken, Slot};
 use super::error::{CliError, Exit};
 use super::kubeconfig_files::{self as files, Shell};
 use super::output;
@@ -25,27 +26,65 @@ pub struct LoginOptions {
     pub replace: bool,
     pub no_wait: bool,
     pub stdout: bool,
+    /// Exec-plugin kubeconfig; the response's credential seeds the plugin's cache.
+    pub exec: bool,
 }
 
 /// `tka login` (also `reauth`: a login extends the session, no logout first).
 pub async fn login(s: &Settings, o: &LoginOptions) -> Result<(), CliError> {
     let api = s.api()?;
-    let (resp, doc) = obtain(&api, o, s.quiet).await?;
+    let (resp, doc, credential) = obtain(&api, o, s.quiet).await?;
+    if !o.stdout {
+        seed_cache(&api, &resp, &doc, credential);
+    }
     deliver(s, &api, Some(&resp), doc, o.stdout)
 }
 
 /// `tka kubeconfig`: a fresh kubeconfig for the existing session.
-pub async fn kubeconfig(s: &Settings, stdout: bool) -> Result<(), CliError> {
+pub async fn kubeconfig(s: &Settings, stdout: bool, exec: bool) -> Result<(), CliError> {
     let api = s.api()?;
-    let doc = poll_kubeconfig(&api, true, true, s.quiet).await?;
+    let doc = poll_kubeconfig(&api, true, true, exec, s.quiet).await?;
     deliver(s, &api, None, doc, stdout)
+}
+
+/// After a login the plugin's cache must not serve a token of the previous session (another role, perhaps),
+/// nor replay a remembered "not signed in": clear it, then store the login's own credential if it sent one.
+fn seed_cache(
+    api: &Api,
+    resp: &UserLoginResponse,
+    doc: &Value,
+    credential: Option<ExecCredential>,
+) {
+    let mut targets = files::exec_targets(doc);
+    targets.push((api.server.base.clone(), cluster_name(Some(resp), doc)));
+    targets.push((api.server.base.clone(), String::new()));
+    for (server, cluster) in &targets {
+        if let Ok(slot) = Slot::new(server, cluster) {
+            let _ = slot.clear();
+        }
+    }
+    let Some(status) = credential.and_then(|c| c.status) else {
+        return;
+    };
+    let Ok(expires_at) = status.expiration_timestamp.parse::<jiff::Timestamp>() else {
+        return;
+    };
+    let token = CachedToken::new(status.token, expires_at, jiff::Timestamp::now());
+    for (server, cluster) in files::exec_targets(doc).into_iter().take(1) {
+        if let Err(e) = Slot::new(&server, &cluster).and_then(|slot| {
+            slot.write_token(&token)
+                .map_err(|e| CliError::other(format!("{}: {e}", slot.token_file.display())))
+        }) {
+            eprintln!("tka: warning: cannot cache the credential: {e}");
+        }
+    }
 }
 
 async fn obtain(
     api: &Api,
     o: &LoginOptions,
     quiet: bool,
-) -> Result<(UserLoginResponse, Value), CliError> {
+) -> Result<(UserLoginResponse, Value, Option<ExecCredential>), CliError> {
     let mut query: Vec<(&str, &str)> = Vec::new();
     if let Some(role) = o.role.as_deref().filter(|r| !r.is_empty()) {
         query.push(("role", role));
@@ -54,8 +93,16 @@ async fn obtain(
         query.push(("replace", "true"));
     }
     if !o.no_wait {
-        query.push(("include", "kubeconfig"));
+        let include = if o.exec {
+            "kubeconfig,credential"
+        } else {
+            "kubeconfig"
+        };
+        query.push(("include", include));
         query.push(("format", "v1"));
+    }
+    if o.exec {
+        query.push(("auth", "exec"));
     }
     let reply = api.call(Method::Post, "/login", &query, !o.no_wait).await?;
     if !matches!(reply.status, 200 | 202) {
@@ -66,24 +113,33 @@ async fn obtain(
     let mut resp: UserLoginResponse =
         serde_json::from_value(raw).map_err(|e| unexpected(&reply, e))?;
     let included = resp.kubeconfig.take();
-    resp.credential = None;
+    let credential = resp.credential.take();
     if let (200, false, Some(doc)) = (reply.status, upstream, included) {
-        return Ok((resp, normalize(doc, &api.server.base)));
+        return Ok((resp, normalize(doc, &api.server.base), credential));
     }
     // Pending, --no-wait, or an upstream server: fetch the kubeconfig separately.
-    let doc = poll_kubeconfig(api, !o.no_wait && !upstream, !upstream, quiet).await?;
-    Ok((resp, doc))
+    let doc = poll_kubeconfig(api, !o.no_wait && !upstream, !upstream, o.exec, quiet).await?;
+    Ok((resp, doc, None))
 }
 
 /// Polls `GET /kubeconfig` until it answers 200, honouring `Retry-After` on 202, until the deadline.
-/// `long_poll` adds `wait`, `v1` asks for `format=v1` (both omitted for upstream servers).
+/// `long_poll` adds `wait`, `v1` asks for `format=v1` (both omitted for upstream servers), `exec` for an
+/// exec-plugin kubeconfig (`auth=exec`).
 async fn poll_kubeconfig(
     api: &Api,
     long_poll: bool,
     v1: bool,
+    exec: bool,
     quiet: bool,
 ) -> Result<Value, CliError> {
-    let query: &[(&str, &str)] = if v1 { &[("format", "v1")] } else { &[] };
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if v1 {
+        query.push(("format", "v1"));
+    }
+    if exec {
+        query.push(("auth", "exec"));
+    }
+    let query = &query[..];
     let mut attempt: u32 = 0;
     let mut announced = false;
     loop {
@@ -137,13 +193,17 @@ fn parse_document(reply: &Reply) -> Result<Value, CliError> {
     }
 }
 
-/// A v1 document as is; the legacy map shape (upstream server) converted to v1.
+/// A v1 document as is; the legacy map shape (upstream server) converted to v1. Exec users are pinned to the
+/// server URL this CLI reached ([`files::pin_exec_server`]).
 pub fn normalize(doc: Value, tka_server: &str) -> Value {
-    if doc["clusters"].is_object() || doc["users"].is_object() || doc["contexts"].is_object() {
-        legacy_to_v1(&doc, tka_server)
-    } else {
-        doc
-    }
+    let mut doc =
+        if doc["clusters"].is_object() || doc["users"].is_object() || doc["contexts"].is_object() {
+            legacy_to_v1(&doc, tka_server)
+        } else {
+            doc
+        };
+    files::pin_exec_server(&mut doc, tka_server);
+    doc
 }
 
 /// The cluster the file is named after: the response's `cluster`, else the current context's cluster, else the

@@ -4,7 +4,10 @@
 
 use crate::model::wire::{ErrorResponse, UserLoginResponse};
 
+use std::path::Path;
+
 use super::client::Method;
+use super::credential_cache::Slot;
 use super::error::{CliError, Exit};
 use super::kubeconfig_files::{self as files, Shell};
 use super::output;
@@ -20,6 +23,11 @@ pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
     }
 
     let host_dir = api.server.host_dir();
+    forget_credentials(
+        &files::server_dir(&s.kubeconfig_dir, &host_dir),
+        &api.server.base,
+        &reply.body,
+    );
     let removed = files::remove_server_files(&s.kubeconfig_dir, &host_dir).map_err(|e| {
         CliError::other(format!(
             "signed out, but cannot remove the kubeconfig files in {}: {e}",
@@ -76,4 +84,25 @@ pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Deletes the exec plugin's cached tokens (and remembered failures) of the clusters this logout ends: those
+/// named by this server's managed kubeconfigs, the logout answer's cluster, and the server's default slot.
+fn forget_credentials(server_dir: &Path, base: &str, body: &[u8]) {
+    let mut targets = files::exec_targets_in(server_dir);
+    let cluster = serde_json::from_slice::<UserLoginResponse>(body)
+        .map(|r| r.cluster)
+        .unwrap_or_default();
+    targets.push((base.to_string(), cluster));
+    targets.push((base.to_string(), String::new()));
+    for (server, cluster) in targets {
+        if let Ok(slot) = Slot::new(&server, &cluster)
+            && let Err(e) = slot.clear()
+        {
+            eprintln!(
+                "tka: warning: cannot delete the cached credential {}: {e}",
+                slot.token_file.display()
+            );
+        }
+    }
 }

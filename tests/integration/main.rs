@@ -3,6 +3,7 @@
 //!
 //! Run: `cargo test --features integration --test integration` (needs `tests/peers/build.sh` first).
 
+mod cli;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
 mod harness;
@@ -40,6 +41,7 @@ fn main() {
     let tests: Vec<Trial> = scenarios::ALL
         .iter()
         .chain(manifests::ALL)
+        .chain(cli::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -1,0 +1,310 @@
+//! The `tka` CLI as kubectl uses it (cli.md §5–6): a real kubectl runs the real `tka credential` exec plugin
+//! against the real apiserver, through a cache expiry, with 50 parallel refreshes, and a user kubeconfig holding
+//! other clusters that tka must never touch.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+use serde_json::Value;
+
+use crate::harness::{Env, Harness, User};
+
+type Scenario = fn(Arc<Env>) -> LocalBoxFuture<'static, ()>;
+
+pub const ALL: &[(&str, Scenario)] =
+    &[
+        ("cli_exec_plugin_refreshes_once_for_fifty_kubectls", |env| {
+            Box::pin(cli_exec_plugin_refreshes_once_for_fifty_kubectls(env))
+        }),
+    ];
+
+const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
+
+/// A user's private directories, so the CLI's config, cache and runtime dirs are all inside the test.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        for d in [".kube", "run"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::set_permissions(
+            dir.path().join("run"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        Home { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// The environment every process of this user gets (kubectl passes it on to the exec plugin).
+    fn apply(&self, cmd: &mut Command, user: &User) {
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_tka")).parent().unwrap();
+        let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .unwrap();
+        cmd.env("HOME", self.path())
+            .env("XDG_CONFIG_HOME", self.path().join(".config"))
+            .env("XDG_CACHE_HOME", self.path().join(".cache"))
+            .env("XDG_RUNTIME_DIR", self.path().join("run"))
+            .env("PATH", path)
+            .env("SHELL", "/bin/bash")
+            .env("TKA_TEST_BIND_ADDRESS", user.ip.to_string())
+            .env_remove("TKA_CONFIG");
+    }
+}
+
+fn tka(h: &Harness, home: &Home, user: &User, kubeconfig: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tka"));
+    home.apply(&mut cmd, user);
+    cmd.args(["--server", &h.url])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("tka runs")
+}
+
+fn kubectl(env: &Env, home: &Home, user: &User, kubeconfig: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env.cp.kubectl());
+    home.apply(&mut cmd, user);
+    cmd.args(args).env("KUBECONFIG", kubeconfig);
+    cmd
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `tka_server_requests_total` for `GET /exec-credential`, all statuses.
+async fn exec_credential_requests(h: &Harness) -> u64 {
+    let body = reqwest::get(format!("{}/metrics", h.health_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter(|l| l.starts_with("tka_server_requests_total{") && l.contains("exec-credential"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The cache file of the only cached credential.
+fn cache_file(home: &Home) -> PathBuf {
+    let dir = home.path().join(".cache/tka/credentials");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".failed.json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// Marks the cached token as expired (and, for good measure, not a token the apiserver accepts), as if its
+/// lifetime had run out: the next plugin call must refresh.
+fn expire_cache(home: &Home) {
+    let file = cache_file(home);
+    let mut c: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    c["token"] = "expired-token".into();
+    c["expires_at"] = "2020-01-01T00:00:00Z".into();
+    c["refresh_at"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&file, serde_json::to_vec(&c).unwrap()).unwrap();
+}
+
+const OTHER_KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters:
+- name: other
+  cluster:
+    server: https://other.example:6443
+users:
+- name: other-admin
+  user:
+    token: not-tkas
+contexts:
+- name: other
+  context:
+    cluster: other
+    user: other-admin
+current-context: other
+";
+
+async fn cli_exec_plugin_refreshes_once_for_fifty_kubectls(env: Arc<Env>) {
+    let h = Harness::new(&env, "cliexec").await;
+    let home = Home::new();
+    let user = h.user("exec@example.com", serde_json::from_str(VIEW).unwrap());
+    let own = home.path().join(".kube/config");
+    std::fs::write(&own, OTHER_KUBECONFIG).unwrap();
+    let own_str = own.to_str().unwrap();
+
+    let out = tka(&h, &home, &user, own_str, &["login", "--exec", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let kubeconfig = stdout
+        .trim()
+        .strip_prefix("export KUBECONFIG='")
+        .and_then(|r| r.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("POSIX export line: {stdout}"))
+        .to_string();
+    let managed = kubeconfig.split(':').next().unwrap().to_string();
+    assert_eq!(
+        kubeconfig.split(':').nth(1),
+        Some(own_str),
+        "the user's KUBECONFIG follows"
+    );
+    let doc: Value = serde_yaml::from_slice(&std::fs::read(&managed).unwrap()).unwrap();
+    let exec = &doc["users"][0]["user"]["exec"];
+    assert_eq!(exec["command"], "tka", "{doc}");
+    assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(
+        exec["args"],
+        serde_json::json!([
+            "credential",
+            "--server",
+            h.url,
+            "--cluster",
+            crate::harness::CLUSTER
+        ])
+    );
+    // login --exec seeded the cache: 0600 in a 0700 directory.
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    let cached = cache_file(&home);
+    assert_eq!(mode(&cached), 0o600);
+    assert_eq!(mode(cached.parent().unwrap()), 0o700);
+
+    // kubectl merges the managed file with the user's own, runs the plugin from the cache: no request.
+    let before = exec_credential_requests(&h).await;
+    let who = kubectl(
+        &env,
+        &home,
+        &user,
+        &kubeconfig,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        text(&who.stdout),
+        format!(
+            "system:serviceaccount:{}:{}",
+            h.ns,
+            crate::scenarios::sa_name("exec@example.com")
+        ),
+        "{}",
+        text(&who.stderr)
+    );
+    assert_eq!(
+        exec_credential_requests(&h).await,
+        before,
+        "served from the cache"
+    );
+    let contexts = kubectl(
+        &env,
+        &home,
+        &user,
+        &kubeconfig,
+        &["config", "get-contexts", "-o", "name"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        text(&contexts.stdout).lines().any(|l| l == "other"),
+        "{}",
+        text(&contexts.stdout)
+    );
+
+    // The token "expires": 50 kubectl processes at once make exactly one refresh.
+    expire_cache(&home);
+    let children: Vec<_> = (0..50)
+        .map(|_| {
+            kubectl(
+                &env,
+                &home,
+                &user,
+                &kubeconfig,
+                &["get", "configmaps", "-n", "default", "-o", "name"],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl after expiry: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        exec_credential_requests(&h).await,
+        before + 1,
+        "50 parallel kubectl calls with an expired cache make exactly one refresh"
+    );
+
+    // Logout removes the managed file and the cached token; the user's own kubeconfig is untouched.
+    let out = tka(&h, &home, &user, &kubeconfig, &["logout", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("export KUBECONFIG='{own_str}'")
+    );
+    assert!(!Path::new(&managed).exists());
+    assert!(!cached.exists(), "logout deletes the cached credential");
+    assert_eq!(std::fs::read_to_string(&own).unwrap(), OTHER_KUBECONFIG);
+
+    // The plugin after logout: a clear message on stderr, nothing on stdout, exit 4, no prompt; a second call
+    // within 5 s replays the failure without asking the server.
+    let plugin = |home: &Home| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tka"));
+        home.apply(&mut cmd, &user);
+        cmd.args(["credential", "--server", &h.url, "--cluster", crate::harness::CLUSTER])
+            .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false}}"#)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let before = exec_credential_requests(&h).await;
+    for round in 0..2 {
+        let out = plugin(&home);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "round {round}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "stdout carries only credentials");
+        assert!(
+            text(&out.stderr).contains(&format!(
+                "not signed in to {}: run `tka login`",
+                crate::harness::CLUSTER
+            )),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        exec_credential_requests(&h).await,
+        before + 1,
+        "negative cache"
+    );
+    h.stop().await;
+}

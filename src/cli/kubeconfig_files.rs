@@ -188,7 +188,13 @@ pub fn exec_targets_in(dir: &Path) -> Vec<(String, String)> {
 /// key matches the one `login --exec` seeded.
 pub fn pin_exec_server(doc: &mut serde_json::Value, server: &str) {
     for user in doc["users"].as_array_mut().into_iter().flatten() {
-        let Some(args) = user["user"]["exec"]["args"].as_array_mut() else {
+        // `get_mut`, not `[]`: indexing a missing key mutably would insert `exec: null` into token users.
+        let Some(args) = user
+            .get_mut("user")
+            .and_then(|u| u.get_mut("exec"))
+            .and_then(|e| e.get_mut("args"))
+            .and_then(|a| a.as_array_mut())
+        else {
             continue;
         };
         if args.first().and_then(|a| a.as_str()) != Some("credential") {

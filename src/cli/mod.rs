@@ -15,7 +15,9 @@ mod client;
 mod credential;
 mod credential_cache;
 mod error;
+mod generate;
 mod inspect;
+mod integration;
 mod kubeconfig_files;
 mod login;
 mod logout;
@@ -28,7 +30,7 @@ use std::process::ExitCode;
 
 use crate::config::OutputFormat;
 use crate::model::duration::GoDuration;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use error::CliError;
 use settings::Settings;
@@ -126,6 +128,52 @@ enum Command {
     Credential(credential::CredentialArgs),
     /// Print version, commit, build date and target.
     Version,
+    /// Print shell completions: `source <(tka completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Generate the shell integration (and, hidden, man pages and the Markdown reference).
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> Self {
+        match s {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+            CompletionShell::Powershell => clap_complete::Shell::PowerShell,
+            CompletionShell::Elvish => clap_complete::Shell::Elvish,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum GenerateCommand {
+    /// Print the `tka` shell function that evaluates the KUBECONFIG line: `eval "$(tka generate integration bash)"`.
+    Integration {
+        #[arg(value_enum)]
+        shell: integration::IntegrationShell,
+    },
+    /// Write man pages (tka.1, tka-login.1, …) into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+    /// Write the Markdown command reference into DIR.
+    #[command(hide = true)]
+    Documentation { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +292,15 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    // Offline commands: work without (or with a broken) configuration file.
+    match &cli.command {
+        Command::Completion { shell } => {
+            generate::completion(Cli::command(), (*shell).into());
+            return Ok(());
+        }
+        Command::Generate { what } => return generate(what),
+        _ => {}
+    }
     if let Command::Version = cli.command {
         // Works even with a broken configuration file.
         let format = cli.global.output.unwrap_or_else(|| {
@@ -263,6 +320,23 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         r = dispatch(&settings, cli.command) => r,
         _ = tokio::signal::ctrl_c() => Err(CliError::interrupted()),
     }
+}
+
+fn generate(what: &GenerateCommand) -> Result<(), CliError> {
+    let written = match what {
+        GenerateCommand::Integration { shell } => {
+            output::out(integration::script(*shell));
+            return Ok(());
+        }
+        GenerateCommand::Man { dir } => (generate::man(Cli::command(), dir)?, dir),
+        GenerateCommand::Documentation { dir } => {
+            (generate::documentation(Cli::command(), dir)?, dir)
+        }
+    };
+    for f in written.0 {
+        eprintln!("Wrote {}", written.1.join(f).display());
+    }
+    Ok(())
 }
 
 async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
@@ -288,13 +362,13 @@ async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
         } => inspect::cluster_info(s).await,
         Command::Credential(a) => credential::credential(s, &a).await,
         Command::Version => inspect::version(s.format),
+        Command::Completion { .. } | Command::Generate { .. } => Ok(()), // handled in `run`
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_is_consistent() {

@@ -26,6 +26,8 @@ pub enum Exit {
     Partial,
     /// Ctrl-C.
     Interrupted,
+    /// `tka shell`: the subshell's own exit code.
+    Child(u8),
 }
 
 impl Exit {
@@ -39,6 +41,7 @@ impl Exit {
             Exit::Unavailable => 5,
             Exit::Partial => 6,
             Exit::Interrupted => 130,
+            Exit::Child(c) => c,
         }
     }
 

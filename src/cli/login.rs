@@ -244,19 +244,7 @@ fn deliver(
         return Ok(());
     }
 
-    let cluster = cluster_name(resp, &doc);
-    let path = files::managed_path(&s.kubeconfig_dir, &api.server.host_dir(), &cluster);
-    let yaml = serde_yaml::to_string(&doc)
-        .map_err(|e| CliError::other(format!("cannot render the kubeconfig: {e}")))?;
-    files::write_atomic(&s.kubeconfig_dir, &path, yaml.as_bytes()).map_err(|e| {
-        CliError::other(format!("cannot write {}: {e}", path.display()))
-            .advice("check kubeconfig.dir and the permissions of its directory")
-    })?;
-    let entries = files::compose(
-        std::slice::from_ref(&path),
-        std::env::var_os("KUBECONFIG").as_deref(),
-        home().as_deref(),
-    );
+    let (path, entries) = write_managed(s, api, resp, &doc)?;
     let line = files::export_line(Shell::detect(&env_var), &entries);
 
     if s.text() {
@@ -279,6 +267,49 @@ fn deliver(
         }
     }
     Ok(())
+}
+
+/// Writes the managed kubeconfig file; returns it and the new `KUBECONFIG` entries (it first, then the
+/// previous value or `~/.kube/config`).
+fn write_managed(
+    s: &Settings,
+    api: &Api,
+    resp: Option<&UserLoginResponse>,
+    doc: &Value,
+) -> Result<(PathBuf, Vec<PathBuf>), CliError> {
+    let cluster = cluster_name(resp, doc);
+    let path = files::managed_path(&s.kubeconfig_dir, &api.server.host_dir(), &cluster);
+    let yaml = serde_yaml::to_string(doc)
+        .map_err(|e| CliError::other(format!("cannot render the kubeconfig: {e}")))?;
+    files::write_atomic(&s.kubeconfig_dir, &path, yaml.as_bytes()).map_err(|e| {
+        CliError::other(format!("cannot write {}: {e}", path.display()))
+            .advice("check kubeconfig.dir and the permissions of its directory")
+    })?;
+    let entries = files::compose(
+        std::slice::from_ref(&path),
+        std::env::var_os("KUBECONFIG").as_deref(),
+        home().as_deref(),
+    );
+    Ok((path, entries))
+}
+
+/// The login of `tka shell`: an exec-mode kubeconfig (so tokens refresh however long the shell lives), the
+/// summary on stderr, nothing on stdout. Returns the `KUBECONFIG` entries for the subshell.
+pub async fn login_for_shell(s: &Settings, o: &LoginOptions) -> Result<Vec<PathBuf>, CliError> {
+    let api = s.api()?;
+    let o = LoginOptions {
+        exec: true,
+        stdout: false,
+        ..o.clone()
+    };
+    let (resp, doc, credential) = obtain(&api, &o, s.quiet).await?;
+    seed_cache(&api, &resp, &doc, credential);
+    let (path, entries) = write_managed(s, &api, Some(&resp), &doc)?;
+    if !s.quiet {
+        eprint!("{}", output::login_text(&resp));
+        eprintln!("Kubeconfig written to {}", path.display());
+    }
+    Ok(entries)
 }
 
 /// The home directory (`$HOME`, else the platform's).

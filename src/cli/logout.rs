@@ -13,7 +13,8 @@ use super::kubeconfig_files::{self as files, Shell};
 use super::output;
 use super::settings::{Settings, env_var};
 
-pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
+/// `print_export`: false for `tka shell`, whose environment dies with the subshell.
+pub async fn logout(s: &Settings, all: bool, print_export: bool) -> Result<(), CliError> {
     let api = s.api()?;
     let query: &[(&str, &str)] = if all { &[("all", "true")] } else { &[] };
     let reply = api.call(Method::Post, "/logout", query, false).await?;
@@ -42,7 +43,7 @@ pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
     let line = files::export_line(Shell::detect(&env_var), &entries);
 
     if not_signed_in {
-        if s.text() {
+        if s.text() && print_export {
             output::out(format!("{line}\n"));
         }
         let mut err = reply.error();
@@ -73,13 +74,15 @@ pub async fn logout(s: &Settings, all: bool) -> Result<(), CliError> {
                 eprintln!("Removed {}", f.display());
             }
         }
-        output::out(format!("{line}\n"));
+        if print_export {
+            output::out(format!("{line}\n"));
+        }
     } else {
         let object = resp
             .map(|r| output::without_secrets(&r))
             .unwrap_or_default();
         output::out(output::structured(s.format, &object)?);
-        if !s.quiet {
+        if !s.quiet && print_export {
             eprintln!("{line}");
         }
     }

@@ -24,6 +24,8 @@ mod logout;
 mod output;
 mod server_url;
 mod settings;
+#[cfg(unix)]
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +126,9 @@ enum Command {
     },
     /// Show the cluster's API server URL, TLS settings, CA fingerprint and labels.
     ClusterInfo,
+    /// Sign in and open a subshell with KUBECONFIG set (exec-mode: tokens refresh); sign out when it exits.
+    #[cfg(unix)]
+    Shell(ShellArgs),
     /// kubectl exec credential plugin: print an ExecCredential for the cluster (used by exec-mode kubeconfigs).
     Credential(credential::CredentialArgs),
     /// Print version, commit, build date and target.
@@ -203,6 +208,10 @@ struct LoginArgs {
     stdout: bool,
     #[command(flatten)]
     auth: AuthArgs,
+    /// Then open `tka shell` (Unix): a subshell with KUBECONFIG set, signed out when it exits.
+    #[cfg(unix)]
+    #[arg(long, conflicts_with = "stdout")]
+    shell: bool,
 }
 
 /// How the written kubeconfig authenticates (default: kubeconfig.exec).
@@ -232,6 +241,23 @@ impl LoginArgs {
             exec: self.auth.exec(s.exec),
         }
     }
+}
+
+#[cfg(unix)]
+#[derive(Debug, Clone, Args)]
+struct ShellArgs {
+    /// Choose among your granted roles.
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+    /// End your sessions on other devices that have a different role or namespaces.
+    #[arg(long)]
+    replace: bool,
+    /// Run CMD with `$SHELL -c` instead of an interactive shell (`-c` is the global --config).
+    #[arg(long, value_name = "CMD", conflicts_with = "args")]
+    command: Option<String>,
+    /// Command line to run instead of an interactive shell (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -285,7 +311,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            if !e.message.is_empty() {
+                eprintln!("{e}");
+            }
             ExitCode::from(e.exit.code())
         }
     }
@@ -316,6 +344,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("tka: warning: {w}");
         }
     }
+    #[cfg(unix)]
+    if matches!(&cli.command, Command::Shell(_))
+        || matches!(&cli.command, Command::Login(a) | Command::Reauth(a) if a.shell)
+    {
+        // The subshell owns Ctrl-C; `tka shell` cancels only its own login phase.
+        return dispatch(&settings, cli.command).await;
+    }
     tokio::select! {
         r = dispatch(&settings, cli.command) => r,
         _ = tokio::signal::ctrl_c() => Err(CliError::interrupted()),
@@ -341,8 +376,27 @@ fn generate(what: &GenerateCommand) -> Result<(), CliError> {
 
 async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
     match command {
+        #[cfg(unix)]
+        Command::Login(a) | Command::Reauth(a) if a.shell => {
+            shell::shell(s, &a.options(s), shell::Run::Shell).await
+        }
         Command::Login(a) | Command::Reauth(a) => login::login(s, &a.options(s)).await,
-        Command::Logout(a) => logout::logout(s, a.all).await,
+        Command::Logout(a) => logout::logout(s, a.all, true).await,
+        #[cfg(unix)]
+        Command::Shell(a) => {
+            let o = login::LoginOptions {
+                role: a.role,
+                replace: a.replace,
+                exec: true,
+                ..Default::default()
+            };
+            let run = match (a.command, a.args.is_empty()) {
+                (Some(c), _) => shell::Run::Script(c),
+                (None, false) => shell::Run::Argv(a.args),
+                (None, true) => shell::Run::Shell,
+            };
+            shell::shell(s, &o, run).await
+        }
         Command::Kubeconfig(a)
         | Command::Get {
             what: GetCommand::Kubeconfig(a),

@@ -13,12 +13,14 @@ use crate::harness::{Env, Harness, User};
 
 type Scenario = fn(Arc<Env>) -> LocalBoxFuture<'static, ()>;
 
-pub const ALL: &[(&str, Scenario)] =
-    &[
-        ("cli_exec_plugin_refreshes_once_for_fifty_kubectls", |env| {
-            Box::pin(cli_exec_plugin_refreshes_once_for_fifty_kubectls(env))
-        }),
-    ];
+pub const ALL: &[(&str, Scenario)] = &[
+    ("cli_exec_plugin_refreshes_once_for_fifty_kubectls", |env| {
+        Box::pin(cli_exec_plugin_refreshes_once_for_fifty_kubectls(env))
+    }),
+    ("cli_shell_in_a_terminal", |env| {
+        Box::pin(cli_shell_in_a_terminal(env))
+    }),
+];
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
 
@@ -307,4 +309,220 @@ async fn cli_exec_plugin_refreshes_once_for_fifty_kubectls(env: Arc<Env>) {
         "negative cache"
     );
     h.stop().await;
+}
+
+/// A pseudo-terminal with a process on its slave side (its controlling terminal) and everything written to it
+/// collected from the master side.
+struct Terminal {
+    master: std::fs::File,
+    screen: Arc<std::sync::Mutex<Vec<u8>>>,
+    child: std::process::Child,
+}
+
+impl Terminal {
+    fn spawn(mut cmd: Command, rows: u16, cols: u16) -> Terminal {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (0, 0);
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty fills two fds we own from here on.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &ws,
+            )
+        };
+        assert_eq!(rc, 0, "openpty");
+        // SAFETY: fresh fds from openpty, owned exactly once.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn in a pty");
+        let master = std::fs::File::from(master);
+        let screen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), screen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Terminal {
+            master,
+            screen,
+            child,
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        std::io::Write::write_all(&mut self.master, format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `needle` appears on the screen `count` times.
+    fn wait_for(&self, needle: &str, count: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.text().matches(needle).count() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {needle:?}; screen:\n{}",
+                self.text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on our own master fd with a valid winsize.
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0, "TIOCSWINSZ");
+    }
+}
+
+/// `tka shell` on a real terminal: login, a prompt marked `(tka)`, kubectl through the exec plugin, a window
+/// resize that reaches the subshell, and on `exit 7` a logout that removes the files, with exit code 7.
+async fn cli_shell_in_a_terminal(env: Arc<Env>) {
+    let h = Harness::new(&env, "clishell").await;
+    let home = Home::new();
+    let user = h.user("shell@example.com", serde_json::from_str(VIEW).unwrap());
+    let own = home.path().join(".kube/config");
+    std::fs::write(&own, OTHER_KUBECONFIG).unwrap();
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tka"));
+    home.apply(&mut cmd, &user);
+    let kubectl_dir = env.cp.kubectl().parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(kubectl_dir).chain(std::env::split_paths(&cmd_path(&cmd))),
+    )
+    .unwrap();
+    cmd.args(["--server", &h.url, "shell"])
+        .env("PATH", path)
+        .env("KUBECONFIG", &own)
+        .env("SHELL", "/bin/sh") // dash: no rc file rewrites PS1
+        .env("TERM", "dumb")
+        .env_remove("PS1");
+    let mut term = Terminal::spawn(cmd, 24, 80);
+    term.wait_for("(tka) $ ", 1);
+    let screen = term.text();
+    assert!(screen.contains("Kubeconfig written to"), "{screen}");
+
+    term.type_line("kubectl auth whoami -o jsonpath='{.status.userInfo.username}'; echo");
+    let sa = format!(
+        "system:serviceaccount:{}:{}",
+        h.ns,
+        crate::scenarios::sa_name("shell@example.com")
+    );
+    term.wait_for(&sa, 1);
+    term.type_line("kubectl config current-context; echo \"KC=$KUBECONFIG\"");
+    term.wait_for(&format!(":{}", own.display()), 1);
+
+    term.resize(50, 132);
+    term.type_line("stty size");
+    term.wait_for("50 132", 1);
+
+    term.type_line("exit 7");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = term.child.wait().unwrap();
+        (status, term)
+    })
+    .await
+    .unwrap();
+    let (status, term) = status;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the child's exit code; screen:\n{}",
+        term.text()
+    );
+    let screen = term.text();
+    assert!(screen.contains("Signed out shell@example.com"), "{screen}");
+    let managed = home.path().join(".config/tka/kubeconfig");
+    let left: Vec<_> = walk(&managed);
+    assert!(
+        left.is_empty(),
+        "logout removed the managed files: {left:?}"
+    );
+    assert!(
+        walk(&home.path().join(".cache/tka/credentials")).is_empty(),
+        "and the cached token"
+    );
+    assert_eq!(std::fs::read_to_string(&own).unwrap(), OTHER_KUBECONFIG);
+
+    // SIGTERM to tka ends the child (SIGTERM, exit 128 + 15) and still signs out.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tka"));
+    home.apply(&mut cmd, &user);
+    let mut child = cmd
+        .args(["--server", &h.url, "-q", "shell", "--", "sleep", "30"])
+        .env("KUBECONFIG", &own)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while walk(&managed).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tka shell never logged in"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200)); // the child is running
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "the child was terminated");
+    assert!(walk(&managed).is_empty(), "signed out after SIGTERM");
+    h.stop().await;
+}
+
+fn cmd_path(cmd: &Command) -> std::ffi::OsString {
+    cmd.get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .and_then(|(_, v)| v.map(|v| v.to_os_string()))
+        .unwrap_or_default()
+}
+
+/// All files below `dir` (none if it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -10,6 +10,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::model::kubeconfig::MANAGED_EXTENSION;
+
 /// Separator of `KUBECONFIG` lists on this platform (what kubectl's `filepath.SplitList` expects).
 pub const LIST_SEP: char = if cfg!(windows) { ';' } else { ':' };
 
@@ -183,10 +185,34 @@ pub fn exec_targets_in(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Points every `tka credential` exec user at `server`: the URL this CLI just reached, rather than the name
-/// the server calls itself (which may not resolve from here), so the plugin asks the same server and its cache
-/// key matches the one `login --exec` seeded.
+/// Points every `tka credential` exec user and every tka extension at `server`: the URL this CLI just reached,
+/// rather than the name the server calls itself (which may not resolve from here), so the plugin asks the same
+/// server, its cache key matches the one `login --exec` seeded, and logout finds the `--merge` entries again.
 pub fn pin_exec_server(doc: &mut serde_json::Value, server: &str) {
+    for (list, inner) in [
+        ("clusters", "cluster"),
+        ("users", "user"),
+        ("contexts", "context"),
+    ] {
+        for entry in doc
+            .get_mut(list)
+            .and_then(|l| l.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            let exts = entry
+                .get_mut(inner)
+                .and_then(|i| i.get_mut("extensions"))
+                .and_then(|e| e.as_array_mut());
+            for ext in exts.into_iter().flatten() {
+                if ext.get("name").and_then(|n| n.as_str()) == Some(MANAGED_EXTENSION)
+                    && let Some(e) = ext.get_mut("extension").and_then(|e| e.as_object_mut())
+                {
+                    e.insert("server".into(), server.into());
+                }
+            }
+        }
+    }
     for user in doc["users"].as_array_mut().into_iter().flatten() {
         // `get_mut`, not `[]`: indexing a missing key mutably would insert `exec: null` into token users.
         let Some(args) = user
@@ -483,7 +509,8 @@ mod tests {
     fn exec_users_are_found_and_pinned_to_the_reached_server() {
         let mut doc = serde_json::json!({"users": [
             {"name": "a", "user": {"exec": {"command": "tka",
-                "args": ["credential", "--server", "https://tka.other", "--cluster", "prod"]}}},
+                "args": ["credential", "--server", "https://tka.other", "--cluster", "prod"]},
+                "extensions": [{"name": MANAGED_EXTENSION, "extension": {"server": "https://tka.other"}}]}},
             {"name": "b", "user": {"token": "t"}},
             {"name": "c", "user": {"exec": {"command": "aws", "args": ["eks", "--server", "x"]}}}
         ]});
@@ -495,6 +522,16 @@ mod tests {
         assert_eq!(
             doc["users"][2]["user"]["exec"]["args"][2], "x",
             "foreign plugins untouched"
+        );
+        assert_eq!(
+            doc["users"][0]["user"]["extensions"][0]["extension"]["server"],
+            "http://127.0.0.1:8080",
+            "the managed extension names the reached server too"
+        );
+        assert_eq!(
+            doc["users"][1]["user"],
+            serde_json::json!({"token": "t"}),
+            "token users untouched"
         );
     }
 

@@ -16,6 +16,7 @@ use super::client::{Api, Method, Reply, human, retry_delay};
 use super::credential_cache::{CachedToken, Slot};
 use super::error::{CliError, Exit};
 use super::kubeconfig_files::{self as files, Shell};
+use super::merge;
 use super::output;
 use super::settings::{Settings, env_var};
 
@@ -28,6 +29,8 @@ pub struct LoginOptions {
     pub stdout: bool,
     /// Exec-plugin kubeconfig; the response's credential seeds the plugin's cache.
     pub exec: bool,
+    /// Write into the user's kubeconfig instead of a managed file.
+    pub merge: bool,
 }
 
 /// `tka login` (also `reauth`: a login extends the session, no logout first).
@@ -37,14 +40,42 @@ pub async fn login(s: &Settings, o: &LoginOptions) -> Result<(), CliError> {
     if !o.stdout {
         seed_cache(&api, &resp, &doc, credential);
     }
-    deliver(s, &api, Some(&resp), doc, o.stdout)
+    let to = if o.stdout {
+        To::Stdout
+    } else if o.merge {
+        To::Merge
+    } else {
+        To::Managed
+    };
+    deliver(s, &api, Some(&resp), doc, to)
 }
 
 /// `tka kubeconfig`: a fresh kubeconfig for the existing session.
-pub async fn kubeconfig(s: &Settings, stdout: bool, exec: bool) -> Result<(), CliError> {
+pub async fn kubeconfig(
+    s: &Settings,
+    stdout: bool,
+    exec: bool,
+    merge: bool,
+) -> Result<(), CliError> {
     let api = s.api()?;
     let doc = poll_kubeconfig(&api, true, true, exec, s.quiet).await?;
-    deliver(s, &api, None, doc, stdout)
+    let to = match (stdout, merge) {
+        (true, _) => To::Stdout,
+        (false, true) => To::Merge,
+        (false, false) => To::Managed,
+    };
+    deliver(s, &api, None, doc, to)
+}
+
+/// Where the kubeconfig goes (`cli.md` §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    /// `--stdout`: printed, nothing written.
+    Stdout,
+    /// The managed file, plus the export line.
+    Managed,
+    /// `--merge`: into the user's kubeconfig.
+    Merge,
 }
 
 /// After a login the plugin's cache must not serve a token of the previous session (another role, perhaps),
@@ -230,9 +261,12 @@ fn deliver(
     api: &Api,
     resp: Option<&UserLoginResponse>,
     doc: Value,
-    to_stdout: bool,
+    to: To,
 ) -> Result<(), CliError> {
-    if to_stdout {
+    if to == To::Merge {
+        return deliver_merged(s, resp, &doc);
+    }
+    if to == To::Stdout {
         if let (Some(r), true, false) = (resp, s.text(), s.quiet) {
             eprint!("{}", output::login_text(r));
         }
@@ -265,6 +299,39 @@ fn deliver(
         if !s.quiet {
             eprintln!("{line}");
         }
+    }
+    Ok(())
+}
+
+/// `--merge`: tka's entries into the first `KUBECONFIG` file (or `~/.kube/config`); no export line needed.
+fn deliver_merged(
+    s: &Settings,
+    resp: Option<&UserLoginResponse>,
+    doc: &Value,
+) -> Result<(), CliError> {
+    let file = merge::target(std::env::var_os("KUBECONFIG").as_deref(), home().as_deref())
+        .ok_or_else(|| {
+            CliError::usage("--merge: no KUBECONFIG and no home directory to find ~/.kube/config")
+        })?;
+    merge::update(&file, s.timeout, |old| merge::merge(old, doc).map(Some))?;
+    if s.text() {
+        if !s.quiet {
+            if let Some(r) = resp {
+                eprint!("{}", output::login_text(r));
+            }
+            eprintln!(
+                "Kubeconfig merged into {} (previous version in {}.bak)",
+                file.display(),
+                file.display()
+            );
+        }
+    } else {
+        let object = match resp {
+            Some(r) => serde_json::to_value(output::without_secrets(r))
+                .map_err(|e| CliError::other(e.to_string()))?,
+            None => json!({ "merged_into": file }),
+        };
+        output::out(output::structured(s.format, &object)?);
     }
     Ok(())
 }

@@ -10,6 +10,8 @@ use super::client::Method;
 use super::credential_cache::Slot;
 use super::error::{CliError, Exit};
 use super::kubeconfig_files::{self as files, Shell};
+use super::login::home;
+use super::merge;
 use super::output;
 use super::settings::{Settings, env_var};
 
@@ -35,6 +37,11 @@ pub async fn logout(s: &Settings, all: bool, print_export: bool) -> Result<(), C
             files::server_dir(&s.kubeconfig_dir, &host_dir).display()
         ))
     })?;
+    // The user's kubeconfig being unreadable must not make the logout fail: the session is already ended.
+    let unmerged = unmerge(s, &api.server.base).unwrap_or_else(|e| {
+        eprintln!("tka: warning: {}", e.message);
+        None
+    });
     let entries = files::cleanup(
         std::env::var_os("KUBECONFIG").as_deref(),
         &removed,
@@ -73,6 +80,9 @@ pub async fn logout(s: &Settings, all: bool, print_export: bool) -> Result<(), C
             for f in &removed {
                 eprintln!("Removed {}", f.display());
             }
+            if let Some(f) = &unmerged {
+                eprintln!("Removed tka's entries from {}", f.display());
+            }
         }
         if print_export {
             output::out(format!("{line}\n"));
@@ -108,4 +118,18 @@ fn forget_credentials(server_dir: &Path, base: &str, body: &[u8]) {
             );
         }
     }
+}
+
+/// Removes this server's `--merge` entries from the user's kubeconfig (only tka's own entries; the file is not
+/// touched at all when it has none). Returns the file when it changed.
+fn unmerge(s: &Settings, base: &str) -> Result<Option<std::path::PathBuf>, CliError> {
+    let Some(file) = merge::target(std::env::var_os("KUBECONFIG").as_deref(), home().as_deref())
+    else {
+        return Ok(None);
+    };
+    if !file.exists() {
+        return Ok(None);
+    }
+    let changed = merge::update(&file, s.timeout, |old| Ok(merge::remove_server(old, base)))?;
+    Ok(changed.then_some(file))
 }

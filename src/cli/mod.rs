@@ -21,6 +21,7 @@ mod integration;
 mod kubeconfig_files;
 mod login;
 mod logout;
+mod merge;
 mod output;
 mod server_url;
 mod settings;
@@ -208,6 +209,9 @@ struct LoginArgs {
     stdout: bool,
     #[command(flatten)]
     auth: AuthArgs,
+    /// Write tka's entries into your kubeconfig (first KUBECONFIG file or ~/.kube/config; kubeconfig.merge).
+    #[arg(long, conflicts_with = "stdout")]
+    merge: bool,
     /// Then open `tka shell` (Unix): a subshell with KUBECONFIG set, signed out when it exits.
     #[cfg(unix)]
     #[arg(long, conflicts_with = "stdout")]
@@ -239,6 +243,7 @@ impl LoginArgs {
             no_wait: self.no_wait,
             stdout: self.stdout,
             exec: self.auth.exec(s.exec),
+            merge: self.merge || s.merge,
         }
     }
 }
@@ -274,6 +279,9 @@ struct KubeconfigArgs {
     stdout: bool,
     #[command(flatten)]
     auth: AuthArgs,
+    /// Write tka's entries into your kubeconfig (first KUBECONFIG file or ~/.kube/config; kubeconfig.merge).
+    #[arg(long, conflicts_with = "stdout")]
+    merge: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -400,7 +408,7 @@ async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
         Command::Kubeconfig(a)
         | Command::Get {
             what: GetCommand::Kubeconfig(a),
-        } => login::kubeconfig(s, a.stdout, a.auth.exec(s.exec)).await,
+        } => login::kubeconfig(s, a.stdout, a.auth.exec(s.exec), a.merge || s.merge).await,
         Command::Get {
             what: GetCommand::Login(a),
         } => {

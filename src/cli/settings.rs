@@ -25,6 +25,8 @@ pub struct Settings {
     pub kubeconfig_dir: PathBuf,
     /// `kubeconfig.exec`: default for `--exec`.
     pub exec: bool,
+    /// `kubeconfig.merge`: default for `--merge`.
+    pub merge: bool,
 
     /// Config loader warnings and address warnings, printed unless quiet.
     pub warnings: Vec<String>,
@@ -124,6 +126,7 @@ impl Settings {
             debug: c.debug,
             kubeconfig_dir,
             exec: c.kubeconfig.exec,
+            merge: c.kubeconfig.merge,
             warnings,
             ssl_cert_file: env_var("SSL_CERT_FILE").map(PathBuf::from),
             bind_address,

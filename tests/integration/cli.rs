@@ -20,6 +20,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("cli_shell_in_a_terminal", |env| {
         Box::pin(cli_shell_in_a_terminal(env))
     }),
+    ("cli_merge_into_the_users_kubeconfig", |env| {
+        Box::pin(cli_merge_into_the_users_kubeconfig(env))
+    }),
 ];
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
@@ -525,4 +528,79 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `--merge`: tka's entries go into the user's own kubeconfig (after a `.bak` copy) and become current; kubectl
+/// uses them; logout takes exactly them out again and switches back to the user's context.
+async fn cli_merge_into_the_users_kubeconfig(env: Arc<Env>) {
+    let h = Harness::new(&env, "climerge").await;
+    let home = Home::new();
+    let user = h.user("merge@example.com", serde_json::from_str(VIEW).unwrap());
+    let own = home.path().join(".kube/config");
+    std::fs::write(&own, OTHER_KUBECONFIG).unwrap();
+    let own_str = own.to_str().unwrap();
+    let yaml = |p: &Path| -> Value { serde_yaml::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+
+    let out = tka(
+        &h,
+        &home,
+        &user,
+        own_str,
+        &["login", "--merge", "--exec", "-q"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing to eval: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        !home.path().join(".config/tka/kubeconfig").exists(),
+        "no managed file with --merge"
+    );
+    let merged = yaml(&own);
+    assert_eq!(merged["current-context"], "tka-context-merge@example.com");
+    assert_eq!(merged["contexts"].as_array().unwrap().len(), 2, "{merged}");
+    let mut bak = own.as_os_str().to_owned();
+    bak.push(".bak");
+    assert_eq!(std::fs::read_to_string(&bak).unwrap(), OTHER_KUBECONFIG);
+    let who = kubectl(
+        &env,
+        &home,
+        &user,
+        own_str,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        text(&who.stdout).starts_with(&format!("system:serviceaccount:{}:", h.ns)),
+        "{}",
+        text(&who.stderr)
+    );
+
+    // A re-login replaces tka's entries instead of adding more.
+    let out = tka(&h, &home, &user, own_str, &["login", "--merge", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(yaml(&own)["users"].as_array().unwrap().len(), 2);
+
+    let out = tka(&h, &home, &user, own_str, &["logout"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Removed tka's entries from"),
+        "{}",
+        text(&out.stderr)
+    );
+    let expected: Value = serde_yaml::from_str(OTHER_KUBECONFIG).unwrap();
+    assert_eq!(
+        yaml(&own),
+        expected,
+        "only tka's entries were removed, the user's context is current again"
+    );
+    h.stop().await;
 }

@@ -4,7 +4,6 @@
 //! `--no-wait`) is followed by polling `GET /kubeconfig?format=v1`. An upstream Go server (its answer has no
 //! `provisioned` field) ignores `include`, so its legacy JSON kubeconfig is fetched and converted locally.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use crate::config::OutputFormat;
@@ -18,6 +17,7 @@ use super::error::{CliError, Exit};
 use super::kubeconfig_files::{self as files, Shell};
 use super::merge;
 use super::output;
+use super::progress::Progress;
 use super::settings::{Settings, env_var};
 
 /// Flags of `login` and `reauth`.
@@ -36,7 +36,10 @@ pub struct LoginOptions {
 /// `tka login` (also `reauth`: a login extends the session, no logout first).
 pub async fn login(s: &Settings, o: &LoginOptions) -> Result<(), CliError> {
     let api = s.api()?;
-    let (resp, doc, credential) = obtain(&api, o, s.quiet).await?;
+    let progress = Progress::new(s);
+    progress.step(&format!("Signing in to {}…", api.server.base));
+    let (resp, doc, credential) = obtain(&api, o, &progress).await?;
+    progress.done();
     if !o.stdout {
         seed_cache(&api, &resp, &doc, credential);
     }
@@ -58,7 +61,13 @@ pub async fn kubeconfig(
     merge: bool,
 ) -> Result<(), CliError> {
     let api = s.api()?;
-    let doc = poll_kubeconfig(&api, true, true, exec, s.quiet).await?;
+    let progress = Progress::new(s);
+    progress.step(&format!(
+        "Fetching the kubeconfig from {}…",
+        api.server.base
+    ));
+    let doc = poll_kubeconfig(&api, true, true, exec, &progress).await?;
+    progress.done();
     let to = match (stdout, merge) {
         (true, _) => To::Stdout,
         (false, true) => To::Merge,
@@ -114,7 +123,7 @@ fn seed_cache(
 async fn obtain(
     api: &Api,
     o: &LoginOptions,
-    quiet: bool,
+    progress: &Progress,
 ) -> Result<(UserLoginResponse, Value, Option<ExecCredential>), CliError> {
     let mut query: Vec<(&str, &str)> = Vec::new();
     if let Some(role) = o.role.as_deref().filter(|r| !r.is_empty()) {
@@ -149,7 +158,7 @@ async fn obtain(
         return Ok((resp, normalize(doc, &api.server.base), credential));
     }
     // Pending, --no-wait, or an upstream server: fetch the kubeconfig separately.
-    let doc = poll_kubeconfig(api, !o.no_wait && !upstream, !upstream, o.exec, quiet).await?;
+    let doc = poll_kubeconfig(api, !o.no_wait && !upstream, !upstream, o.exec, progress).await?;
     Ok((resp, doc, None))
 }
 
@@ -161,7 +170,7 @@ async fn poll_kubeconfig(
     long_poll: bool,
     v1: bool,
     exec: bool,
-    quiet: bool,
+    progress: &Progress,
 ) -> Result<Value, CliError> {
     let mut query: Vec<(&str, &str)> = Vec::new();
     if v1 {
@@ -183,8 +192,8 @@ async fn poll_kubeconfig(
                 return Ok(normalize(doc, &api.server.base));
             }
             202 => {
-                if !announced && !quiet && std::io::stderr().is_terminal() {
-                    eprintln!("Waiting for provisioning…");
+                if !announced {
+                    progress.step("Waiting for provisioning…");
                     announced = true;
                 }
                 let delay = retry_delay(reply.retry_after, attempt, rand::random());
@@ -369,7 +378,10 @@ pub async fn login_for_shell(s: &Settings, o: &LoginOptions) -> Result<Vec<PathB
         stdout: false,
         ..o.clone()
     };
-    let (resp, doc, credential) = obtain(&api, &o, s.quiet).await?;
+    let progress = Progress::new(s);
+    progress.step(&format!("Signing in to {}…", api.server.base));
+    let (resp, doc, credential) = obtain(&api, &o, &progress).await?;
+    progress.done();
     seed_cache(&api, &resp, &doc, credential);
     let (path, entries) = write_managed(s, &api, Some(&resp), &doc)?;
     if !s.quiet {

@@ -13,13 +13,17 @@ use super::kubeconfig_files::{self as files, Shell};
 use super::login::home;
 use super::merge;
 use super::output;
+use super::progress::Progress;
 use super::settings::{Settings, env_var};
 
 /// `print_export`: false for `tka shell`, whose environment dies with the subshell.
 pub async fn logout(s: &Settings, all: bool, print_export: bool) -> Result<(), CliError> {
     let api = s.api()?;
     let query: &[(&str, &str)] = if all { &[("all", "true")] } else { &[] };
+    let progress = Progress::new(s);
+    progress.step(&format!("Signing out of {}…", api.server.base));
     let reply = api.call(Method::Post, "/logout", query, false).await?;
+    progress.done();
     let not_signed_in = reply.status == 404;
     if !(200..300).contains(&reply.status) && !not_signed_in {
         return Err(reply.error());

@@ -23,6 +23,7 @@ mod login;
 mod logout;
 mod merge;
 mod output;
+mod progress;
 mod server_url;
 mod settings;
 #[cfg(unix)]

@@ -124,6 +124,18 @@ fn expire_cache(home: &Home) {
     std::fs::write(&file, serde_json::to_vec(&c).unwrap()).unwrap();
 }
 
+/// Must stay equal to the README's snippet.
+const KUBERC_ALLOW_TKA: &str = "apiVersion: kubectl.config.k8s.io/v1beta1
+kind: Preference
+credentialPluginPolicy: Allowlist
+credentialPluginAllowlist:
+- name: tka
+";
+const KUBERC_DENY_ALL: &str = "apiVersion: kubectl.config.k8s.io/v1beta1
+kind: Preference
+credentialPluginPolicy: DenyAll
+";
+
 const OTHER_KUBECONFIG: &str = "apiVersion: v1
 kind: Config
 clusters:
@@ -219,6 +231,18 @@ async fn cli_exec_plugin_refreshes_once_for_fifty_kubectls(env: Arc<Env>) {
         before,
         "served from the cache"
     );
+
+    // The README's kuberc snippet (kubectl ≥ 1.35 credential plugin policy) admits tka; DenyAll proves kubectl
+    // reads the file at all. The rest of the test runs under the README's policy (~/.kube/kuberc).
+    let kuberc = home.path().join(".kube/kuberc");
+    for (rc, ok) in [(KUBERC_DENY_ALL, false), (KUBERC_ALLOW_TKA, true)] {
+        std::fs::write(&kuberc, rc).unwrap();
+        let out = kubectl(&env, &home, &user, &kubeconfig, &["auth", "whoami"])
+            .env("KUBERC", &kuberc)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), ok, "{rc}: {}", text(&out.stderr));
+    }
     let contexts = kubectl(
         &env,
         &home,

@@ -23,6 +23,7 @@ use super::GlobalArgs;
 use super::client::{Api, Method, Reply, retry_delay};
 use super::credential_cache::{CachedToken, Failure, Slot};
 use super::error::{CliError, Exit};
+use super::login::unexpected;
 use super::server_url::ServerUrl;
 use super::settings::Settings;
 
@@ -244,13 +245,4 @@ fn shown(api: &Api, cluster: &str) -> String {
     } else {
         cluster.to_string()
     }
-}
-
-fn unexpected(reply: &Reply, e: impl std::fmt::Display) -> CliError {
-    let mut err = CliError::other(format!(
-        "unexpected answer from the tka server (HTTP {}): {e}",
-        reply.status
-    ));
-    err.request_id = reply.request_id.clone();
-    err
 }

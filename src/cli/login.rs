@@ -215,7 +215,8 @@ async fn poll_kubeconfig(
     }
 }
 
-fn unexpected(reply: &Reply, e: impl std::fmt::Display) -> CliError {
+/// A 2xx answer whose body is not what the API promises.
+pub fn unexpected(reply: &Reply, e: impl std::fmt::Display) -> CliError {
     let mut err = CliError::other(format!(
         "unexpected answer from the tka server (HTTP {}): {e}",
         reply.status

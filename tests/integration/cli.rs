@@ -83,6 +83,24 @@ fn kubectl(env: &Env, home: &Home, user: &User, kubeconfig: &str, args: &[&str])
     cmd
 }
 
+/// `kubectl auth whoami`, printing just the user name.
+fn whoami(env: &Env, home: &Home, user: &User, kubeconfig: &str) -> Output {
+    kubectl(
+        env,
+        home,
+        user,
+        kubeconfig,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    )
+    .output()
+    .unwrap()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -202,20 +220,7 @@ async fn cli_exec_plugin_refreshes_once_for_fifty_kubectls(env: Arc<Env>) {
 
     // kubectl merges the managed file with the user's own, runs the plugin from the cache: no request.
     let before = exec_credential_requests(&h).await;
-    let who = kubectl(
-        &env,
-        &home,
-        &user,
-        &kubeconfig,
-        &[
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ],
-    )
-    .output()
-    .unwrap();
+    let who = whoami(&env, &home, &user, &kubeconfig);
     assert_eq!(
         text(&who.stdout),
         format!(
@@ -588,20 +593,7 @@ async fn cli_merge_into_the_users_kubeconfig(env: Arc<Env>) {
     let mut bak = own.as_os_str().to_owned();
     bak.push(".bak");
     assert_eq!(std::fs::read_to_string(&bak).unwrap(), OTHER_KUBECONFIG);
-    let who = kubectl(
-        &env,
-        &home,
-        &user,
-        own_str,
-        &[
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ],
-    )
-    .output()
-    .unwrap();
+    let who = whoami(&env, &home, &user, own_str);
     assert!(
         text(&who.stdout).starts_with(&format!("system:serviceaccount:{}:", h.ns)),
         "{}",

@@ -340,6 +340,19 @@ async fn cli_exec_plugin_refreshes_once_for_fifty_kubectls(env: Arc<Env>) {
         before + 1,
         "negative cache"
     );
+
+    // The grant is revoked: 403 becomes the server's message and advice on stderr, exit 3. (The remembered
+    // 401 is deleted first, as if its 5 s had passed.)
+    for f in walk(&home.path().join(".cache/tka/credentials")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    h.grant(&user, "exec@example.com", serde_json::json!([]));
+    let out = plugin(&home);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("advice: "), "the server's advice: {stderr}");
+    assert!(!stderr.contains("not signed in"), "{stderr}");
     h.stop().await;
 }
 

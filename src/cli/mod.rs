@@ -45,7 +45,8 @@ use settings::Settings;
     version,
     about = "Tailscale Kubernetes Auth: short-lived Kubernetes credentials from your tailnet identity",
     after_help = "Exit codes: 0 ok, 1 other error, 2 usage or configuration error, 3 not authorized, \
-                  4 not signed in, 5 server unreachable or timeout, 130 interrupted."
+                  4 not signed in, 5 server unreachable or timeout, 6 partial success, 130 interrupted; \
+                  `tka shell` exits with its shell's code."
 )]
 struct Cli {
     #[command(flatten)]

@@ -353,6 +353,60 @@ async fn cli_exec_plugin_refreshes_once_for_fifty_kubectls(env: Arc<Env>) {
     assert!(out.stdout.is_empty());
     assert!(stderr.contains("advice: "), "the server's advice: {stderr}");
     assert!(!stderr.contains("not signed in"), "{stderr}");
+
+    // Granted again, still signed out: only a kubeconfig written with --auto-login may sign in by itself.
+    h.grant(
+        &user,
+        "exec@example.com",
+        serde_json::from_str(VIEW).unwrap(),
+    );
+    for f in walk(&home.path().join(".cache/tka/credentials")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tka"));
+    home.apply(&mut cmd, &user);
+    let out = cmd
+        .args([
+            "credential",
+            "--server",
+            &h.url,
+            "--cluster",
+            crate::harness::CLUSTER,
+            "--auto-login",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cred: Value =
+        serde_json::from_slice(&out.stdout).expect("only the ExecCredential on stdout");
+    assert_eq!(cred["kind"], "ExecCredential");
+    assert!(
+        cred["status"]["token"]
+            .as_str()
+            .is_some_and(|t| t.len() > 20)
+    );
+    assert!(
+        text(&out.stderr).contains("signing in"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `tka kubeconfig --exec --stdout` prints an exec user pointing at the server this CLI reached.
+    let out = tka(
+        &h,
+        &home,
+        &user,
+        own_str,
+        &["kubeconfig", "--exec", "--stdout"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["users"][0]["user"]["exec"]["args"][2],
+        h.url.as_str(),
+        "{doc}"
+    );
+    assert!(doc["users"][0]["user"]["token"].is_null());
     h.stop().await;
 }
 

@@ -101,3 +101,52 @@ fn versions_print() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+fn tka(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tka"))
+        .args(args)
+        .env_remove("TKA_CONFIG")
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    for (shell, marker) in [
+        ("bash", "_tka()"),
+        ("zsh", "#compdef tka"),
+        ("fish", "complete -c tka"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = tka(&["completion", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: {text:.200}");
+        assert!(
+            text.contains("credential"),
+            "{shell} completes the credential command"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = tka(&["generate", "man", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.path().join("tka-credential.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH tka-credential"),
+        "{page:.300}"
+    );
+    assert!(page.contains("auto\\-login"), "{page}");
+    assert!(dir.path().join("tka-get-login.1").exists());
+    assert!(
+        !dir.path().join("tka-help.1").exists(),
+        "no pages for clap's help"
+    );
+    let out = tka(&["generate", "documentation", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let md = std::fs::read_to_string(dir.path().join("tka.md")).unwrap();
+    assert!(md.contains("## `tka shell`"), "{md:.500}");
+}

@@ -25,6 +25,8 @@ pub enum Exit {
     Partial,
     /// Ctrl-C.
     Interrupted,
+    /// `tka shell`: the subshell's own exit code.
+    Child(u8),
 }
 
 impl Exit {
@@ -38,6 +40,7 @@ impl Exit {
             Exit::Unavailable => 5,
             Exit::Partial => 6,
             Exit::Interrupted => 130,
+            Exit::Child(c) => c,
         }
     }
 

@@ -10,6 +10,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::model::kubeconfig::MANAGED_EXTENSION;
+
 /// Separator of `KUBECONFIG` lists on this platform (what kubectl's `filepath.SplitList` expects).
 pub const LIST_SEP: char = if cfg!(windows) { ';' } else { ':' };
 
@@ -140,6 +142,98 @@ pub fn remove_server_files(root: &Path, host_dir: &str) -> io::Result<Vec<PathBu
     removed.sort();
     let _ = fs::remove_dir(&dir); // only succeeds when empty
     Ok(removed)
+}
+
+/// The `(tka server, cluster)` pairs of the document's `tka credential` exec users.
+pub fn exec_targets(doc: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for user in doc["users"].as_array().into_iter().flatten() {
+        let args: Vec<&str> = user["user"]["exec"]["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        if args.first() != Some(&"credential") {
+            continue;
+        }
+        let after = |flag: &str| {
+            args.iter()
+                .position(|a| *a == flag)
+                .and_then(|i| args.get(i + 1))
+                .map(|v| v.to_string())
+        };
+        out.push((
+            after("--server").unwrap_or_default(),
+            after("--cluster").unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// [`exec_targets`] of every managed `*.yaml` file in `dir` (unreadable files are skipped).
+pub fn exec_targets_in(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension() == Some(OsStr::new("yaml")))
+        .filter_map(|p| serde_yaml::from_slice::<serde_json::Value>(&fs::read(p).ok()?).ok())
+        .flat_map(|doc| exec_targets(&doc))
+        .collect()
+}
+
+/// Points every `tka credential` exec user and every tka extension at `server`: the URL this CLI just reached,
+/// rather than the name the server calls itself (which may not resolve from here), so the plugin asks the same
+/// server, its cache key matches the one `login --exec` seeded, and logout finds the `--merge` entries again.
+pub fn pin_exec_server(doc: &mut serde_json::Value, server: &str) {
+    for (list, inner) in [
+        ("clusters", "cluster"),
+        ("users", "user"),
+        ("contexts", "context"),
+    ] {
+        for entry in doc
+            .get_mut(list)
+            .and_then(|l| l.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            let exts = entry
+                .get_mut(inner)
+                .and_then(|i| i.get_mut("extensions"))
+                .and_then(|e| e.as_array_mut());
+            for ext in exts.into_iter().flatten() {
+                if ext.get("name").and_then(|n| n.as_str()) == Some(MANAGED_EXTENSION)
+                    && let Some(e) = ext.get_mut("extension").and_then(|e| e.as_object_mut())
+                {
+                    e.insert("server".into(), server.into());
+                }
+            }
+        }
+    }
+    for user in doc["users"].as_array_mut().into_iter().flatten() {
+        // `get_mut`, not `[]`: indexing a missing key mutably would insert `exec: null` into token users.
+        let Some(args) = user
+            .get_mut("user")
+            .and_then(|u| u.get_mut("exec"))
+            .and_then(|e| e.get_mut("args"))
+            .and_then(|a| a.as_array_mut())
+        else {
+            continue;
+        };
+        if args.first().and_then(|a| a.as_str()) != Some("credential") {
+            continue;
+        }
+        match args.iter().position(|a| a == "--server") {
+            Some(i) if i + 1 < args.len() => args[i + 1] = server.into(),
+            _ => {
+                args.push("--server".into());
+                args.push(server.into());
+            }
+        }
+    }
 }
 
 /// The previous `KUBECONFIG` entries: the variable's entries, or `~/.kube/config` when unset or empty.
@@ -408,6 +502,36 @@ mod tests {
         assert_eq!(
             export_line(Shell::Posix, &cleanup(Some(&only), &removed, &dir)),
             "unset KUBECONFIG"
+        );
+    }
+
+    #[test]
+    fn exec_users_are_found_and_pinned_to_the_reached_server() {
+        let mut doc = serde_json::json!({"users": [
+            {"name": "a", "user": {"exec": {"command": "tka",
+                "args": ["credential", "--server", "https://tka.other", "--cluster", "prod"]},
+                "extensions": [{"name": MANAGED_EXTENSION, "extension": {"server": "https://tka.other"}}]}},
+            {"name": "b", "user": {"token": "t"}},
+            {"name": "c", "user": {"exec": {"command": "aws", "args": ["eks", "--server", "x"]}}}
+        ]});
+        pin_exec_server(&mut doc, "http://127.0.0.1:8080");
+        assert_eq!(
+            exec_targets(&doc),
+            vec![("http://127.0.0.1:8080".to_string(), "prod".to_string())]
+        );
+        assert_eq!(
+            doc["users"][2]["user"]["exec"]["args"][2], "x",
+            "foreign plugins untouched"
+        );
+        assert_eq!(
+            doc["users"][0]["user"]["extensions"][0]["extension"]["server"],
+            "http://127.0.0.1:8080",
+            "the managed extension names the reached server too"
+        );
+        assert_eq!(
+            doc["users"][1]["user"],
+            serde_json::json!({"token": "t"}),
+            "token users untouched"
         );
     }
 

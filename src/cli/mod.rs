@@ -13,21 +13,29 @@
 
 mod client;
 mod clusters;
+mod credential;
+mod credential_cache;
 mod error;
+mod generate;
 mod inspect;
+mod integration;
 mod kubeconfig_files;
 mod login;
 mod logout;
+mod merge;
 mod output;
+mod progress;
 mod server_url;
 mod settings;
+#[cfg(unix)]
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::OutputFormat;
 use crate::model::duration::GoDuration;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use error::CliError;
 use settings::Settings;
@@ -38,7 +46,8 @@ use settings::Settings;
     version,
     about = "Tailscale Kubernetes Auth: short-lived Kubernetes credentials from your tailnet identity",
     after_help = "Exit codes: 0 ok, 1 other error, 2 usage or configuration error, 3 not authorized, \
-                  4 not signed in, 5 server unreachable or timeout, 130 interrupted."
+                  4 not signed in, 5 server unreachable or timeout, 6 partial success, 130 interrupted; \
+                  `tka shell` exits with its shell's code."
 )]
 struct Cli {
     #[command(flatten)]
@@ -121,8 +130,59 @@ enum Command {
     },
     /// Show the cluster's API server URL, TLS settings, CA fingerprint and labels.
     ClusterInfo,
+    /// Sign in and open a subshell with KUBECONFIG set (exec-mode: tokens refresh); sign out when it exits.
+    #[cfg(unix)]
+    Shell(ShellArgs),
+    /// kubectl exec credential plugin: print an ExecCredential for the cluster (used by exec-mode kubeconfigs).
+    Credential(credential::CredentialArgs),
     /// Print version, commit, build date and target.
     Version,
+    /// Print shell completions: `source <(tka completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Generate the shell integration (and, hidden, man pages and the Markdown reference).
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> Self {
+        match s {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+            CompletionShell::Powershell => clap_complete::Shell::PowerShell,
+            CompletionShell::Elvish => clap_complete::Shell::Elvish,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum GenerateCommand {
+    /// Print the `tka` shell function that evaluates the KUBECONFIG line: `eval "$(tka generate integration bash)"`.
+    Integration {
+        #[arg(value_enum)]
+        shell: integration::IntegrationShell,
+    },
+    /// Write man pages (tka.1, tka-login.1, …) into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+    /// Write the Markdown command reference into DIR.
+    #[command(hide = true)]
+    Documentation { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,17 +212,62 @@ struct LoginArgs {
     /// Print the kubeconfig instead of writing it.
     #[arg(long)]
     stdout: bool,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Write tka's entries into your kubeconfig (first KUBECONFIG file or ~/.kube/config; kubeconfig.merge).
+    #[arg(long, conflicts_with = "stdout")]
+    merge: bool,
+    /// Then open `tka shell` (Unix): a subshell with KUBECONFIG set, signed out when it exits.
+    #[cfg(unix)]
+    #[arg(long, conflicts_with = "stdout")]
+    shell: bool,
 }
 
-impl From<LoginArgs> for login::LoginOptions {
-    fn from(a: LoginArgs) -> Self {
+/// How the written kubeconfig authenticates (default: kubeconfig.exec).
+#[derive(Debug, Clone, Default, Args)]
+struct AuthArgs {
+    /// Write an exec-plugin kubeconfig: kubectl runs `tka credential`, which refreshes short-lived tokens.
+    #[arg(long, conflicts_with = "token")]
+    exec: bool,
+    /// Write a kubeconfig with a token valid for the rest of the session (overrides kubeconfig.exec).
+    #[arg(long)]
+    token: bool,
+}
+
+impl AuthArgs {
+    fn exec(&self, default: bool) -> bool {
+        self.exec || (default && !self.token)
+    }
+}
+
+impl LoginArgs {
+    fn options(self, s: &Settings) -> login::LoginOptions {
         login::LoginOptions {
-            role: a.role,
-            replace: a.replace,
-            no_wait: a.no_wait,
-            stdout: a.stdout,
+            role: self.role,
+            replace: self.replace,
+            no_wait: self.no_wait,
+            stdout: self.stdout,
+            exec: self.auth.exec(s.exec),
+            merge: self.merge || s.merge,
         }
     }
+}
+
+#[cfg(unix)]
+#[derive(Debug, Clone, Args)]
+struct ShellArgs {
+    /// Choose among your granted roles.
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+    /// End your sessions on other devices that have a different role or namespaces.
+    #[arg(long)]
+    replace: bool,
+    /// Run CMD with `$SHELL -c` instead of an interactive shell (`-c` is the global --config).
+    #[arg(long, value_name = "CMD", conflicts_with = "args")]
+    command: Option<String>,
+    /// Command line to run instead of an interactive shell (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -177,6 +282,11 @@ struct KubeconfigArgs {
     /// Print the kubeconfig instead of writing it.
     #[arg(long)]
     stdout: bool,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Write tka's entries into your kubeconfig (first KUBECONFIG file or ~/.kube/config; kubeconfig.merge).
+    #[arg(long, conflicts_with = "stdout")]
+    merge: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -195,6 +305,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    // The exec plugin's cached path: no runtime, no configuration file, no network (cli.md §5, p99 ≤ 5 ms).
+    if let Command::Credential(a) = &cli.command
+        && credential::answer_from_cache(&cli.global, a)
+    {
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -208,13 +324,24 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            if !e.message.is_empty() {
+                eprintln!("{e}");
+            }
             ExitCode::from(e.exit.code())
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    // Offline commands: work without (or with a broken) configuration file.
+    match &cli.command {
+        Command::Completion { shell } => {
+            generate::completion(Cli::command(), (*shell).into());
+            return Ok(());
+        }
+        Command::Generate { what } => return generate(what),
+        _ => {}
+    }
     if let Command::Version = cli.command {
         // Works even with a broken configuration file.
         let format = cli.global.output.unwrap_or_else(|| {
@@ -230,20 +357,63 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("tka: warning: {w}");
         }
     }
+    #[cfg(unix)]
+    if matches!(&cli.command, Command::Shell(_))
+        || matches!(&cli.command, Command::Login(a) | Command::Reauth(a) if a.shell)
+    {
+        // The subshell owns Ctrl-C; `tka shell` cancels only its own login phase.
+        return dispatch(&settings, cli.command).await;
+    }
     tokio::select! {
         r = dispatch(&settings, cli.command) => r,
         _ = tokio::signal::ctrl_c() => Err(CliError::interrupted()),
     }
 }
 
+fn generate(what: &GenerateCommand) -> Result<(), CliError> {
+    let written = match what {
+        GenerateCommand::Integration { shell } => {
+            output::out(integration::script(*shell));
+            return Ok(());
+        }
+        GenerateCommand::Man { dir } => (generate::man(Cli::command(), dir)?, dir),
+        GenerateCommand::Documentation { dir } => {
+            (generate::documentation(Cli::command(), dir)?, dir)
+        }
+    };
+    for f in written.0 {
+        eprintln!("Wrote {}", written.1.join(f).display());
+    }
+    Ok(())
+}
+
 async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Login(a) | Command::Reauth(a) => login::login(s, &a.into()).await,
-        Command::Logout(a) => logout::logout(s, a.all).await,
+        #[cfg(unix)]
+        Command::Login(a) | Command::Reauth(a) if a.shell => {
+            shell::shell(s, &a.options(s), shell::Run::Shell).await
+        }
+        Command::Login(a) | Command::Reauth(a) => login::login(s, &a.options(s)).await,
+        Command::Logout(a) => logout::logout(s, a.all, true).await,
+        #[cfg(unix)]
+        Command::Shell(a) => {
+            let o = login::LoginOptions {
+                role: a.role,
+                replace: a.replace,
+                exec: true,
+                ..Default::default()
+            };
+            let run = match (a.command, a.args.is_empty()) {
+                (Some(c), _) => shell::Run::Script(c),
+                (None, false) => shell::Run::Argv(a.args),
+                (None, true) => shell::Run::Shell,
+            };
+            shell::shell(s, &o, run).await
+        }
         Command::Kubeconfig(a)
         | Command::Get {
             what: GetCommand::Kubeconfig(a),
-        } => login::kubeconfig(s, a.stdout).await,
+        } => login::kubeconfig(s, a.stdout, a.auth.exec(s.exec), a.merge || s.merge).await,
         Command::Get {
             what: GetCommand::Login(a),
         } => {
@@ -260,14 +430,15 @@ async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
         Command::Get {
             what: GetCommand::Clusters,
         } => clusters::get_clusters(s).await,
+        Command::Credential(a) => credential::credential(s, &a).await,
         Command::Version => inspect::version(s.format),
+        Command::Completion { .. } | Command::Generate { .. } => Ok(()), // handled in `run`
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_is_consistent() {

@@ -23,6 +23,11 @@ pub struct Settings {
     pub debug: bool,
     /// Root of the managed kubeconfig files.
     pub kubeconfig_dir: PathBuf,
+    /// `kubeconfig.exec`: default for `--exec`.
+    pub exec: bool,
+    /// `kubeconfig.merge`: default for `--merge`.
+    pub merge: bool,
+
     /// Config loader warnings and address warnings, printed unless quiet.
     pub warnings: Vec<String>,
     ssl_cert_file: Option<PathBuf>,
@@ -120,6 +125,8 @@ impl Settings {
             quiet: c.output.quiet,
             debug: c.debug,
             kubeconfig_dir,
+            exec: c.kubeconfig.exec,
+            merge: c.kubeconfig.merge,
             warnings,
             ssl_cert_file: env_var("SSL_CERT_FILE").map(PathBuf::from),
             bind_address,

@@ -790,6 +790,50 @@ scenario_login() {
 	else fail "$s: kubectl with the saved token gets 401" "still accepted 15 s after logout"; fi
 }
 
+# kubectl_exec ARGS...: kubectl on alice's node with alice's home, as her shell would run it: `tka` on PATH for the
+# exec plugin, her cache directory, the tka server's CA for the plugin (TKA_CLIENT_CAFILE).
+kubectl_exec() {
+	local home=$RUN/users/alice
+	RC=0
+	OUT=$(nsx cli env -u KUBECONFIG -u XDG_RUNTIME_DIR HOME="$home" XDG_CONFIG_HOME="$home/.config" \
+		XDG_CACHE_HOME="$home/.cache" PATH="$(dirname "$TKA"):$PATH" TKA_CLIENT_CAFILE="$PKI/ca.crt" \
+		"$PEERS/kubectl" --kubeconfig "$KC" "$@" 2>&1) || RC=$?
+	printf '$ kubectl %s   # exec plugin, exit %s\n%s\n' "$*" "$RC" "$OUT" >>"$LOGS/steps.log"
+	if ((DEMO)); then
+		printf '  %s$ kubectl %s%s   %s# via `tka credential`, exit %s%s\n' "$B" "$*" "$N" "$D" "$RC" "$N"
+		printf '%s\n' "$OUT" | head -n 8 | sed 's/^/    /'
+	fi
+}
+
+scenario_exec() {
+	say "Scenario exec: alice signs in with --exec; kubectl runs \`tka credential\`, which refreshes an expired cache"
+	local s=exec home=$RUN/users/alice cache
+	tka_login alice login --quiet --exec
+	if ((RC != 0)) || [[ ! -f $KC ]]; then fail "$s: tka login --exec" "exit $RC: $ERR" "$LOGS/tka-server.log"; return; fi
+	if grep -q 'command: tka' "$KC" && ! grep -q 'token:' "$KC"; then pass "$s: the kubeconfig's user is the tka exec plugin"
+	else fail "$s: the kubeconfig's user is the tka exec plugin" "$(cat "$KC")"; return; fi
+	kubectl_exec auth whoami -o jsonpath='{.status.userInfo.username}'
+	if ((RC == 0)) && [[ $OUT == system:serviceaccount:tka-system:tka-user-alice-* ]]; then pass "$s: kubectl via the exec plugin" "$OUT"
+	else fail "$s: kubectl via the exec plugin" "exit $RC: $OUT"; return; fi
+	# The token's lifetime "runs out": the cache says expired and holds a token the apiserver rejects.
+	cache=$(find "$home/.cache/tka/credentials" -name '*.json' ! -name '*.failed.json' | head -n 1)
+	jq '.token = "expired" | .expires_at = "2020-01-01T00:00:00Z" | .refresh_at = "2020-01-01T00:00:00Z"' "$cache" >"$cache.new"
+	mv "$cache.new" "$cache"
+	kubectl_exec auth whoami -o jsonpath='{.status.userInfo.username}'
+	if ((RC == 0)) && [[ $OUT == system:serviceaccount:tka-system:tka-user-alice-* ]] && [[ $(jq -r .token "$cache") != expired ]]; then
+		pass "$s: an expired cache is refreshed over the tailnet"
+	else fail "$s: an expired cache is refreshed over the tailnet" "exit $RC: $OUT"; return; fi
+	cp "$KC" "$home/saved-exec.kubeconfig"
+	tka_as alice logout --quiet
+	if ((RC == 0)) && [[ ! -e $cache ]]; then pass "$s: logout deletes the cached credential"
+	else fail "$s: logout deletes the cached credential" "exit $RC, cache $(ls "$cache" 2>&1)"; fi
+	# A kubeconfig kept from before: the plugin says why on stderr (kubectl shows it) and never prompts.
+	KC=$home/saved-exec.kubeconfig
+	kubectl_exec get pods
+	if ((RC != 0)) && grep -q 'not signed in to .*: run `tka login`' <<<"$OUT"; then pass "$s: after logout kubectl shows the plugin's advice"
+	else fail "$s: after logout kubectl shows the plugin's advice" "exit $RC: $OUT"; fi
+}
+
 # Client-supplied identity headers must not matter: the server asks tailscaled who is calling.
 identity_headers_ignored() {
 	local out
@@ -1235,6 +1279,7 @@ main() {
 		finish
 	fi
 	scenario_login
+	scenario_exec
 	scenario_forbidden
 	scenario_tagged
 	scenario_role_change

@@ -3,6 +3,7 @@
 //!
 //! Run: `cargo test --features integration --test integration` (needs `tests/peers/build.sh` first).
 
+mod cli;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
 mod federation;
@@ -44,6 +45,7 @@ fn main() {
         .chain(manifests::ALL)
         .chain(monitoring::ALL)
         .chain(federation::ALL)
+        .chain(cli::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -95,7 +95,7 @@ fn is_401(r: &Result<String, kube::Error>) -> bool {
     matches!(r, Err(kube::Error::Api(s)) if s.code == 401)
 }
 
-fn sa_name(login: &str) -> String {
+pub fn sa_name(login: &str) -> String {
     naming::user_object_name(&naming::subject_key(login))
 }
 

@@ -365,8 +365,39 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         revoked.unwrap()
     );
 
-    member.stop().await;
+    // The primary is gone: the member still ends a federated session at its valid_until on its own.
+    let r = alice
+        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .await;
+    assert_eq!(status_of(&r.body, "member"), "ready", "{}", r.text);
+    let on_member = client_for(&r.body["kubeconfig"], "member-alice@example.com").await;
     primary.stop().await;
+    let session = signins.list(&Default::default()).await.unwrap().items[0].clone();
+    let ends_soon = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600 - 2);
+    signins
+        .patch(
+            &kube::ResourceExt::name_any(&session),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"requested_at": ends_soon.to_string()}})),
+        )
+        .await
+        .unwrap();
+    let expired = eventually(Duration::from_secs(30), || async {
+        signins
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            && whoami(&on_member).await.is_err()
+    })
+    .await;
+    assert!(
+        expired.is_some(),
+        "with the primary gone, the member did not end the session at valid_until"
+    );
+
+    member.stop().await;
     drop(member_env);
 }
 

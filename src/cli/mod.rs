@@ -123,7 +123,7 @@ enum Command {
     Reauth(LoginArgs),
     /// Fetch a fresh kubeconfig for the current session.
     Kubeconfig(KubeconfigArgs),
-    /// Show things: login, kubeconfig, cluster-info.
+    /// Show things: login, kubeconfig, cluster-info, clusters.
     Get {
         #[command(subcommand)]
         what: GetCommand,

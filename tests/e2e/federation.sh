@@ -37,18 +37,9 @@ make_member_pki() {
 	local keygen=(genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256)
 	(
 		cd "$PKI"
-		leaf() { # leaf NAME SUBJECT EXTENSIONS...
-			local name=$1 subj=$2
-			shift 2
-			openssl "${keygen[@]}" -out "$name.key" 2>/dev/null
-			openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr"
-			printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature "$@" >"$name.ext"
-			openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-				-extfile "$name.ext" -out "$name.crt" 2>/dev/null
-		}
-		leaf apiserver-mem /CN=kube-apiserver extendedKeyUsage=serverAuth \
+		pki_leaf apiserver-mem /CN=kube-apiserver extendedKeyUsage=serverAuth \
 			"subjectAltName=IP:${IP[mem]},IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes"
-		leaf tka-west "/CN=$MEM_HOST" extendedKeyUsage=serverAuth "subjectAltName=DNS:$MEM_HOST"
+		pki_leaf tka-west "/CN=$MEM_HOST" extendedKeyUsage=serverAuth "subjectAltName=DNS:$MEM_HOST"
 		# Its own ServiceAccount signing key: a token of one cluster is worthless on the other.
 		openssl "${keygen[@]}" -out sa-mem.key 2>/dev/null
 		openssl pkey -in sa-mem.key -pubout -out sa-mem.pub

@@ -302,6 +302,16 @@ setup_network() {
 # -------------------------------------------------------------------------------------------------- PKI
 # One throw-away CA signs the apiserver's serving and admin client certificates and tka's certificate.
 # openssl rather than Rust: the script has to work before and without the test harness.
+# pki_leaf NAME SUBJECT EXTENSIONS...: a P-256 key and a certificate signed by the test CA; run inside $PKI.
+pki_leaf() {
+	local name=$1 subj=$2
+	shift 2
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$name.key" 2>/dev/null
+	openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr"
+	printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature "$@" >"$name.ext"
+	openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+		-extfile "$name.ext" -out "$name.crt" 2>/dev/null
+}
 make_pki() {
 	phase "test PKI (openssl)"
 	note "A throw-away CA for the apiserver, its admin user and tka's HTTPS certificate ($TKA_HOST)."
@@ -312,19 +322,10 @@ make_pki() {
 		openssl "${keygen[@]}" -out ca.key 2>/dev/null
 		openssl req -x509 -new -key ca.key -subj /CN=tka-e2e-ca -days 2 -out ca.crt \
 			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign,digitalSignature
-		leaf() { # leaf NAME SUBJECT EXTENSIONS...
-			local name=$1 subj=$2
-			shift 2
-			openssl "${keygen[@]}" -out "$name.key" 2>/dev/null
-			openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr"
-			printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature "$@" >"$name.ext"
-			openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-				-extfile "$name.ext" -out "$name.crt" 2>/dev/null
-		}
-		leaf apiserver /CN=kube-apiserver extendedKeyUsage=serverAuth \
+		pki_leaf apiserver /CN=kube-apiserver extendedKeyUsage=serverAuth \
 			"subjectAltName=IP:${IP[srv]},IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
-		leaf admin "/O=system:masters/CN=e2e-admin" extendedKeyUsage=clientAuth
-		leaf tka "/CN=$TKA_HOST" extendedKeyUsage=serverAuth "subjectAltName=DNS:$TKA_HOST"
+		pki_leaf admin "/O=system:masters/CN=e2e-admin" extendedKeyUsage=clientAuth
+		pki_leaf tka "/CN=$TKA_HOST" extendedKeyUsage=serverAuth "subjectAltName=DNS:$TKA_HOST"
 		openssl "${keygen[@]}" -out sa.key 2>/dev/null
 		openssl pkey -in sa.key -pubout -out sa.pub
 		rm -f ./*.csr ./*.ext ca.srl

@@ -215,12 +215,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
     let intruder = User::new(x_ip, &member.url);
     let body = json!({"login_name": "mallory@example.com", "node": "m", "node_id": "nm", "role": "edit", "period": "1h"});
     let x = intruder
-        .send(
-            intruder
-                .http
-                .post(format!("{}/federation/v1alpha1/sessions", member.url))
-                .json(&body),
-        )
+        .post_json("/federation/v1alpha1/sessions", &body)
         .await;
     assert_eq!(
         (x.status, x.body["code"].as_str()),
@@ -228,9 +223,10 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         "{}",
         x.text
     );
+    let token_call =
+        json!({"login_name": "alice@example.com", "node_id": alice_node(&alice), "kind": "exec"});
     let x = intruder
-        .send(intruder.http.post(format!("{}/federation/v1alpha1/tokens", member.url))
-            .json(&json!({"login_name": "alice@example.com", "node_id": alice_node(&alice), "kind": "exec"})))
+        .post_json("/federation/v1alpha1/tokens", &token_call)
         .await;
     assert_eq!(x.status, 403, "{}", x.text);
 
@@ -241,12 +237,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
     let hb = json!({"cluster_name": "evil", "member_url": "http://intruder.test.ts.net:8443", "api_endpoint": "https://10.9.9.9:6443"});
     let intruder_p = User::new(x_ip, &primary.url);
     let x = intruder_p
-        .send(
-            intruder_p
-                .http
-                .post(format!("{}/federation/v1alpha1/heartbeat", primary.url))
-                .json(&hb),
-        )
+        .post_json("/federation/v1alpha1/heartbeat", &hb)
         .await;
     assert_eq!(
         (x.status, x.body["code"].as_str()),

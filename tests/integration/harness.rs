@@ -363,6 +363,11 @@ impl User {
             .await
     }
 
+    pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.http.get(format!("{}{path}", self.base)))
             .await

@@ -8,9 +8,10 @@
 #   tests/e2e/run.sh --env-only    only the environment (tailnet, control plane) and its checks, no tka
 #   tests/e2e/run.sh --federation  a member cluster too (tests/e2e/federation.sh): login, federation scenario
 #   Other flags: --keep-going (run every scenario even after a failure), --no-build (use the binaries in
-#   target/debug as they are), --help.
+#   target/debug as they are), --quick (skip the token-expiry scenario, which waits ~11 min for a real
+#   apiserver token to expire; CI runs it; --demo implies it), --help.
 #
-# Topology: five "machines" as network namespaces plus one holding the bridge that joins them. Nothing is added
+# Topology: six "machines" as network namespaces plus one holding the bridge that joins them. Nothing is added
 # to the host's network and nothing in the namespaces has a route anywhere else, so test traffic can only
 # reach 10.77.0.0/24 and the tailnet:
 #
@@ -20,6 +21,7 @@
 #   tkae2e-cli   10.77.0.3  alice's node: tailscaled with a TUN device, tka, kubectl, curl
 #   tkae2e-bob   10.77.0.4  bob's node (no grant)
 #   tkae2e-ci    10.77.0.5  a tagged node (tag:ci)
+#   tkae2e-carol 10.77.0.6  carol's node: one exec-mode session that lives across a real token expiry
 #
 # One tailscaled with a TUN device per namespace: a node has exactly one user, so every user needs a node,
 # and two TUN daemons cannot share a namespace's routes. Names resolve through /etc/netns/<ns>/hosts, which
@@ -39,8 +41,8 @@ TKA=$REPO/target/debug/tka
 TKA_SERVER=$REPO/target/debug/tka-server
 E2E_ROOT=$REPO/target/e2e
 NS_PREFIX=${TKA_E2E_PREFIX:-tkae2e}  # override to run two harnesses side by side
-NAMESPACES=(br ctl srv cli bob ci)  # br first: the others attach to its bridge
-declare -A IP=([ctl]=10.77.0.1 [srv]=10.77.0.2 [cli]=10.77.0.3 [bob]=10.77.0.4 [ci]=10.77.0.5)
+NAMESPACES=(br ctl srv cli bob ci carol)  # br first: the others attach to its bridge
+declare -A IP=([ctl]=10.77.0.1 [srv]=10.77.0.2 [cli]=10.77.0.3 [bob]=10.77.0.4 [ci]=10.77.0.5 [carol]=10.77.0.6)
 HEADSCALE_URL=http://10.77.0.1:8080
 APISERVER=https://10.77.0.2:6443
 TAILNET=tailnet.test
@@ -50,16 +52,17 @@ CAP=specht-labs.de/cap/tka
 # The uid tka-server runs as (the image's); 0 runs it as root.
 SERVER_UID=${TKA_E2E_SERVER_UID:-65532}
 
-DEMO=0 KEEP=0 KEEP_GOING=0 BUILD=1 ENV_ONLY=0 FEDERATION=0 MODE=run
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+DEMO=0 KEEP=0 KEEP_GOING=0 BUILD=1 ENV_ONLY=0 FEDERATION=0 QUICK=0 MODE=run
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 for arg in "$@"; do
 	case $arg in
-	--demo) DEMO=1 ;;
+	--demo) DEMO=1 QUICK=1 ;; # a newcomer should not wait 11 minutes for a token to expire
 	--keep) KEEP=1 ;;
 	--keep-going) KEEP_GOING=1 ;;
 	--no-build) BUILD=0 ;;
 	--env-only) ENV_ONLY=1 ;;
 	--federation) FEDERATION=1 ;;
+	--quick) QUICK=1 ;;
 	--down) MODE=down ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
@@ -333,8 +336,8 @@ make_pki() {
 }
 
 # ----------------------------------------------------------------------------------------------- headscale
-# write_policy ROLE: the tailnet policy; alice gets ROLE on the tka server node. Every node may reach every
-# other (so the fault scenarios test tka, not the ACL); bob has no tka grant.
+# write_policy ROLE: the tailnet policy; alice gets ROLE on the tka server node, carol always view. Every node
+# may reach every other (so the fault scenarios test tka, not the ACL); bob has no tka grant.
 write_policy() {
 	cat >"$HS/policy.json" <<EOF
 {
@@ -342,7 +345,9 @@ write_policy() {
   "grants": [
     { "src": ["*"], "dst": ["*"], "ip": ["*"] },
     { "src": ["alice@"], "dst": ["tag:tka"],
-      "app": { "$CAP": [ { "role": "$1", "period": "1h" } ] } }
+      "app": { "$CAP": [ { "role": "$1", "period": "1h" } ] } },
+    { "src": ["carol@"], "dst": ["tag:tka"],
+      "app": { "$CAP": [ { "role": "view", "period": "1h" } ] } }
   ]
 }
 EOF
@@ -407,6 +412,7 @@ EOF
 	wait_for 10 "headscale from $(ns cli)" headscale nsx cli curl -fsS "$HEADSCALE_URL/health"
 	hs users create alice >/dev/null
 	hs users create bob >/dev/null
+	hs users create carol >/dev/null
 }
 hs() { nsx ctl "$PEERS/headscale" -c "$HS/config.yaml" "$@"; }
 user_id() { hs users list -o json | jq -er --arg n "$1" '.[] | select(.name == $n) | .id'; }
@@ -446,11 +452,12 @@ peer_ip() {
 map_tka() { printf '%s %s tka\n' "$2" "$TKA_HOST" >>"/etc/netns/$(ns "$1")/hosts"; }
 
 start_clients() {
-	phase "client nodes: alice ($(ns cli)), bob ($(ns bob)), ci ($(ns ci), tag:ci)"
+	phase "client nodes: alice ($(ns cli)), bob ($(ns bob)), ci ($(ns ci), tag:ci), carol ($(ns carol))"
 	note "Each runs tailscaled with a TUN device, like a laptop; the tailnet identifies them by their node key."
 	start_node alice cli "$(authkey alice)"
 	start_node bob bob "$(authkey bob)"
 	start_node ci ci "$(authkey alice tag:ci)"
+	start_node carol carol "$(authkey carol)"
 }
 
 # -------------------------------------------------------------------------------------- Kubernetes control plane
@@ -573,6 +580,8 @@ api:
   # the rate limiter.
   rateLimit: 1000
   rateBurst: 1000
+  # The apiserver's minimum: carol's exec token really expires while the run goes on (scenario expiry).
+  execCredentialTTL: 10m
 ${TKA_EXTRA_CONFIG:-}
 EOF
 	"$TKA_SERVER" check --config "$TKAD/config.yaml" >"$LOGS/tka-server-check.log" 2>&1 ||
@@ -590,7 +599,7 @@ EOF
 	wait_for 60 "alice's node to see the tka node" - peer_ip alice tka
 	local tka_ip n
 	tka_ip=$(peer_ip alice tka)
-	for n in cli bob ci; do map_tka "$n" "$tka_ip"; done
+	for n in cli bob ci carol; do map_tka "$n" "$tka_ip"; done
 	note "tka node: $tka_ip ($TKA_HOST)"
 }
 launch_tka_server() {
@@ -644,7 +653,7 @@ server_socket() { if ((ENV_ONLY)); then echo "$RUN/nodes/tka/tailscaled.sock"; e
 
 # ------------------------------------------------------------------------------------------ client helpers
 # tka_as USER ARGS...: run tka as USER on USER's node; stdout in $OUT, stderr in $ERR, exit code in $RC.
-declare -A NODE_NS=([alice]=cli [bob]=bob [ci]=ci)
+declare -A NODE_NS=([alice]=cli [bob]=bob [ci]=ci [carol]=carol)
 OUT='' ERR='' RC=0
 tka_as() {
 	local user=$1 home=$RUN/users/$1
@@ -793,10 +802,13 @@ scenario_login() {
 
 # kubectl_exec ARGS...: kubectl on alice's node with alice's home, as her shell would run it: `tka` on PATH for the
 # exec plugin, her cache directory, the tka server's CA for the plugin (TKA_CLIENT_CAFILE).
-kubectl_exec() {
-	local home=$RUN/users/alice
+kubectl_exec() { kubectl_exec_as alice "$@"; }
+# kubectl_exec_as USER ARGS...: kubectl on USER's node with the kubeconfig $KC, tka on PATH for the plugin.
+kubectl_exec_as() {
+	local user=$1 home=$RUN/users/$1
+	shift
 	RC=0
-	OUT=$(nsx cli env -u KUBECONFIG -u XDG_RUNTIME_DIR HOME="$home" XDG_CONFIG_HOME="$home/.config" \
+	OUT=$(nsx "${NODE_NS[$user]}" env -u KUBECONFIG -u XDG_RUNTIME_DIR HOME="$home" XDG_CONFIG_HOME="$home/.config" \
 		XDG_CACHE_HOME="$home/.cache" PATH="$(dirname "$TKA"):$PATH" TKA_CLIENT_CAFILE="$PKI/ca.crt" \
 		"$PEERS/kubectl" --kubeconfig "$KC" "$@" 2>&1) || RC=$?
 	printf '$ kubectl %s   # exec plugin, exit %s\n%s\n' "$*" "$RC" "$OUT" >>"$LOGS/steps.log"
@@ -833,6 +845,79 @@ scenario_exec() {
 	kubectl_exec get pods
 	if ((RC != 0)) && grep -q 'not signed in to .*: run `tka login`' <<<"$OUT"; then pass "$s: after logout kubectl shows the plugin's advice"
 	else fail "$s: after logout kubectl shows the plugin's advice" "exit $RC: $OUT"; fi
+}
+
+# ------------------------------------------------------------------------------------------ token expiry
+# carol signs in with --exec at the start of the run; the other scenarios run while her 10-minute token (the
+# apiserver's minimum lifetime, api.execCredentialTTL: 10m) ages; at the end kubectl keeps running through
+# the plugin while the token reaches its refresh time and then really expires at the apiserver.
+
+# carol_cache: carol's cached credential file (empty if none).
+carol_cache() { find "$RUN/users/carol/.cache/tka/credentials" -name '*.json' ! -name '*.failed.json' 2>/dev/null | head -n 1; }
+# token_status TOKEN: the apiserver's HTTP status for a SelfSubjectReview with TOKEN (201 valid, 401 not).
+token_status() {
+	nsx carol curl -sS -o /dev/null -w '%{http_code}' -m 5 --cacert "$PKI/ca.crt" -X POST \
+		-H "Authorization: Bearer $1" -H 'Content-Type: application/json' \
+		-d '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}' \
+		"$APISERVER/apis/authentication.k8s.io/v1/selfsubjectreviews" 2>/dev/null || true
+}
+epoch() { date -d "$1" +%s; }
+
+expiry_begin() {
+	((QUICK)) && return
+	say "Scenario expiry (begins): carol signs in with --exec; her token lives 10 min, the rest of the run goes on"
+	local s=expiry cache
+	tka_login carol login --quiet --exec
+	EXPIRY_KC=$KC
+	cache=$(carol_cache)
+	if ((RC == 0)) && [[ -n $cache ]]; then pass "$s: carol signs in with an exec-mode kubeconfig" "token expires $(jq -r .expires_at "$cache")"
+	else fail "$s: carol signs in with an exec-mode kubeconfig" "exit $RC: $ERR"; return; fi
+	KC=$EXPIRY_KC kubectl_exec_as carol auth whoami -o jsonpath='{.status.userInfo.username}'
+	if ((RC == 0)) && [[ $OUT == system:serviceaccount:tka-system:tka-user-carol-* ]]; then pass "$s: kubectl via the plugin" "$OUT"
+	else fail "$s: kubectl via the plugin" "exit $RC: $OUT"; return; fi
+	EXPIRY_TOKEN=$(jq -r .token "$cache") EXPIRY_AT=$(epoch "$(jq -r .expires_at "$cache")")
+	EXPIRY_REFRESH_AT=$(epoch "$(jq -r .refresh_at "$cache")") EXPIRY_T0=$(date +%s)
+}
+
+scenario_expiry() {
+	((QUICK)) && { echo "SKIP expiry: --quick"; return; }
+	[[ -n ${EXPIRY_TOKEN:-} ]] || return # expiry_begin failed (and said so)
+	say "Scenario expiry: carol's kubectl keeps working while her token reaches its refresh time and expires"
+	local s=expiry cache t1=$EXPIRY_TOKEN t2 code loop deadline n bad tokens
+	KC=$EXPIRY_KC
+	cache=$(carol_cache)
+	if [[ $(jq -r .token "$cache") == "$t1" ]]; then pass "$s: the other scenarios ran; carol's cached token is still the first" "$(($(date +%s) - EXPIRY_T0)) s later"
+	else fail "$s: until its refresh time kubectl used the cached token" "the cache holds another token"; return; fi
+	phase "expiry: waiting $((EXPIRY_REFRESH_AT - $(date +%s))) s for carol's token to reach its refresh time, then for its expiry"
+	# carol runs kubectl every 2 s from now until the old token is dead; each line: exit code and the cached token's hash.
+	( while :; do
+		kubectl_exec_as carol auth whoami -o jsonpath='{.status.userInfo.username}'
+		printf '%s %s %s\n' "$(date +%s)" "$RC" "$(jq -r .token "$(carol_cache)" 2>/dev/null | sha256sum | cut -c1-12)"
+		sleep 2
+	done ) >"$LOGS/expiry-kubectl.log" 2>&1 &
+	loop=$!
+	while (($(date +%s) < EXPIRY_REFRESH_AT + 3)); do sleep 1; done
+	t2=$(jq -r .token "$cache")
+	code=$(token_status "$t1")
+	if [[ $t2 != "$t1" && $code == 201 ]]; then
+		pass "$s: the plugin refreshed ahead of the expiry: the old token still worked" "refresh at exp − $((EXPIRY_AT - EXPIRY_REFRESH_AT)) s; old token: $code"
+	else fail "$s: the plugin refreshed ahead of the expiry" "new token: $([[ $t2 != "$t1" ]] && echo yes || echo no), old token: $code" "$LOGS/expiry-kubectl.log"; fi
+	# The apiserver accepts a token up to a minute past its exp (go-jose's leeway), plus its 10 s success cache.
+	deadline=$((EXPIRY_AT + 150))
+	while code=$(token_status "$t1"); [[ $code != 401 ]] && (($(date +%s) < deadline)); do sleep 1; done
+	RESULT_EXPIRY_LAG=$(($(date +%s) - EXPIRY_AT))
+	if [[ $code == 401 ]]; then pass "$s: the old token really expired: the apiserver rejects it" "401 at exp + ${RESULT_EXPIRY_LAG} s"
+	else fail "$s: the old token really expired" "still $code at exp + ${RESULT_EXPIRY_LAG} s"; fi
+	sleep 5 # a few more kubectl calls with the old token dead
+	kill "$loop" 2>/dev/null; wait "$loop" 2>/dev/null || true
+	n=$(wc -l <"$LOGS/expiry-kubectl.log")
+	bad=$(awk '$2 != 0' "$LOGS/expiry-kubectl.log" | wc -l)
+	# Distinct cached tokens over time, counting the first one even if the first call already refreshed.
+	tokens=$({ printf '%s\n' "$t1" | sha256sum | cut -c1-12; awk '{ print $3 }' "$LOGS/expiry-kubectl.log"; } | uniq | wc -l)
+	if ((n >= 10 && bad == 0 && tokens == 2)); then
+		pass "$s: kubectl never failed across the expiry, and the token was fetched exactly once" "$n calls over $(awk 'NR == 1 { t = $1 } END { print $1 - t }' "$LOGS/expiry-kubectl.log") s"
+	else fail "$s: kubectl never failed across the expiry, and the token was fetched exactly once" "$n calls, $bad failed, $tokens distinct cached tokens" "$LOGS/expiry-kubectl.log"; fi
+	tka_as carol logout --quiet
 }
 
 # Client-supplied identity headers must not matter: the server asks tailscaled who is calling.
@@ -1199,6 +1284,7 @@ write_results() {
 		echo "| tka-server RSS idle / with 1,000 live sessions | ${RESULT_RSS_IDLE:--} / ${RESULT_RSS_1000:--} MiB |"
 		echo "| 1,000 TkaSignins created → all provisioned | ${RESULT_PROVISION_1000:--} ms |"
 		echo "| leader SIGKILLed → standby ready as leader (lease ${HA_LEASE}s) | ${RESULT_TAKEOVER:--} ms |"
+		echo "| exec token's exp → apiserver answers 401 (its leeway + cache) | ${RESULT_EXPIRY_LAG:--} s |"
 		echo
 		echo "Checks: $PASSED passed, $FAILED failed."
 	} >"$RUN/results.md"
@@ -1279,6 +1365,7 @@ main() {
 		scenario_federation
 		finish
 	fi
+	expiry_begin
 	scenario_login
 	scenario_exec
 	scenario_forbidden
@@ -1289,6 +1376,7 @@ main() {
 	scenario_restart
 	scenario_footprint
 	scenario_replicas
+	scenario_expiry
 	finish
 }
 

@@ -2,7 +2,7 @@
 # Static checks (spec: testing.md §8): every .nix file parses; deadnix and nixpkgs-fmt are clean; the flake's
 # structure evaluates against the nixpkgs stub (tests/nix-stub) with `nix flake show` and
 # `nix flake check --no-build`; the NixOS module's unit is what deploy.md §3 says; every kustomize overlay
-# renders; the generated CRD and RBAC equal the committed files.
+# renders; the generated CRD and RBAC equal the committed files; the PowerShell wrapper parses.
 #
 #   tests/static/check.sh            installs what it lacks (nix-bin from apt, deadnix/nixpkgs-fmt from crates.io)
 #
@@ -166,6 +166,29 @@ if [[ -f deploy/kustomize/base/crd.yaml ]] && command -v cargo >/dev/null; then
 	fi
 else
 	skip "generated CRD/RBAC" "no deploy/kustomize/base/crd.yaml or no cargo"
+fi
+
+# ------------------------------------------------------------------------------------------- PowerShell
+# PowerShell cannot be installed here, so its shell integration is parsed by tree-sitter-powershell (PyPI,
+# pinned) instead of run; bash, zsh and fish run their wrappers for real in tests/shell_integration.rs.
+if command -v cargo >/dev/null && command -v python3 >/dev/null; then
+	echo "==> PowerShell wrapper (tree-sitter-powershell)"
+	venv=$TOOLS/pyvenv
+	if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import tree_sitter_powershell' 2>/dev/null; then
+		need_apt python3-venv || true
+		{ python3 -m venv "$venv" && "$venv/bin/pip" install -q tree-sitter==0.26.1 tree-sitter-powershell==0.26.4; } \
+			>"$WORK/pip.log" 2>&1 || fail "install tree-sitter-powershell from PyPI" "$WORK/pip.log"
+	fi
+	if cargo build --quiet --bin tka >"$WORK/build.log" 2>&1; then
+		tka=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/tka
+		"$tka" generate integration powershell >"$WORK/tka.ps1"
+		check "tka generate integration powershell parses as PowerShell and defines function tka" \
+			"$venv/bin/python" tests/static/powershell.py "$WORK/tka.ps1"
+	else
+		fail "cargo build --bin tka" "$WORK/build.log"
+	fi
+else
+	skip "PowerShell wrapper" "no cargo or python3"
 fi
 
 echo

@@ -335,11 +335,14 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
 /// for the session routes an operation span (`login`, `logout`, `kubeconfig`, `exec_credential`) the
 /// handlers record the session facts on. Other routes run directly in `http.server`.
 fn spans(req: &Request, method: &str, route: &str, id: &str) -> (Span, Span) {
+    use crate::telemetry::otel;
     use tracing::field::Empty;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let http = tracing::info_span!("http.server", otel.kind = "server", otel.status_code = Empty,
         http.request.method = %method, http.route = %route, http.response.status_code = Empty, tka.request_id = %id);
-    let _ = http.set_parent(crate::telemetry::otel::extract(req.headers()));
+    let caller = otel::extract(req.headers());
+    let _ = http.set_parent(caller.clone());
+    otel::tag_log_ids(&http, &caller);
     let operation = match (method, route.strip_prefix("/api/v1alpha1/")) {
         ("POST", Some("login")) => "login",
         ("POST", Some("logout")) => "logout",
@@ -349,6 +352,7 @@ fn spans(req: &Request, method: &str, route: &str, id: &str) -> (Span, Span) {
     };
     let op = tracing::info_span!(parent: &http, "operation", otel.name = operation, tka.session = Empty,
         tka.role = Empty, tka.period = Empty, tka.rule.priority = Empty, tka.outcome = Empty, tka.waited_ms = Empty);
+    otel::tag_log_ids(&op, &caller);
     (http, op)
 }
 

@@ -112,6 +112,7 @@ pub async fn reconcile(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result<Acti
     use tracing::Instrument;
     let span = tracing::info_span!("reconcile", tka.session = %signin.name_any(), tka.action = tracing::field::Empty,
         tka.result = tracing::field::Empty);
+    crate::telemetry::otel::tag_log_ids(&span, &opentelemetry::Context::new());
     let result = reconcile_observed(signin, ctx.clone())
         .instrument(span.clone())
         .await;

@@ -156,14 +156,31 @@ fn attr(s: &Span, key: &str) -> Option<String> {
         .map(|a| text(&a.value))
 }
 
-/// Logs in (with a caller trace context) and out with the product's subscriber exporting to `endpoint`;
-/// returns the token the login handed out and how long each login took.
-fn session_with_tracing(
-    env: &Env,
-    name: &str,
-    cfg: OtelConfig,
-    logins: usize,
-) -> (String, Vec<Duration>) {
+/// What one traced session gave: the token the login handed out, how long each login took, and the
+/// server's JSON log lines.
+struct Session {
+    token: String,
+    took: Vec<Duration>,
+    logs: Vec<serde_json::Value>,
+}
+
+/// A log sink the subscriber writes JSON lines into.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs in (with a caller trace context) and out with the product's subscriber exporting to `endpoint`
+/// and logging JSON lines at info.
+fn session_with_tracing(env: &Env, name: &str, cfg: OtelConfig, logins: usize) -> Session {
     let otel = Otel::start(&cfg, "t-otel")
         .expect("exporter")
         .expect("export enabled");
@@ -171,9 +188,15 @@ fn session_with_tracing(
         .enable_all()
         .build()
         .unwrap();
-    let result = {
-        let _installed =
-            tracing::subscriber::set_default(logging::subscriber("warn", "text", Some(&otel)));
+    let logs = LogBuffer::default();
+    let (token, took) = {
+        let sink = logs.clone();
+        let _installed = tracing::subscriber::set_default(logging::subscriber_to(
+            "info",
+            "json",
+            Some(&otel),
+            move || sink.clone(),
+        ));
         rt.block_on(async {
             let h = Harness::new(env, name).await;
             let u = h.user(
@@ -209,7 +232,12 @@ fn session_with_tracing(
     };
     drop(rt);
     otel.shutdown(); // flushes
-    result
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    Session { token, took, logs }
 }
 
 fn exports_one_span_per_operation(env: Arc<Env>, protocol: OtelProtocol, name: &str) {
@@ -220,7 +248,7 @@ fn exports_one_span_per_operation(env: Arc<Env>, protocol: OtelProtocol, name: &
         protocol,
         ..OtelConfig::default()
     };
-    let (token, _) = session_with_tracing(&env, name, cfg, 1);
+    let Session { token, logs, .. } = session_with_tracing(&env, name, cfg, 1);
     let got = got.lock().unwrap();
     let names: Vec<&str> = got.iter().map(|(_, s)| s.name.as_str()).collect();
     for want in [
@@ -274,6 +302,17 @@ fn exports_one_span_per_operation(env: Arc<Env>, protocol: OtelProtocol, name: &
         attr(auth, "tka.user").as_deref(),
         Some(format!("{name}@example.com").as_str())
     );
+    // The login's audit line leads to its span: the caller's trace ID and the login span's ID.
+    let audit = logs
+        .iter()
+        .find(|l| l["audit"] == true && l["event"] == "login")
+        .unwrap_or_else(|| panic!("no login audit line among {logs:?}"));
+    assert_eq!(audit["trace_id"], TRACE_ID, "{audit}");
+    assert_eq!(audit["span_id"], hex::encode(&login.span_id), "{audit}");
+    assert!(
+        logs.iter().all(|l| !l.to_string().contains(&token)),
+        "a log line carries the token"
+    );
     // Never a token in any attribute.
     for (_, s) in got.iter() {
         for a in &s.attributes {
@@ -313,7 +352,7 @@ fn unreachable(env: Arc<Env>) {
         ..OtelConfig::default()
     };
     let started = Instant::now();
-    let (_, took) = session_with_tracing(&env, "otel-dead", cfg, 20);
+    let took = session_with_tracing(&env, "otel-dead", cfg, 20).took;
     let slowest = took.iter().max().unwrap();
     // Were an export in the request path, a login would wait for the 10 s export timeout.
     assert!(

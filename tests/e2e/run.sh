@@ -21,7 +21,7 @@
 #   tkae2e-cli   10.77.0.3  alice's node: tailscaled with a TUN device, tka, kubectl, curl
 #   tkae2e-bob   10.77.0.4  bob's node (no grant)
 #   tkae2e-ci    10.77.0.5  a tagged node (tag:ci)
-#   tkae2e-carol 10.77.0.6  carol's node: one exec-mode session that lives across a real token expiry
+#   tkae2e-carol 10.77.0.7  carol's node: one exec-mode session that lives across a real token expiry
 #
 # One tailscaled with a TUN device per namespace: a node has exactly one user, so every user needs a node,
 # and two TUN daemons cannot share a namespace's routes. Names resolve through /etc/netns/<ns>/hosts, which
@@ -42,7 +42,7 @@ TKA_SERVER=$REPO/target/debug/tka-server
 E2E_ROOT=$REPO/target/e2e
 NS_PREFIX=${TKA_E2E_PREFIX:-tkae2e}  # override to run two harnesses side by side
 NAMESPACES=(br ctl srv cli bob ci carol)  # br first: the others attach to its bridge
-declare -A IP=([ctl]=10.77.0.1 [srv]=10.77.0.2 [cli]=10.77.0.3 [bob]=10.77.0.4 [ci]=10.77.0.5 [carol]=10.77.0.6)
+declare -A IP=([ctl]=10.77.0.1 [srv]=10.77.0.2 [cli]=10.77.0.3 [bob]=10.77.0.4 [ci]=10.77.0.5 [carol]=10.77.0.7)
 HEADSCALE_URL=http://10.77.0.1:8080
 APISERVER=https://10.77.0.2:6443
 TAILNET=tailnet.test

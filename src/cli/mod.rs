@@ -1,7 +1,7 @@
 //! The `tka` command line (`cli.md`): command definitions, dispatch and [`main`].
 //!
 //! - `settings.rs`: configuration + global flags → effective settings;
-//! - `server_url.rs`: the server address (`cli.md` §4);
+//! - `server_url.rs`: the server address (`cli.md` §4), `magicdns.rs`: its tailnet suffix from tailscaled;
 //! - `client.rs`: HTTP, retries, `Retry-After`, deadline;
 //! - `error.rs`: [`CliError`](error::CliError) and the exit codes of `cli.md` §8;
 //! - `kubeconfig_files.rs`: managed files, atomic writes, the `KUBECONFIG` export line;
@@ -23,6 +23,7 @@ mod integration;
 mod kubeconfig_files;
 mod login;
 mod logout;
+mod magicdns;
 mod merge;
 mod output;
 mod progress;
@@ -78,6 +79,10 @@ pub struct GlobalArgs {
     /// MagicDNS suffix (tailscale.tailnet), e.g. your-tailnet.ts.net.
     #[arg(long, global = true, value_name = "SUFFIX")]
     tailnet: Option<String>,
+    /// tailscaled's LocalAPI socket, asked for the MagicDNS suffix when no tailnet is set (tailscale.socket;
+    /// default: the platform's, as for `tailscale --socket`).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// Output format (output.format).
     #[arg(short = 'o', long, global = true, value_enum, value_name = "FORMAT")]
     output: Option<OutputFormat>,
@@ -402,7 +407,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         });
         return inspect::version(format);
     }
-    let settings = Settings::resolve(&cli.global)?;
+    let settings = Settings::resolve(&cli.global).await?;
     if !settings.quiet {
         for w in &settings.warnings {
             eprintln!("tka: warning: {w}");

@@ -301,3 +301,26 @@ fn set_config_writes_the_file_named_by_config() {
     let (_, out, _) = u.tka(&["-c", f, "get", "config", "--filename"]);
     assert_eq!(out.trim(), f);
 }
+
+#[test]
+fn themes_are_checked_on_the_command_line_and_in_the_file() {
+    let u = User::new();
+    let (code, out, err) = u.tka(&["-t", "dracula", "config", "output.theme"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "dracula\n");
+    let (code, _, err) = u.tka(&["--theme", "neon", "version"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tokyo-night"), "{err}");
+    let (code, _, err) = u.tka(&["set", "config", "output.theme", "neon", "--force"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("ascii, dark, dracula, tokyo-night, light, notty, markdown"),
+        "{err}"
+    );
+    let (code, _, err) = u.tka(&["set", "config", "output.theme", "Light", "--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(u.file()).unwrap(),
+        "output:\n  theme: light\n"
+    );
+}

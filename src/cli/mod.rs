@@ -35,7 +35,7 @@ mod shell;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::OutputFormat;
+use crate::config::{OutputFormat, Theme};
 use crate::model::duration::GoDuration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -92,9 +92,10 @@ pub struct GlobalArgs {
     /// Disable colours (output.noColor).
     #[arg(long, global = true)]
     no_color: bool,
-    /// Colour theme (output.theme).
-    #[arg(short = 't', long, global = true, hide = true)]
-    theme: Option<String>,
+    /// Theme of the text output (output.theme). Accepted for upstream compatibility; tka's text output has no
+    /// colours, so every theme looks the same.
+    #[arg(short = 't', long, global = true, value_enum, value_name = "THEME")]
+    theme: Option<Theme>,
     /// Overall timeout of the command, Go syntax (client.timeout, default 30s).
     #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
     timeout: Option<GoDuration>,

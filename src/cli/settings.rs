@@ -66,8 +66,8 @@ pub fn load_config(g: &GlobalArgs) -> Result<(Config, Vec<String>), CliError> {
     if g.no_color {
         c.output.no_color = true;
     }
-    if let Some(t) = &g.theme {
-        c.output.theme = t.clone();
+    if let Some(t) = g.theme {
+        c.output.theme = t;
     }
     if let Some(t) = g.timeout {
         c.client.timeout = t;

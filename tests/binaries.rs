@@ -150,3 +150,177 @@ fn completions_and_man_pages_come_from_the_command_definitions() {
     let md = std::fs::read_to_string(dir.path().join("tka.md")).unwrap();
     assert!(md.contains("## `tka shell`"), "{md:.500}");
 }
+
+/// `tka` as a user with a private HOME and XDG_CONFIG_HOME (and nothing else from this process's environment).
+struct User {
+    home: tempfile::TempDir,
+}
+
+impl User {
+    fn new() -> User {
+        User {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn config_home(&self) -> std::path::PathBuf {
+        self.home.path().join("xdg")
+    }
+    fn file(&self) -> std::path::PathBuf {
+        self.config_home().join("tka").join("config.yaml")
+    }
+    fn tka(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tka"))
+            .args(args)
+            .env_clear()
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn set_config_creates_the_users_file_only_with_force() {
+    let u = User::new();
+    let (code, _, err) = u.tka(&["get", "config", "--filename"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let (code, _, err) = u.tka(&["set", "config", "client.timeout", "1m"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(!u.file().exists());
+
+    let (code, _, err) = u.tka(&["set", "config", "Client.Timeout", "1m", "--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    // $XDG_CONFIG_HOME wins over ~/.config, and only the key is written: no defaults.
+    assert_eq!(
+        std::fs::read_to_string(u.file()).unwrap(),
+        "client:\n  timeout: 1m\n"
+    );
+    let (_, out, _) = u.tka(&["get", "config", "--filename"]);
+    assert_eq!(out.trim(), u.file().to_str().unwrap());
+    let (_, out, _) = u.tka(&["config", "client.timeout"]);
+    assert_eq!(out, "1m0s\n");
+    let (_, out, _) = u.tka(&["config"]);
+    assert!(out.lines().any(|l| l == "client.timeout=1m0s"), "{out}");
+    assert!(out.lines().any(|l| l == "tailscale.hostname=tka"), "{out}");
+    let (_, out, _) = u.tka(&["config", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["client"]["timeout"], "1m0s");
+    assert_eq!(v["tailscale"]["port"], 443);
+
+    // `config KEY VALUE` is `set config`.
+    let (code, _, err) = u.tka(&["config", "output.format", "yaml"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, out, _) = u.tka(&["get", "config", "output.format"]);
+    assert_eq!(out, "yaml\n");
+}
+
+#[cfg(unix)]
+#[test]
+fn set_config_changes_only_the_key_and_rejects_bad_values() {
+    use std::os::unix::fs::PermissionsExt;
+    let u = User::new();
+    let original = "\
+# tka CLI settings
+tailscale:
+  hostname: tka-west   # our server
+
+  port: 443
+client:
+  caFile: /etc/ssl/tka.pem
+";
+    std::fs::create_dir_all(u.file().parent().unwrap()).unwrap();
+    std::fs::write(u.file(), original).unwrap();
+    std::fs::set_permissions(u.file(), std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let (code, _, err) = u.tka(&["set", "config", "tailscale.hostname", "tka-east"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = u.tka(&["set", "config", "tailscale.tailnet", "example.ts.net"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = u.tka(&["set", "config", "kubeconfig.exec", "true"]);
+    assert_eq!(code, Some(0), "{err}");
+    let expected = "\
+# tka CLI settings
+tailscale:
+  hostname: tka-east   # our server
+
+  port: 443
+  tailnet: example.ts.net
+client:
+  caFile: /etc/ssl/tka.pem
+kubeconfig:
+  exec: true
+";
+    assert_eq!(std::fs::read_to_string(u.file()).unwrap(), expected);
+    let mode = std::fs::metadata(u.file()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+
+    for (args, needle) in [
+        (&["set", "config", "kubeconfig.exec", "yes"][..], "boolean"),
+        (&["set", "config", "client.timeout", "30"], "add a unit"),
+        (
+            &["set", "config", "tailscale.port", "70000"],
+            "between 0 and 65535",
+        ),
+        (
+            &["set", "config", "output.format", "xml"],
+            "text, json, yaml",
+        ),
+        (
+            &["set", "config", "tailscale.prot", "1"],
+            "did you mean tailscale.port",
+        ),
+        (&["config", "client"], "is a section"),
+        // Valid alone, but the file would then be invalid: tls.keyFile is missing.
+        (&["set", "config", "tls.certFile", "/x.pem"], "tls.keyFile"),
+    ] {
+        let (code, _, err) = u.tka(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+    assert_eq!(std::fs::read_to_string(u.file()).unwrap(), expected);
+}
+
+#[test]
+fn set_config_writes_the_file_named_by_config() {
+    let u = User::new();
+    let file = u.home.path().join("elsewhere.yaml");
+    let f = file.to_str().unwrap();
+    let (code, _, err) = u.tka(&["-c", f, "set", "config", "debug", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = u.tka(&["-c", f, "set", "config", "debug", "true", "--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "debug: true\n");
+    assert!(!u.file().exists());
+    let (_, out, _) = u.tka(&["-c", f, "get", "config", "--filename"]);
+    assert_eq!(out.trim(), f);
+}
+
+#[test]
+fn themes_are_checked_on_the_command_line_and_in_the_file() {
+    let u = User::new();
+    let (code, out, err) = u.tka(&["-t", "dracula", "config", "output.theme"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "dracula\n");
+    let (code, _, err) = u.tka(&["--theme", "neon", "version"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tokyo-night"), "{err}");
+    let (code, _, err) = u.tka(&["set", "config", "output.theme", "neon", "--force"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("ascii, dark, dracula, tokyo-night, light, notty, markdown"),
+        "{err}"
+    );
+    let (code, _, err) = u.tka(&["set", "config", "output.theme", "Light", "--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(u.file()).unwrap(),
+        "output:\n  theme: light\n"
+    );
+}

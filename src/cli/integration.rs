@@ -44,6 +44,7 @@ pub const WITH_VALUE: &[&str] = &[
     "-p",
     "--port",
     "--tailnet",
+    "--socket",
     "-t",
     "--theme",
     "--timeout",
@@ -247,6 +248,24 @@ mod tests {
             }
             assert!(s.contains("kubeconfig"), "{shell:?}");
             assert!(s.contains("--quiet"), "{shell:?}");
+        }
+    }
+
+    /// A new global flag with a value must be listed, or `tka --flag value login` is not recognised as a login.
+    #[test]
+    fn every_global_flag_with_a_value_is_listed() {
+        use clap::CommandFactory;
+        let cli = super::super::Cli::command();
+        for arg in cli.get_arguments() {
+            if !arg.is_global_set() || !arg.get_action().takes_values() || arg.get_id() == "output"
+            {
+                continue; // -o/--output has its own checks
+            }
+            let long = arg.get_long().map(|l| format!("--{l}"));
+            let short = arg.get_short().map(|c| format!("-{c}"));
+            for flag in long.iter().chain(&short) {
+                assert!(WITH_VALUE.contains(&flag.as_str()), "{flag} is missing");
+            }
         }
     }
 }

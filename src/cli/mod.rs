@@ -1,18 +1,19 @@
 //! The `tka` command line (`cli.md`): command definitions, dispatch and [`main`].
 //!
 //! - `settings.rs`: configuration + global flags → effective settings;
-//! - `server_url.rs`: the server address (`cli.md` §4);
+//! - `server_url.rs`: the server address (`cli.md` §4), `magicdns.rs`: its tailnet suffix from tailscaled;
 //! - `client.rs`: HTTP, retries, `Retry-After`, deadline;
 //! - `error.rs`: [`CliError`](error::CliError) and the exit codes of `cli.md` §8;
 //! - `kubeconfig_files.rs`: managed files, atomic writes, the `KUBECONFIG` export line;
 //! - `output.rs`: text, JSON and YAML rendering;
-//! - `login.rs`, `logout.rs`, `inspect.rs`: the commands.
+//! - `login.rs`, `logout.rs`, `inspect.rs`, `config_command.rs`: the commands.
 //!
 //! Output discipline: stdout carries only the command's result (the export line, `--stdout` kubeconfig, `-o`
 //! objects, `get` tables); summaries, progress and errors go to stderr, so `eval "$(tka login -q)"` works.
 
 mod client;
 mod clusters;
+mod config_command;
 mod credential;
 mod credential_cache;
 mod error;
@@ -22,6 +23,7 @@ mod integration;
 mod kubeconfig_files;
 mod login;
 mod logout;
+mod magicdns;
 mod merge;
 mod output;
 mod progress;
@@ -33,7 +35,7 @@ mod shell;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::OutputFormat;
+use crate::config::{OutputFormat, Theme};
 use crate::model::duration::GoDuration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -77,6 +79,10 @@ pub struct GlobalArgs {
     /// MagicDNS suffix (tailscale.tailnet), e.g. your-tailnet.ts.net.
     #[arg(long, global = true, value_name = "SUFFIX")]
     tailnet: Option<String>,
+    /// tailscaled's LocalAPI socket, asked for the MagicDNS suffix when no tailnet is set (tailscale.socket;
+    /// default: the platform's, as for `tailscale --socket`).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// Output format (output.format).
     #[arg(short = 'o', long, global = true, value_enum, value_name = "FORMAT")]
     output: Option<OutputFormat>,
@@ -86,9 +92,10 @@ pub struct GlobalArgs {
     /// Disable colours (output.noColor).
     #[arg(long, global = true)]
     no_color: bool,
-    /// Colour theme (output.theme).
-    #[arg(short = 't', long, global = true, hide = true)]
-    theme: Option<String>,
+    /// Theme of the text output (output.theme). Accepted for upstream compatibility; tka's text output has no
+    /// colours, so every theme looks the same.
+    #[arg(short = 't', long, global = true, value_enum, value_name = "THEME")]
+    theme: Option<Theme>,
     /// Overall timeout of the command, Go syntax (client.timeout, default 30s).
     #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
     timeout: Option<GoDuration>,
@@ -123,11 +130,19 @@ enum Command {
     Reauth(LoginArgs),
     /// Fetch a fresh kubeconfig for the current session.
     Kubeconfig(KubeconfigArgs),
-    /// Show things: login, kubeconfig, cluster-info, clusters.
+    /// Show things: login, kubeconfig, cluster-info, clusters, config.
     Get {
         #[command(subcommand)]
         what: GetCommand,
     },
+    /// Change things: config.
+    Set {
+        #[command(subcommand)]
+        what: SetCommand,
+    },
+    /// Show or change the configuration, git-config style: no arguments lists the effective CLI settings, KEY
+    /// shows one, KEY VALUE sets it in the configuration file (as `tka set config`).
+    Config(ConfigArgs),
     /// Show the cluster's API server URL, TLS settings, CA fingerprint and labels.
     ClusterInfo,
     /// Sign in and open a subshell with KUBECONFIG set (exec-mode: tokens refresh); sign out when it exits.
@@ -196,6 +211,45 @@ enum GetCommand {
     ClusterInfo,
     /// The clusters you can use (federation: the primary's and its members').
     Clusters,
+    /// The effective configuration, or one key's value; --filename: the configuration file in use.
+    Config(GetConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SetCommand {
+    /// Set KEY to VALUE in the configuration file in use, changing nothing else in it.
+    Config(SetConfigArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct ConfigArgs {
+    /// A key such as client.timeout (any case).
+    key: Option<String>,
+    /// The new value (lists comma-separated, maps k=v,k=v).
+    value: Option<String>,
+    /// Create $XDG_CONFIG_HOME/tka/config.yaml (or the --config file) if there is no file yet.
+    #[arg(long, requires = "value")]
+    force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct GetConfigArgs {
+    /// A key such as client.timeout (any case); all CLI keys if omitted.
+    key: Option<String>,
+    /// Print the path of the configuration file in use instead.
+    #[arg(long, conflicts_with = "key")]
+    filename: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct SetConfigArgs {
+    /// A key such as client.timeout (any case).
+    key: String,
+    /// The new value, checked against the key's type (lists comma-separated, maps k=v,k=v).
+    value: String,
+    /// Create $XDG_CONFIG_HOME/tka/config.yaml (or the --config file) if there is no file yet.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -342,6 +396,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Generate { what } => return generate(what),
         _ => {}
     }
+    if let Some(result) = config_command(&cli) {
+        return result;
+    }
     if let Command::Version = cli.command {
         // Works even with a broken configuration file.
         let format = cli.global.output.unwrap_or_else(|| {
@@ -351,7 +408,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         });
         return inspect::version(format);
     }
-    let settings = Settings::resolve(&cli.global)?;
+    let settings = Settings::resolve(&cli.global).await?;
     if !settings.quiet {
         for w in &settings.warnings {
             eprintln!("tka: warning: {w}");
@@ -368,6 +425,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         r = dispatch(&settings, cli.command) => r,
         _ = tokio::signal::ctrl_c() => Err(CliError::interrupted()),
     }
+}
+
+/// The configuration commands: offline, before the server address is resolved.
+fn config_command(cli: &Cli) -> Option<Result<(), CliError>> {
+    let g = &cli.global;
+    Some(match &cli.command {
+        Command::Config(a) => match (&a.key, &a.value) {
+            (Some(k), Some(v)) => config_command::set(g, k, v, a.force),
+            (k, _) => config_command::show(g, k.as_deref()),
+        },
+        Command::Get {
+            what: GetCommand::Config(a),
+        } if a.filename => config_command::filename(g),
+        Command::Get {
+            what: GetCommand::Config(a),
+        } => config_command::show(g, a.key.as_deref()),
+        Command::Set {
+            what: SetCommand::Config(a),
+        } => config_command::set(g, &a.key, &a.value, a.force),
+        _ => return None,
+    })
 }
 
 fn generate(what: &GenerateCommand) -> Result<(), CliError> {
@@ -432,7 +510,14 @@ async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
         } => clusters::get_clusters(s).await,
         Command::Credential(a) => credential::credential(s, &a).await,
         Command::Version => inspect::version(s.format),
-        Command::Completion { .. } | Command::Generate { .. } => Ok(()), // handled in `run`
+        // Handled in `run`.
+        Command::Completion { .. }
+        | Command::Generate { .. }
+        | Command::Config(_)
+        | Command::Set { .. }
+        | Command::Get {
+            what: GetCommand::Config(_),
+        } => Ok(()),
     }
 }
 
@@ -472,6 +557,10 @@ mod tests {
             &["tka", "get", "clusters"],
             &["tka", "version", "-o", "json"],
             &["tka", "login", "-l", "-e", "--no-wait"],
+            &["tka", "config"],
+            &["tka", "config", "client.timeout", "1m", "--force"],
+            &["tka", "get", "config", "--filename"],
+            &["tka", "set", "config", "output.format", "json", "--force"],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

@@ -1,11 +1,24 @@
 //! The tka server's address (`cli.md` §4): `https://host.tailnet` for port 443, `http://host.tailnet:port`
 //! otherwise, or `--server` verbatim when it already is a URL.
 //!
-//! Not implemented yet: asking the local Tailscale daemon for the MagicDNS suffix when `tailscale.tailnet` is
-//! empty; the short name is used with a warning instead.
+//! When `tailscale.tailnet` is empty, the caller asks the local Tailscale daemon for the MagicDNS suffix first
+//! ([`needs_suffix`], `magicdns.rs`) and passes it as `tailnet`; if that fails too, the short name is used with a
+//! warning.
 
 /// API prefix of every route.
 pub const API_PREFIX: &str = "/api/v1alpha1";
+
+/// Whether `hostname` would get the MagicDNS suffix but `tailnet` does not name one: a single DNS label, not a
+/// URL, an FQDN or an IP address.
+pub fn needs_suffix(hostname: &str, tailnet: &str) -> bool {
+    let hostname = hostname.trim();
+    tailnet.trim().trim_matches('.').is_empty() && single_label(hostname) && !hostname.is_empty()
+}
+
+/// `tka`, not `tka.example.ts.net`, `100.64.0.1`, `::1` or `https://…`.
+fn single_label(hostname: &str) -> bool {
+    !hostname.contains('.') && !hostname.contains(':')
+}
 
 /// A resolved server address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +59,7 @@ impl ServerUrl {
         }
         let tailnet = tailnet.trim().trim_matches('.');
         // Only a single DNS label gets the MagicDNS suffix: a FQDN or an IP address is used as given.
-        let single_label = !hostname.contains('.') && !hostname.contains(':');
+        let single_label = single_label(hostname);
         let host = if single_label && !tailnet.is_empty() {
             format!("{hostname}.{tailnet}")
         } else if hostname.contains(':') && !hostname.starts_with('[') {
@@ -61,7 +74,7 @@ impl ServerUrl {
         };
         let warning = (https && single_label && tailnet.is_empty()).then(|| {
             format!(
-                "tailscale.tailnet is not set: using the short name {hostname:?}, so TLS certificate \
+                "the MagicDNS suffix is unknown: using the short name {hostname:?}, so TLS certificate \
                  verification may fail; set --tailnet (e.g. your-tailnet.ts.net) or tailscale.tailnet"
             )
         });
@@ -144,5 +157,27 @@ mod tests {
         assert!(u.warning.unwrap().contains("tailnet"));
         assert_eq!(url("tka", "", 8080).warning, None);
         assert!(ServerUrl::resolve("", "", 443).is_err());
+    }
+
+    #[test]
+    fn only_short_names_without_a_tailnet_need_the_suffix() {
+        assert!(needs_suffix("tka", ""));
+        assert!(needs_suffix(" tka ", " . "));
+        assert!(!needs_suffix("tka", "example.ts.net"));
+        for host in [
+            "tka.example.ts.net",
+            "https://tka",
+            "http://127.0.0.1:8080",
+            "100.64.0.1",
+            "::1",
+            "",
+        ] {
+            assert!(!needs_suffix(host, ""), "{host}");
+        }
+        // The looked-up suffix is then the tailnet of the URL.
+        assert_eq!(
+            url("tka", "tail1234.ts.net", 443).base,
+            "https://tka.tail1234.ts.net"
+        );
     }
 }

@@ -10,7 +10,8 @@ use crate::config::{self, Config, OutputFormat};
 use super::GlobalArgs;
 use super::client::{Api, ClientOptions, TEST_BIND_ADDRESS_VAR};
 use super::error::CliError;
-use super::server_url::ServerUrl;
+use super::magicdns;
+use super::server_url::{ServerUrl, needs_suffix};
 
 /// Everything a command needs besides its own flags.
 #[derive(Debug, Clone)]
@@ -65,11 +66,14 @@ pub fn load_config(g: &GlobalArgs) -> Result<(Config, Vec<String>), CliError> {
     if g.no_color {
         c.output.no_color = true;
     }
-    if let Some(t) = &g.theme {
-        c.output.theme = t.clone();
+    if let Some(t) = g.theme {
+        c.output.theme = t;
     }
     if let Some(t) = g.timeout {
         c.client.timeout = t;
+    }
+    if let Some(s) = &g.socket {
+        c.tailscale.socket = s.clone();
     }
     if let Some(f) = &g.ca_file {
         c.client.ca_file = f.clone();
@@ -81,16 +85,24 @@ pub fn load_config(g: &GlobalArgs) -> Result<(Config, Vec<String>), CliError> {
 }
 
 impl Settings {
-    pub fn resolve(g: &GlobalArgs) -> Result<Settings, CliError> {
+    pub async fn resolve(g: &GlobalArgs) -> Result<Settings, CliError> {
         let (c, mut warnings) = load_config(g)?;
-        let server = ServerUrl::resolve(
-            &c.tailscale.hostname,
-            &c.tailscale.tailnet,
-            c.tailscale.port,
-        )
-        .map_err(CliError::usage)?;
+        let mut tailnet = c.tailscale.tailnet.clone();
+        let mut lookup_error = None;
+        if needs_suffix(&c.tailscale.hostname, &tailnet) {
+            let socket = Some(c.tailscale.socket.as_path()).filter(|p| !p.as_os_str().is_empty());
+            match magicdns::lookup(socket).await {
+                Ok(suffix) => tailnet = suffix,
+                Err(e) => lookup_error = Some(e),
+            }
+        }
+        let server = ServerUrl::resolve(&c.tailscale.hostname, &tailnet, c.tailscale.port)
+            .map_err(CliError::usage)?;
         if let Some(w) = &server.warning {
-            warnings.push(w.clone());
+            warnings.push(match lookup_error {
+                Some(e) => format!("{w} (asking tailscaled: {e})"),
+                None => w.clone(),
+            });
         }
         let timeout = c.client.timeout.as_std();
         if timeout.is_zero() {

@@ -117,18 +117,27 @@ pub fn load(
     load_with(path, &Host::process(env))
 }
 
-/// [`load`] with an explicit host.
-pub fn load_with(path: Option<&Path>, host: &Host) -> Result<Loaded, ConfigErrors> {
-    let path = match path {
+/// The file [`load_with`] reads: `path` (whether it exists or not), else the first existing of the user's file
+/// ([`user_file`]) and `/etc/tka/config.yaml`; `None` when there is none.
+pub fn find_file(path: Option<&Path>, host: &Host) -> Option<PathBuf> {
+    match path {
         Some(p) => Some(p.to_path_buf()),
-        None => host
-            .user_config_dir()
-            .map(|d| d.join("tka").join("config.yaml"))
+        None => user_file(host)
             .into_iter()
             .chain([PathBuf::from(SYSTEM_CONFIG)])
             .find(|p| p.is_file()),
-    };
-    let Some(path) = path else {
+    }
+}
+
+/// `$XDG_CONFIG_HOME/tka/config.yaml` (default `~/.config/tka/config.yaml`).
+pub fn user_file(host: &Host) -> Option<PathBuf> {
+    host.user_config_dir()
+        .map(|d| d.join("tka").join("config.yaml"))
+}
+
+/// [`load`] with an explicit host.
+pub fn load_with(path: Option<&Path>, host: &Host) -> Result<Loaded, ConfigErrors> {
+    let Some(path) = find_file(path, host) else {
         return load_str("", "", host);
     };
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -502,24 +511,29 @@ impl Builder {
 
     /// The flat canonical keys as the nested tree serde expects.
     fn nested(&self) -> Value {
-        let mut root = Mapping::new();
-        for (path, value) in &self.values {
-            let mut node = &mut root;
-            let mut segments = path.split('.').peekable();
-            while let Some(seg) = segments.next() {
-                let key = Value::String(seg.into());
-                if segments.peek().is_none() {
-                    node.insert(key, value.clone());
-                    break;
-                }
-                let child = node
-                    .entry(key)
-                    .or_insert_with(|| Value::Mapping(Mapping::new()));
-                node = child.as_mapping_mut().expect("sections are mappings");
-            }
-        }
-        Value::Mapping(root)
+        nest(self.values.iter().map(|(k, v)| (*k, v.clone())))
     }
+}
+
+/// Dotted keys and their values as nested sections (`a.b: 1` → `a: {b: 1}`).
+pub fn nest<'a>(values: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+    let mut root = Mapping::new();
+    for (path, value) in values {
+        let mut node = &mut root;
+        let mut segments = path.split('.').peekable();
+        while let Some(seg) = segments.next() {
+            let key = Value::String(seg.into());
+            if segments.peek().is_none() {
+                node.insert(key, value);
+                break;
+            }
+            let child = node
+                .entry(key)
+                .or_insert_with(|| Value::Mapping(Mapping::new()));
+            node = child.as_mapping_mut().expect("sections are mappings");
+        }
+    }
+    Value::Mapping(root)
 }
 
 fn lower(path: &[String]) -> Vec<String> {
@@ -547,7 +561,7 @@ fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opt
 }
 
 /// Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours (`prot`).
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for (i, row) in d.iter_mut().enumerate() {

@@ -8,8 +8,10 @@
 //! - `schema.rs`: the key table (canonical spelling and type of each key) and value checks;
 //! - `positions.rs`: line/column of each key in the source;
 //! - `load.rs`: file discovery, YAML → canonical keys, environment overrides;
-//! - `validate.rs`: cross-field rules and normalisation.
+//! - `validate.rs`: cross-field rules and normalisation;
+//! - `edit.rs`: setting one key in a file's text, keeping the rest of it (`tka set config`).
 
+mod edit;
 mod load;
 mod positions;
 mod schema;
@@ -24,7 +26,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-pub use load::{Host, Loaded, load, load_str, load_with};
+pub use edit::set_key;
+pub use load::{Host, Loaded, find_file, load, load_str, load_with, nest, user_file};
 pub use sections::*;
 pub use validate::decode_ca_data;
 
@@ -50,6 +53,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The effective value of a canonical key (`client.timeout` → `"30s"`), as it would be written to a file.
+    pub fn value(&self, key: &str) -> Option<Value> {
+        let tree = serde_yaml::to_value(self).expect("Config serializes to YAML");
+        key.split('.')
+            .try_fold(&tree, |node, seg| node.get(seg))
+            .cloned()
+    }
+
     /// `log.level`, raised to `debug` when `debug` is set (a more verbose `trace` is kept).
     pub fn log_level(&self) -> LogLevel {
         if self.debug && self.log.level != LogLevel::Trace {
@@ -159,9 +170,43 @@ pub fn env_var_name(key: &str) -> Option<String> {
 
 /// Type-checks a value given as text for `key`, with the rules of environment variables (lists comma-separated,
 /// maps `k=v,k=v`); returns the canonical key and the value as it would be written to the file.
+/// A duration is returned as given (`5m`, not Go's `5m0s`), once it parsed.
 pub fn parse_value(key: &str, text: &str) -> Result<(&'static str, Value), String> {
-    let spec = schema::lookup(key).ok_or_else(|| format!("unknown key {key:?}"))?;
+    let spec = schema::lookup(key).ok_or_else(|| unknown_key(key))?;
     schema::coerce_text(spec.kind, text)
-        .map(|v| (spec.path, v))
+        .map(|v| match spec.kind {
+            schema::Kind::Duration => (spec.path, Value::String(text.trim().into())),
+            _ => (spec.path, v),
+        })
         .map_err(|m| format!("{}: {m}", spec.path))
+}
+
+/// `unknown key "x"`, with the keys of the section when `x` is one, else with close matches.
+pub fn unknown_key(key: &str) -> String {
+    let lower = key.to_ascii_lowercase();
+    let section: Vec<&str> = keys()
+        .filter(|k| {
+            k.to_ascii_lowercase()
+                .strip_prefix(&lower)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .collect();
+    if !section.is_empty() {
+        return format!(
+            "{key:?} is a section, not a key; its keys: {}",
+            section.join(", ")
+        );
+    }
+    let last = lower.rsplit('.').next().unwrap_or(&lower);
+    let limit = (lower.chars().count() / 4).clamp(1, 3);
+    let close: Vec<&str> = keys()
+        .filter(|k| {
+            let k = k.to_ascii_lowercase();
+            load::edit_distance(&lower, &k) <= limit || k.rsplit('.').next() == Some(last)
+        })
+        .collect();
+    match close.as_slice() {
+        [] => format!("unknown key {key:?}"),
+        close => format!("unknown key {key:?} (did you mean {}?)", close.join(", ")),
+    }
 }

@@ -96,7 +96,7 @@ impl KeyPositions {
 }
 
 /// Splits `key: value` (key plain, single- or double-quoted) into key and the text after the colon.
-fn split_key(text: &str) -> Option<(String, &str)> {
+pub(crate) fn split_key(text: &str) -> Option<(String, &str)> {
     let after_colon = |rest: &str| -> Option<usize> {
         // The key ends at a ':' followed by a space or the end of the line.
         let trimmed = rest.trim_start_matches(' ');

@@ -10,7 +10,7 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::sections::{Backend, LogFormat, LogLevel, OtelProtocol, OutputFormat, TlsMode};
+use super::sections::{Backend, LogFormat, LogLevel, OtelProtocol, OutputFormat, Theme, TlsMode};
 use crate::model::duration::GoDuration;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,7 +128,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("federation.memberTags", List),
     k("federation.memberCapName", Str),
     k("federation.allowDirectLogin", Bool),
-    k("output.theme", Str),
+    k("output.theme", Kind::Enum(Theme::NAMES)),
     k("output.quiet", Bool),
     k("output.long", Bool),
     k("output.format", Kind::Enum(OutputFormat::NAMES)),

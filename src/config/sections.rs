@@ -57,6 +57,13 @@ string_enum!(
     OtelProtocol { #[default] Grpc = "grpc", HttpProtobuf = "http/protobuf" }
 );
 string_enum!(
+    /// `output.theme` (CLI): upstream's theme names. The text output has no colours, so all render alike.
+    Theme {
+        Ascii = "ascii", Dark = "dark", Dracula = "dracula", #[default] TokyoNight = "tokyo-night",
+        Light = "light", Notty = "notty", Markdown = "markdown"
+    }
+);
+string_enum!(
     /// `output.format` (CLI).
     OutputFormat { #[default] Text = "text", Json = "json", Yaml = "yaml" }
 );
@@ -368,29 +375,16 @@ impl Default for FederationConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct OutputConfig {
-    pub theme: String,
+    pub theme: Theme,
     pub quiet: bool,
     pub long: bool,
     pub format: OutputFormat,
     pub no_color: bool,
     #[serde(rename = "markdownlint-fix")]
     pub markdownlint_fix: bool,
-}
-
-impl Default for OutputConfig {
-    fn default() -> Self {
-        OutputConfig {
-            theme: "tokyo-night".into(),
-            quiet: false,
-            long: false,
-            format: OutputFormat::default(),
-            no_color: false,
-            markdownlint_fix: false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

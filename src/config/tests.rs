@@ -653,3 +653,34 @@ fn public_key_helpers() {
     );
     assert!(parse_value("nope", "1").is_err());
 }
+
+#[test]
+fn set_config_helpers_unknown_keys_durations_and_effective_values() {
+    assert_eq!(
+        unknown_key("tailscale.prot"),
+        "unknown key \"tailscale.prot\" (did you mean tailscale.port?)"
+    );
+    // The last segment alone finds every key of that name.
+    assert_eq!(
+        unknown_key("port"),
+        "unknown key \"port\" (did you mean tailscale.port, health.port?)"
+    );
+    assert!(
+        unknown_key("KUBECONFIG").starts_with(
+            "\"KUBECONFIG\" is a section, not a key; its keys: kubeconfig.exec, kubeconfig.merge"
+        ),
+        "{}",
+        unknown_key("KUBECONFIG")
+    );
+    assert_eq!(unknown_key("zzz"), "unknown key \"zzz\"");
+    // Durations are written as typed once they parse.
+    assert_eq!(
+        parse_value("client.timeout", "5m"),
+        Ok(("client.timeout", Value::String("5m".into())))
+    );
+    let c = Config::default();
+    assert_eq!(c.value("client.timeout"), Some(Value::String("30s".into())));
+    assert_eq!(c.value("tailscale.port"), Some(Value::from(443)));
+    assert_eq!(c.value("output.markdownlint-fix"), Some(Value::Bool(false)));
+    assert_eq!(c.value("tailscale.nope"), None);
+}

@@ -653,6 +653,7 @@ server_socket() { if ((ENV_ONLY)); then echo "$RUN/nodes/tka/tailscaled.sock"; e
 
 # ------------------------------------------------------------------------------------------ client helpers
 # tka_as USER ARGS...: run tka as USER on USER's node; stdout in $OUT, stderr in $ERR, exit code in $RC.
+# AS_SERVER=NAME tka_as …: --server NAME instead of the full URL.
 declare -A NODE_NS=([alice]=cli [bob]=bob [ci]=ci [carol]=carol)
 OUT='' ERR='' RC=0
 tka_as() {
@@ -661,7 +662,7 @@ tka_as() {
 	mkdir -p "$home"
 	RC=0
 	nsx "${NODE_NS[$user]}" env -u KUBECONFIG HOME="$home" XDG_CONFIG_HOME="$home/.config" \
-		"$TKA" --server "$TKA_URL" --ca-file "$PKI/ca.crt" "$@" >"$home/.stdout" 2>"$home/.stderr" || RC=$?
+		"$TKA" --server "${AS_SERVER:-$TKA_URL}" --ca-file "$PKI/ca.crt" "$@" >"$home/.stdout" 2>"$home/.stderr" || RC=$?
 	OUT=$(<"$home/.stdout") ERR=$(<"$home/.stderr")
 	printf '$ tka %s   # as %s, exit %s\n%s\n%s\n' "$*" "$user" "$RC" "$OUT" "$ERR" >>"$LOGS/steps.log"
 	if ((DEMO)); then
@@ -943,6 +944,20 @@ scenario_forbidden() {
 	code=$(nsx bob curl -sS --cacert "$PKI/ca.crt" "$TKA_URL/api/v1alpha1/whoami" | jq -r '.reject.code // .code // empty' 2>/dev/null || true)
 	if [[ $code == no_grant ]]; then pass "forbidden: whoami reports no_grant for bob"
 	else fail "forbidden: whoami reports no_grant for bob" "got '$code'"; fi
+}
+
+scenario_magicdns() {
+	say "Scenario MagicDNS: no tailnet configured, --server tka; tka asks alice's tailscaled for the suffix"
+	note "The server's certificate names only $TKA_HOST, so the short name alone fails TLS verification."
+	local s=magicdns
+	AS_SERVER=tka tka_as alice --socket "$RUN/nodes/alice/tailscaled.sock" --debug cluster-info
+	if ((RC == 0)) && grep -qF "GET https://$TKA_HOST/api/v1alpha1/cluster-info" <<<"$ERR"; then
+		pass "$s: --server tka reaches https://$TKA_HOST (suffix from LocalAPI status)"
+	else fail "$s: --server tka reaches https://$TKA_HOST (suffix from LocalAPI status)" "exit $RC: $ERR"; return; fi
+	AS_SERVER=tka tka_as alice --socket "$RUN/nodes/alice/missing.sock" --timeout 3s cluster-info
+	if ((RC != 0)) && grep -q "certificate verification may fail" <<<"$ERR"; then
+		pass "$s: without tailscaled the short name is used, with a warning" "exit $RC"
+	else fail "$s: without tailscaled the short name is used, with a warning" "exit $RC: $ERR"; fi
 }
 
 scenario_tagged() {
@@ -1367,6 +1382,7 @@ main() {
 	fi
 	expiry_begin
 	scenario_login
+	scenario_magicdns
 	scenario_exec
 	scenario_forbidden
 	scenario_tagged

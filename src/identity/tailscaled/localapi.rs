@@ -49,6 +49,9 @@ pub struct Status {
     pub current_tailnet: Option<Tailnet>,
     #[serde(default)]
     pub cert_domains: Option<Vec<String>>,
+    /// The tailnet's MagicDNS suffix (`tail1234.ts.net`); empty when MagicDNS is off.
+    #[serde(default, rename = "MagicDNSSuffix")]
+    pub magic_dns_suffix: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,6 +71,17 @@ pub struct Tailnet {
 }
 
 impl Status {
+    /// The MagicDNS suffix without dots at either end: the top-level field, else the current tailnet's.
+    pub fn magic_dns_suffix(&self) -> &str {
+        let top = self.magic_dns_suffix.trim_matches('.');
+        if !top.is_empty() {
+            return top;
+        }
+        self.current_tailnet
+            .as_ref()
+            .map_or("", |t| t.magic_dns_suffix.trim_matches('.'))
+    }
+
     pub fn to_backend_status(&self) -> BackendStatus {
         let state = match self.backend_state.as_str() {
             "Running" => BackendState::Running,
@@ -358,6 +372,13 @@ mod tests {
         assert_eq!(b.self_fqdn, "tka.tailnet.test");
         assert_eq!(b.magic_dns_suffix, "tailnet.test");
         assert_eq!(b.tailnet_ips, vec!["100.64.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(s.magic_dns_suffix(), "tailnet.test");
+        let top: Status = serde_json::from_str(
+            r#"{"MagicDNSSuffix":"tail1234.ts.net.","CurrentTailnet":{"MagicDNSSuffix":"other"}}"#,
+        )
+        .unwrap();
+        assert_eq!(top.magic_dns_suffix(), "tail1234.ts.net");
+        assert_eq!(Status::default().magic_dns_suffix(), "");
     }
 
     /// A fake daemon on a unix socket answering like tailscaled: the client speaks real HTTP to it.

@@ -107,11 +107,21 @@ impl Federation {
 
     /// The members that take part in logins now (healthy only), by name.
     pub fn healthy_members(&self, now: Instant) -> Vec<registry::Member> {
+        self.members(now, registry::Health::Healthy)
+    }
+
+    /// Members that missed heartbeats but are not removed yet: probably down, so a logout cannot reach
+    /// them now and must be kept for their return.
+    pub fn stale_members(&self, now: Instant) -> Vec<registry::Member> {
+        self.members(now, registry::Health::Stale)
+    }
+
+    fn members(&self, now: Instant, health: registry::Health) -> Vec<registry::Member> {
         let reg = self.registry.lock().expect("lock poisoned");
         reg.list(now)
             .into_iter()
-            .filter(|(_, h)| *h == registry::Health::Healthy)
-            // Version skew: a member that does not speak our federation API takes no part in logins.
+            .filter(|(_, h)| *h == health)
+            // Version skew: a member that does not speak our federation API takes no part.
             .filter(|(m, _)| m.announcement.api_versions.iter().any(|v| v == API_VERSION))
             .map(|(m, _)| m.clone())
             .collect()

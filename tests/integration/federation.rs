@@ -2,7 +2,6 @@
 //! tka-server, each with its own apiserver, talking over loopback with the static identity backend mapping
 //! each node's address to its tailnet identity (WhoIs), as tailscaled would.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,31 +10,53 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use tka::identity::PeerIdentity;
 use tka::operator::crd::TkaSignin;
 
-use crate::controlplane::ControlPlane;
-use crate::harness::{self, Env, Harness, User, eventually, fresh_ip};
+use crate::harness::{
+    Env, Federated, MEMBER_NODE as MEMBER, PRIMARY_NODE as PRIMARY, User, eventually, fresh_ip,
+    node,
+};
 use crate::scenarios::whoami;
 
 type Scenario = (&'static str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>);
 
-pub const ALL: &[Scenario] = &[(
-    "federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both",
-    |env| Box::pin(federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both(env)),
-)];
+pub const ALL: &[Scenario] = &[
+    (
+        "federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both",
+        |env| {
+            Box::pin(federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both(env))
+        },
+    ),
+    (
+        "federation_logout_reaches_a_member_that_was_down_once_it_is_back",
+        |env| Box::pin(federation_logout_reaches_a_member_that_was_down_once_it_is_back(env)),
+    ),
+];
 
-const PRIMARY: &str = "primary.test.ts.net";
-const MEMBER: &str = "member.test.ts.net";
+/// A grant for every cluster of the federation.
+fn everywhere() -> Value {
+    json!([{"role": "view", "period": "1h", "clusters": ["*"]}])
+}
 
-fn node(fqdn: &str, id: &str, ip: IpAddr, tags: &[&str]) -> PeerIdentity {
-    PeerIdentity {
-        node_fqdn: fqdn.into(),
-        node_stable_id: id.into(),
-        node_ip: Some(ip),
-        tags: tags.iter().map(|t| t.to_string()).collect(),
-        ..PeerIdentity::default()
-    }
+/// Logs in at the primary; asserts both clusters are ready and returns a client for the member's context.
+async fn login_both(u: &User) -> Client {
+    let r = u
+        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (status_of(&r.body, "primary"), status_of(&r.body, "member")),
+        ("ready".into(), "ready".into()),
+        "{}",
+        r.text
+    );
+    let ctx = format!("member-{}", r.body["username"].as_str().unwrap());
+    client_for(&r.body["kubeconfig"], &ctx).await
+}
+
+/// Waits until `c`'s token is refused (the apiserver may honour a token for up to 10 s from its cache).
+async fn refused_within(c: &Client, limit: Duration) -> Option<Duration> {
+    eventually(limit, || async { whoami(c).await.is_err() }).await
 }
 
 /// A kube client for one context of a kubeconfig document.
@@ -87,50 +108,21 @@ async fn listed(u: &User) -> Vec<String> {
 }
 
 async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both(env: Arc<Env>) {
-    // The member's cluster: a second apiserver of its own.
-    let cp = tokio::task::spawn_blocking(ControlPlane::start)
-        .await
-        .unwrap()
-        .expect("second control plane");
-    let admin = cp.admin_client().await;
-    harness::install_crd(&admin).await;
-    harness::aggregate_cluster_roles(&admin).await;
-    let member_env = Env { cp, admin };
-
-    let beat = |c: &mut tka::config::Config| {
-        c.federation.heartbeat_interval = tka::model::duration::GoDuration::from_secs(1);
-        c.federation.missed_heartbeats = 3;
-        c.federation.request_timeout = tka::model::duration::GoDuration::from_secs(2);
-    };
-    let primary = Harness::with_config(&env, "fed-primary", |c| {
-        c.operator.cluster_name = "primary".into();
-        c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(1);
-        c.federation.member_tags = vec!["tag:tka-member".into()];
-        beat(c);
-    })
+    let Federated {
+        primary,
+        mut member,
+        member_env,
+        member_ip: m_ip,
+        ..
+    } = Federated::start(
+        &env,
+        "fed",
+        |c| c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(1),
+        |_| {},
+        |n| n,
+    )
     .await;
-    let member_ns_port = 8443;
-    let mut member = Harness::with_config(&member_env, "fed-member", |c| {
-        c.operator.cluster_name = "member".into();
-        c.operator.context_prefix = "member-".into();
-        c.operator.user_prefix = "member-user-".into();
-        c.federation.login_server = format!("http://{PRIMARY}:{member_ns_port}");
-        beat(c);
-    })
-    .await;
-
-    // The tailnet: each server's node has an address; each side's WhoIs knows the other node.
-    let (p_ip, m_ip, x_ip) = (fresh_ip(), fresh_ip(), fresh_ip());
-    primary.identity.set_self(PRIMARY, p_ip);
-    member.identity.set_self(MEMBER, m_ip);
-    primary
-        .identity
-        .set(m_ip, node(MEMBER, "nmember", m_ip, &["tag:tka-member"]));
-    member
-        .identity
-        .set(p_ip, node(PRIMARY, "nprimary", p_ip, &["tag:tka"]));
-    primary.identity.set_host(MEMBER, member.listener_addr);
-    member.identity.set_host(PRIMARY, primary.listener_addr);
+    let x_ip = fresh_ip();
 
     let rules = json!([{"role": "view", "period": "1h", "clusters": ["*"]}]);
     let alice = primary.user("alice@example.com", rules.clone());
@@ -394,4 +386,80 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
 
 fn alice_node(u: &User) -> String {
     format!("nnode-{}", u.ip)
+}
+
+/// federation.md §6: a member the primary cannot reach at logout is reported in `clusters` and kept on the
+/// retry list; its next heartbeat delivers the revocation. Both ways of being unreachable: heartbeating but
+/// not answering the primary, and down (stale in the registry).
+async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: Arc<Env>) {
+    let mut f = Federated::start(
+        &env,
+        "fedretry",
+        // Removal only after 10 missed heartbeats: the member stays listed as stale while it is down.
+        |c| c.federation.missed_heartbeats = 10,
+        |_| {},
+        |n| n,
+    )
+    .await;
+    let alice = f.primary.user("alice@example.com", everywhere());
+    f.wait_member(&alice, "healthy").await;
+    let signins: Api<TkaSignin> = Api::namespaced(f.member.admin.clone(), &f.member.ns);
+
+    // 1. The member heartbeats but the primary's calls to it hang.
+    let on_member = login_both(&alice).await;
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    f.primary
+        .identity
+        .set_host(MEMBER, hole.local_addr().unwrap());
+    let out = alice.post("/api/v1alpha1/logout").await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(status_of(&out.body, "primary"), "ok", "{}", out.text);
+    assert_eq!(status_of(&out.body, "member"), "failed", "{}", out.text);
+    assert!(whoami(&on_member).await.is_ok(), "not revoked yet");
+    drop(hole);
+    f.primary.identity.set_host(MEMBER, f.member.listener_addr);
+    let took = refused_within(&on_member, Duration::from_secs(20)).await;
+    assert!(
+        took.is_some(),
+        "the member's token still works after it became reachable again"
+    );
+    eprintln!("missed logout (member unreachable) revoked {took:?} after the member was reachable");
+
+    // 2. The member is down (stale) at logout and comes back.
+    let on_member = login_both(&alice).await;
+    f.member.crash().await;
+    f.wait_member(&alice, "stale").await;
+    let out = alice.post("/api/v1alpha1/logout").await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(status_of(&out.body, "member"), "failed", "{}", out.text);
+    assert!(
+        whoami(&on_member).await.is_ok(),
+        "the member's apiserver still honours the token while tka is down"
+    );
+    f.member.restart().await;
+    let took = refused_within(&on_member, Duration::from_secs(20)).await;
+    assert!(
+        took.is_some(),
+        "the member's token still works after the member came back; sessions: {:?}",
+        signins
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|s| s.spec.username.clone())
+            .collect::<Vec<_>>()
+    );
+    eprintln!("missed logout (member down) revoked {took:?} after the restart");
+    let gone = eventually(Duration::from_secs(10), || async {
+        signins
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
+    assert!(gone.is_some(), "the member's session is gone");
+    f.stop().await;
 }

@@ -429,17 +429,19 @@ pub async fn logout(
             }
         }
     }
-    let members = app.federation.healthy_members(std::time::Instant::now());
-    if targets.is_empty() && members.is_empty() {
+    let now = std::time::Instant::now();
+    let members = app.federation.healthy_members(now);
+    let down = app.federation.stale_members(now);
+    if targets.is_empty() && members.is_empty() && down.is_empty() {
         return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
     }
     end_sessions(&app, &targets, &rid).await?;
     let first = targets.first();
-    if members.is_empty() {
+    if members.is_empty() && down.is_empty() {
         let first = first.expect("checked above");
         return Ok((StatusCode::OK, axum::Json(response_for(&app, first))).into_response());
     }
-    let mut clusters = super::fanout::logout(&app, &caller, all, &rid, members).await;
+    let mut clusters = super::fanout::logout(&app, &caller, all, &rid, members, down).await;
     if first.is_none() && !clusters.iter().any(|c| c.status == "ok") {
         if clusters.is_empty() {
             return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tka::operator::crd::TkaSignin;
 
 use crate::harness::{
-    Env, Federated, MEMBER_NODE as MEMBER, PRIMARY_NODE as PRIMARY, User, eventually, fresh_ip,
-    node,
+    self, Env, Federated, MEMBER_NODE as MEMBER, PRIMARY_NODE as PRIMARY, User, eventually,
+    fresh_ip, node,
 };
 use crate::scenarios::whoami;
 
@@ -31,6 +31,16 @@ pub const ALL: &[Scenario] = &[
         "federation_logout_reaches_a_member_that_was_down_once_it_is_back",
         |env| Box::pin(federation_logout_reaches_a_member_that_was_down_once_it_is_back(env)),
     ),
+    ("federation_exec_credential_relays_per_cluster", |env| {
+        Box::pin(federation_exec_credential_relays_per_cluster(env))
+    }),
+    (
+        "federation_member_without_direct_login_serves_only_the_primary",
+        |env| Box::pin(federation_member_without_direct_login_serves_only_the_primary(env)),
+    ),
+    ("federation_admits_members_by_capability", |env| {
+        Box::pin(federation_admits_members_by_capability(env))
+    }),
 ];
 
 /// A grant for every cluster of the federation.
@@ -52,6 +62,11 @@ async fn login_both(u: &User) -> Client {
     );
     let ctx = format!("member-{}", r.body["username"].as_str().unwrap());
     client_for(&r.body["kubeconfig"], &ctx).await
+}
+
+/// A client of the apiserver at `server` (CA `ca_pem`) with a bare token.
+async fn with_token(server: &str, ca_pem: &str, token: &str) -> Client {
+    harness::client_from(&harness::token_kubeconfig(server, ca_pem, token)).await
 }
 
 /// Waits until `c`'s token is refused (the apiserver may honour a token for up to 10 s from its cache).
@@ -461,5 +476,185 @@ async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: A
     })
     .await;
     assert!(gone.is_some(), "the member's session is gone");
+    f.stop().await;
+}
+
+/// federation.md §5, api.md §4.6: `/exec-credential?cluster=` at the primary relays to the member; the
+/// token works on that cluster's apiserver only. The own name is served locally, an unknown one is 404.
+async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
+    let f = Federated::start(&env, "fedrelay", |_| {}, |_| {}, |n| n).await;
+    let alice = f.primary.user("alice@example.com", everywhere());
+    f.wait_member(&alice, "healthy").await;
+    login_both(&alice).await;
+    let (p_url, p_ca) = (env.cp.server_url(), env.cp.ca_pem());
+    let (m_url, m_ca) = (f.member_env.cp.server_url(), f.member_env.cp.ca_pem());
+
+    let token = |r: &harness::Reply| {
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["status"]["token"].as_str().unwrap().to_string()
+    };
+    let m = token(
+        &alice
+            .get("/api/v1alpha1/exec-credential?cluster=member")
+            .await,
+    );
+    let who = whoami(&with_token(&m_url, &m_ca, &m).await).await;
+    assert!(
+        who.as_ref()
+            .is_ok_and(|w| w.contains(":t-fedrelay-member:")),
+        "member credential on the member: {who:?}"
+    );
+    assert!(
+        whoami(&with_token(&p_url, &p_ca, &m).await).await.is_err(),
+        "the member's credential works on the primary's apiserver"
+    );
+    let p = token(
+        &alice
+            .get("/api/v1alpha1/exec-credential?cluster=primary")
+            .await,
+    );
+    let who = whoami(&with_token(&p_url, &p_ca, &p).await).await;
+    assert!(
+        who.as_ref()
+            .is_ok_and(|w| w.contains(":t-fedrelay-primary:")),
+        "own credential on the primary: {who:?}"
+    );
+    assert!(
+        whoami(&with_token(&m_url, &m_ca, &p).await).await.is_err(),
+        "the primary's credential works on the member's apiserver"
+    );
+
+    // The kubeconfig relay: each context's token is accepted by its own cluster only.
+    let k = alice.get("/api/v1alpha1/kubeconfig?format=v1").await;
+    assert_eq!(k.status, 200, "{}", k.text);
+    let user_token = |name: &str| {
+        k.body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .and_then(|u| u["user"]["token"].as_str())
+            .unwrap_or_else(|| panic!("no user {name} in {}", k.text))
+            .to_string()
+    };
+    let km = user_token("member-user-alice@example.com");
+    assert!(whoami(&with_token(&m_url, &m_ca, &km).await).await.is_ok());
+    assert!(whoami(&with_token(&p_url, &p_ca, &km).await).await.is_err());
+    let kp = user_token("tka-user-alice@example.com");
+    assert!(whoami(&with_token(&p_url, &p_ca, &kp).await).await.is_ok());
+    assert!(whoami(&with_token(&m_url, &m_ca, &kp).await).await.is_err());
+
+    let x = alice
+        .get("/api/v1alpha1/exec-credential?cluster=nowhere")
+        .await;
+    assert_eq!(
+        (x.status, x.body["code"].as_str()),
+        (404, Some("unknown_cluster")),
+        "{}",
+        x.text
+    );
+    // A grant without the member: refused at the primary, never relayed.
+    let bob = f.primary.user(
+        "bob@example.com",
+        json!([{"role": "view", "period": "1h", "clusters": ["primary"]}]),
+    );
+    let x = bob
+        .get("/api/v1alpha1/exec-credential?cluster=member")
+        .await;
+    assert_eq!(
+        (x.status, x.body["code"].as_str()),
+        (403, Some("no_grant")),
+        "{}",
+        x.text
+    );
+    // Granted but never logged in there: the member's 401 is passed on.
+    let carol = f.primary.user("carol@example.com", everywhere());
+    let r = carol
+        .post("/api/v1alpha1/login?wait=15s&cluster=primary")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let x = carol
+        .get("/api/v1alpha1/exec-credential?cluster=member")
+        .await;
+    assert_eq!(
+        (x.status, x.body["code"].as_str()),
+        (401, Some("not_signed_in")),
+        "{}",
+        x.text
+    );
+    f.stop().await;
+}
+
+/// `federation.allowDirectLogin: false` (config.md §10, federation.md §1): the member refuses its users'
+/// own logins but still serves the primary's fan-out.
+async fn federation_member_without_direct_login_serves_only_the_primary(env: Arc<Env>) {
+    let f = Federated::start(
+        &env,
+        "feddirect",
+        |_| {},
+        |c| c.federation.allow_direct_login = false,
+        |n| n,
+    )
+    .await;
+    let alice = f.primary.user("alice@example.com", everywhere());
+    f.wait_member(&alice, "healthy").await;
+    let on_member = login_both(&alice).await;
+    assert!(whoami(&on_member).await.is_ok());
+
+    let direct = f.member.user("dave@example.com", everywhere());
+    let r = direct.post("/api/v1alpha1/login?wait=15s").await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("direct_login_disabled")),
+        "{}",
+        r.text
+    );
+    let signins: Api<TkaSignin> = Api::namespaced(f.member.admin.clone(), &f.member.ns);
+    let users: Vec<String> = signins
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.spec.username.clone())
+        .collect();
+    assert_eq!(users, vec!["alice@example.com".to_string()]);
+    f.stop().await;
+}
+
+/// federation.md §2: a member admitted by the capability `federation.memberCapName` (no tag), whose
+/// `clusters` globs must match the announced name.
+async fn federation_admits_members_by_capability(env: Arc<Env>) {
+    let cap = "specht-labs.de/cap/tka-federation";
+    let with_cap = move |mut n: tka::identity::PeerIdentity, clusters: &str| {
+        n.tags.clear();
+        n.cap_map = std::collections::BTreeMap::from([(
+            cap.to_string(),
+            vec![json!({ "clusters": [clusters] })],
+        )]);
+        n
+    };
+    let f = Federated::start(
+        &env,
+        "fedcap",
+        |c| c.federation.member_tags = Vec::new(),
+        |_| {},
+        move |n| with_cap(n, "mem*"),
+    )
+    .await;
+    let alice = f.primary.user("alice@example.com", everywhere());
+    f.wait_member(&alice, "healthy").await;
+    let on_member = login_both(&alice).await;
+    assert!(whoami(&on_member).await.is_ok());
+
+    // The capability names other clusters only: the member's heartbeats are refused and it drops out.
+    let seen = node(MEMBER, "nmember", f.member_ip, &[]);
+    f.primary
+        .identity
+        .set(f.member_ip, with_cap(seen, "other-*"));
+    f.wait_member(&alice, "absent").await;
+    let r = alice.post("/api/v1alpha1/login?wait=15s").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(status_of(&r.body, "member"), "absent", "{}", r.text);
     f.stop().await;
 }

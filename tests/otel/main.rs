@@ -32,7 +32,7 @@ use prost::Message;
 use tka::config::{OtelConfig, OtelProtocol};
 use tka::telemetry::{logging, otel::Otel};
 
-use crate::harness::{Env, Harness};
+use crate::harness::{Env, Federated, Harness};
 
 /// Scenarios that run their own runtime on the test's thread.
 type Scenario = (&'static str, fn(Arc<Env>));
@@ -43,6 +43,10 @@ const ALL: &[Scenario] = &[
     (
         "otel_unreachable_collector_never_slows_a_login",
         unreachable,
+    ),
+    (
+        "otel_federated_login_continues_the_trace_on_the_member",
+        federated,
     ),
 ];
 
@@ -321,6 +325,95 @@ fn unreachable(env: Arc<Env>) {
         "a login took {slowest:?} with a dead collector (all: {took:?})"
     );
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// observability.md §4, federation.md §1: a login at the primary reaches the member with W3C trace context,
+/// so the member's `http.server` span is in the caller's trace, a child of the primary's
+/// `federation.signin` client span. Both servers run in this process and export to one receiver.
+fn federated(env: Arc<Env>) {
+    let (endpoint, got) = receiver(OtelProtocol::Grpc);
+    let cfg = OtelConfig {
+        endpoint,
+        insecure: true,
+        protocol: OtelProtocol::Grpc,
+        ..OtelConfig::default()
+    };
+    let otel = Otel::start(&cfg, "t-otel-fed")
+        .expect("exporter")
+        .expect("export enabled");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        let _installed =
+            tracing::subscriber::set_default(logging::subscriber("warn", "text", Some(&otel)));
+        rt.block_on(async {
+            let f = Federated::start(&env, "otel-fed", |_| {}, |_| {}, |n| n).await;
+            let u = f.primary.user(
+                "fed@example.com",
+                serde_json::json!([{"role": "view", "period": "1h", "clusters": ["*"]}]),
+            );
+            f.wait_member(&u, "healthy").await;
+            let r = u
+                .send(
+                    u.http
+                        .post(format!("{}/api/v1alpha1/login?wait=15s", u.base))
+                        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
+                )
+                .await;
+            assert_eq!(r.status, 200, "login: {}", r.text);
+            let member = r.body["clusters"]
+                .as_array()
+                .and_then(|l| l.iter().find(|c| c["name"] == "member"))
+                .cloned();
+            assert_eq!(
+                member.as_ref().map(|c| c["status"].clone()),
+                Some("ready".into()),
+                "{}",
+                r.text
+            );
+            f.stop().await;
+        });
+    }
+    drop(rt);
+    otel.shutdown(); // flushes
+    let got = got.lock().unwrap();
+    let spans: Vec<&Span> = got.iter().map(|(_, s)| s).collect();
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .copied()
+        .filter(|s| hex::encode(&s.trace_id) == TRACE_ID)
+        .collect();
+    let described = || {
+        in_trace
+            .iter()
+            .map(|s| format!("{} {:?}", s.name, attr(s, "http.route")))
+            .collect::<Vec<_>>()
+    };
+    let client = in_trace
+        .iter()
+        .find(|s| s.name == "federation.signin")
+        .unwrap_or_else(|| panic!("no federation.signin span in the trace: {:?}", described()));
+    assert_eq!(attr(client, "tka.cluster").as_deref(), Some("member"));
+    assert_eq!(attr(client, "tka.result").as_deref(), Some("success"));
+    let on_member = in_trace
+        .iter()
+        .find(|s| {
+            s.name == "http.server"
+                && attr(s, "http.route").as_deref() == Some("/federation/v1alpha1/sessions")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no member-side http.server span in the caller's trace: {:?}",
+                described()
+            )
+        });
+    assert_eq!(
+        hex::encode(&on_member.parent_span_id),
+        hex::encode(&client.span_id),
+        "the member's request span is a child of the primary's federation.signin span"
+    );
 }
 
 fn main() {

@@ -544,6 +544,52 @@ async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
     assert!(whoami(&with_token(&p_url, &p_ca, &kp).await).await.is_ok());
     assert!(whoami(&with_token(&m_url, &m_ca, &kp).await).await.is_err());
 
+    // auth=exec: the member's entry runs the plugin against the primary for that cluster (cli.md §5).
+    let k = alice
+        .get("/api/v1alpha1/kubeconfig?format=v1&auth=exec")
+        .await;
+    assert_eq!(k.status, 200, "{}", k.text);
+    let args: Vec<Vec<String>> = k.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| serde_json::from_value(u["user"]["exec"]["args"].clone()).unwrap_or_default())
+        .collect();
+    // Both entries name the primary's server (its own URL, whatever this harness's node calls itself).
+    let server_for = |cluster: &str| {
+        args.iter()
+            .find_map(|a| {
+                a.windows(4)
+                    .find(|w| w[0] == "--server" && w[2] == "--cluster" && w[3] == cluster)
+                    .map(|w| w[1].clone())
+            })
+            .unwrap_or_else(|| panic!("no exec entry for {cluster}: {args:?}"))
+    };
+    assert_eq!(server_for("member"), server_for("primary"), "{args:?}");
+    // The member unreachable: the kubeconfig still comes, naming the missing cluster (federation.md §5).
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    f.primary
+        .identity
+        .set_host(MEMBER, hole.local_addr().unwrap());
+    let k = alice.get("/api/v1alpha1/kubeconfig?format=v1").await;
+    assert_eq!(k.status, 200, "{}", k.text);
+    assert_eq!(contexts(&k.body), vec!["tka-context-alice@example.com"]);
+    assert_eq!(
+        k.headers.get("tka-partial").and_then(|v| v.to_str().ok()),
+        Some("member")
+    );
+    let x = alice
+        .get("/api/v1alpha1/exec-credential?cluster=member")
+        .await;
+    assert_eq!(
+        (x.status, x.body["code"].as_str()),
+        (502, Some("member_unreachable")),
+        "{}",
+        x.text
+    );
+    drop(hole);
+    f.primary.identity.set_host(MEMBER, f.member.listener_addr);
+
     let x = alice
         .get("/api/v1alpha1/exec-credential?cluster=nowhere")
         .await;

@@ -38,6 +38,10 @@ pub const ALL: &[Scenario] = &[
         "federation_member_without_direct_login_serves_only_the_primary",
         |env| Box::pin(federation_member_without_direct_login_serves_only_the_primary(env)),
     ),
+    (
+        "federation_clusters_marks_itself_rebuilding_after_start",
+        |env| Box::pin(federation_clusters_marks_itself_rebuilding_after_start(env)),
+    ),
     ("federation_admits_members_by_capability", |env| {
         Box::pin(federation_admits_members_by_capability(env))
     }),
@@ -703,4 +707,26 @@ async fn federation_admits_members_by_capability(env: Arc<Env>) {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(status_of(&r.body, "member"), "absent", "{}", r.text);
     f.stop().await;
+}
+
+/// federation.md §3: until one heartbeat interval has passed since start, the registry may be incomplete and
+/// `GET /clusters` marks itself (the own entry) `rebuilding: true`; afterwards the mark is gone.
+async fn federation_clusters_marks_itself_rebuilding_after_start(env: Arc<Env>) {
+    let h = harness::Harness::with_config(&env, "fed-rebuild", |c| {
+        c.federation.heartbeat_interval = tka::model::duration::GoDuration::from_secs(3);
+    })
+    .await;
+    let u = h.user("alice@example.com", everywhere());
+    let own = |r: &harness::Reply| r.body[0].clone();
+    let r = u.get("/api/v1alpha1/clusters").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(own(&r)["status"], "self", "{}", r.text);
+    assert_eq!(own(&r)["rebuilding"], true, "{}", r.text);
+    let settled = eventually(Duration::from_secs(6), || async {
+        let r = u.get("/api/v1alpha1/clusters").await;
+        r.status == 200 && own(&r).get("rebuilding").is_none()
+    })
+    .await;
+    assert!(settled.is_some(), "still rebuilding after the interval");
+    h.stop().await;
 }

@@ -31,6 +31,10 @@ pub const ALL: &[Scenario] = &[
         "federation_logout_reaches_a_member_that_was_down_once_it_is_back",
         |env| Box::pin(federation_logout_reaches_a_member_that_was_down_once_it_is_back(env)),
     ),
+    (
+        "federation_logout_reaches_a_removed_member_once_it_registers_again",
+        |env| Box::pin(federation_logout_reaches_a_removed_member_once_it_registers_again(env)),
+    ),
     ("federation_exec_credential_relays_per_cluster", |env| {
         Box::pin(federation_exec_credential_relays_per_cluster(env))
     }),
@@ -480,6 +484,28 @@ async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: A
     })
     .await;
     assert!(gone.is_some(), "the member's session is gone");
+    f.stop().await;
+}
+
+/// A member down long enough to be removed from the registry (federation.md §3) still holds the user's
+/// session: a logout meanwhile is delivered when it registers again.
+async fn federation_logout_reaches_a_removed_member_once_it_registers_again(env: Arc<Env>) {
+    let mut f = Federated::start(&env, "fedgone", |_| {}, |_| {}, |n| n).await;
+    let alice = f.primary.user("alice@example.com", everywhere());
+    f.wait_member(&alice, "healthy").await;
+    let on_member = login_both(&alice).await;
+    f.member.crash().await;
+    f.wait_member(&alice, "absent").await;
+    let out = alice.post("/api/v1alpha1/logout").await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    f.member.restart().await;
+    f.wait_member(&alice, "healthy").await;
+    let took = refused_within(&on_member, Duration::from_secs(20)).await;
+    assert!(
+        took.is_some(),
+        "the member's token still works after it registered again"
+    );
+    eprintln!("missed logout (member removed) revoked {took:?} after it registered again");
     f.stop().await;
 }
 

@@ -478,15 +478,7 @@ pub async fn logout(
     members: Vec<Member>,
     down: Vec<Member>,
 ) -> Vec<ClusterResult> {
-    let r = SessionRef {
-        login_name: caller.login.clone(),
-        node_id: if all {
-            String::new()
-        } else {
-            caller.peer.node_stable_id.clone()
-        },
-        all,
-    };
+    let r = session_ref(caller, all);
     let calls = members.iter().map(|m| {
         let r = r.clone();
         async move {
@@ -527,6 +519,19 @@ pub async fn logout(
     }
     results.sort_by(|a, b| a.name.cmp(&b.name));
     results
+}
+
+/// What a logout ends on a member: the caller's node's session, or all of the user's.
+pub(super) fn session_ref(caller: &Caller, all: bool) -> SessionRef {
+    SessionRef {
+        login_name: caller.login.clone(),
+        node_id: if all {
+            String::new()
+        } else {
+            caller.peer.node_stable_id.clone()
+        },
+        all,
+    }
 }
 
 /// Grant revalidation of federated sessions (federation.md §6): the primary lists each healthy member's

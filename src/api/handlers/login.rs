@@ -432,6 +432,13 @@ pub async fn logout(
     let now = std::time::Instant::now();
     let members = app.federation.healthy_members(now);
     let down = app.federation.stale_members(now);
+    // Members removed for missed heartbeats are no longer part of the federation (not listed, federation.md
+    // §8), but may still hold a session of this user: their return delivers the logout (silently: the
+    // answer lists members only).
+    for name in app.federation.departed_members(now) {
+        app.federation
+            .retry_later(&name, super::fanout::session_ref(&caller, all));
+    }
     if targets.is_empty() && members.is_empty() && down.is_empty() {
         return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
     }

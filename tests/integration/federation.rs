@@ -18,46 +18,24 @@ use crate::harness::{
 };
 use crate::scenarios::whoami;
 
-type Scenario = (&'static str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>);
-
-pub const ALL: &[Scenario] = &[
-    (
-        "federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both",
-        |env| {
-            Box::pin(federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both(env))
-        },
-    ),
-    (
-        "federation_logout_reaches_a_member_that_was_down_once_it_is_back",
-        |env| Box::pin(federation_logout_reaches_a_member_that_was_down_once_it_is_back(env)),
-    ),
-    (
-        "federation_logout_reaches_a_removed_member_once_it_registers_again",
-        |env| Box::pin(federation_logout_reaches_a_removed_member_once_it_registers_again(env)),
-    ),
-    ("federation_exec_credential_relays_per_cluster", |env| {
-        Box::pin(federation_exec_credential_relays_per_cluster(env))
-    }),
-    (
-        "federation_member_without_direct_login_serves_only_the_primary",
-        |env| Box::pin(federation_member_without_direct_login_serves_only_the_primary(env)),
-    ),
-    (
-        "federation_clusters_marks_itself_rebuilding_after_start",
-        |env| Box::pin(federation_clusters_marks_itself_rebuilding_after_start(env)),
-    ),
-    ("federation_admits_members_by_capability", |env| {
-        Box::pin(federation_admits_members_by_capability(env))
-    }),
-];
+scenarios!(
+    federation_login_fans_out_survives_a_dead_member_and_logout_revokes_both,
+    federation_logout_reaches_a_member_that_was_down_once_it_is_back,
+    federation_logout_reaches_a_removed_member_once_it_registers_again,
+    federation_exec_credential_relays_per_cluster,
+    federation_member_without_direct_login_serves_only_the_primary,
+    federation_clusters_marks_itself_rebuilding_after_start,
+    federation_admits_members_by_capability,
+);
 
 /// A grant for every cluster of the federation.
 fn everywhere() -> Value {
     json!([{"role": "view", "period": "1h", "clusters": ["*"]}])
 }
 
-/// Logs in at the primary; asserts both clusters are ready and returns a client for the member's context.
-async fn login_both(u: &User) -> Client {
+/// Logs in at the primary; asserts both clusters are ready; returns the reply and a client for the
+/// member's context.
+async fn login_both(u: &User) -> (harness::Reply, Client) {
     let r = u
         .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
@@ -69,12 +47,33 @@ async fn login_both(u: &User) -> Client {
         r.text
     );
     let ctx = format!("member-{}", r.body["username"].as_str().unwrap());
-    client_for(&r.body["kubeconfig"], &ctx).await
+    let on_member = client_for(&r.body["kubeconfig"], &ctx).await;
+    (r, on_member)
 }
 
 /// A client of the apiserver at `server` (CA `ca_pem`) with a bare token.
 async fn with_token(server: &str, ca_pem: &str, token: &str) -> Client {
     harness::client_from(&harness::token_kubeconfig(server, ca_pem, token)).await
+}
+
+/// Users with a session on the cluster of `signins`.
+async fn signed_in(signins: &Api<TkaSignin>) -> Vec<String> {
+    signins
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.spec.username)
+        .collect()
+}
+
+/// Asserts that the apiserver `on` (URL, CA) accepts `token` and `not_on` refuses it.
+async fn works_only_on(token: &str, on: (&str, &str), not_on: (&str, &str)) {
+    let who = whoami(&with_token(on.0, on.1, token).await).await;
+    assert!(who.is_ok(), "refused by {}: {who:?}", on.0);
+    let who = whoami(&with_token(not_on.0, not_on.1, token).await).await;
+    assert!(who.is_err(), "also accepted by {}: {who:?}", not_on.0);
 }
 
 /// Waits until `c`'s token is refused (the apiserver may honour a token for up to 10 s from its cache).
@@ -176,16 +175,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
     assert!(!metrics.contains("alice"), "no user names in metrics");
 
     // One login at the primary: one kubeconfig, a context per cluster, each working on its own apiserver.
-    let r = alice
-        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        (status_of(&r.body, "primary"), status_of(&r.body, "member")),
-        ("ready".into(), "ready".into()),
-        "{}",
-        r.text
-    );
+    let (r, _) = login_both(&alice).await;
     let doc = r.body["kubeconfig"].clone();
     let ctxs = contexts(&doc);
     assert_eq!(ctxs.len(), 2, "{ctxs:?}");
@@ -324,12 +314,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         json!([{"role": "view", "period": "1h", "clusters": ["primary"]}]),
     );
     let ended = eventually(Duration::from_secs(10), || async {
-        signins
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        signed_in(&signins).await.is_empty()
     })
     .await;
     assert!(ended.is_some(), "revalidation ended the member's session");
@@ -357,12 +342,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         out.text
     );
     let cleaned = eventually(Duration::from_secs(10), || async {
-        signins
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        signed_in(&signins).await.is_empty()
     })
     .await;
     assert!(cleaned.is_some(), "the member's federated session is gone");
@@ -389,13 +369,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         .await
         .unwrap();
     let expired = eventually(Duration::from_secs(30), || async {
-        signins
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-            && whoami(&on_member).await.is_err()
+        signed_in(&signins).await.is_empty() && whoami(&on_member).await.is_err()
     })
     .await;
     assert!(
@@ -429,7 +403,7 @@ async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: A
     let signins: Api<TkaSignin> = Api::namespaced(f.member.admin.clone(), &f.member.ns);
 
     // 1. The member heartbeats but the primary's calls to it hang.
-    let on_member = login_both(&alice).await;
+    let (_, on_member) = login_both(&alice).await;
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     f.primary
         .identity
@@ -449,7 +423,7 @@ async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: A
     eprintln!("missed logout (member unreachable) revoked {took:?} after the member was reachable");
 
     // 2. The member is down (stale) at logout and comes back.
-    let on_member = login_both(&alice).await;
+    let (_, on_member) = login_both(&alice).await;
     f.member.crash().await;
     f.wait_member(&alice, "stale").await;
     let out = alice.post("/api/v1alpha1/logout").await;
@@ -464,23 +438,11 @@ async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: A
     assert!(
         took.is_some(),
         "the member's token still works after the member came back; sessions: {:?}",
-        signins
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|s| s.spec.username.clone())
-            .collect::<Vec<_>>()
+        signed_in(&signins).await
     );
     eprintln!("missed logout (member down) revoked {took:?} after the restart");
     let gone = eventually(Duration::from_secs(10), || async {
-        signins
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        signed_in(&signins).await.is_empty()
     })
     .await;
     assert!(gone.is_some(), "the member's session is gone");
@@ -493,7 +455,7 @@ async fn federation_logout_reaches_a_removed_member_once_it_registers_again(env:
     let mut f = Federated::start(&env, "fedgone", |_| {}, |_| {}, |n| n).await;
     let alice = f.primary.user("alice@example.com", everywhere());
     f.wait_member(&alice, "healthy").await;
-    let on_member = login_both(&alice).await;
+    let (_, on_member) = login_both(&alice).await;
     f.member.crash().await;
     f.wait_member(&alice, "absent").await;
     let out = alice.post("/api/v1alpha1/logout").await;
@@ -515,10 +477,14 @@ async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
     let f = Federated::start(&env, "fedrelay", |_| {}, |_| {}, |n| n).await;
     let alice = f.primary.user("alice@example.com", everywhere());
     f.wait_member(&alice, "healthy").await;
-    login_both(&alice).await;
+    let _ = login_both(&alice).await;
     let (p_url, p_ca) = (env.cp.server_url(), env.cp.ca_pem());
     let (m_url, m_ca) = (f.member_env.cp.server_url(), f.member_env.cp.ca_pem());
 
+    let (primary, member) = (
+        (p_url.as_str(), p_ca.as_str()),
+        (m_url.as_str(), m_ca.as_str()),
+    );
     let token = |r: &harness::Reply| {
         assert_eq!(r.status, 200, "{}", r.text);
         r.body["status"]["token"].as_str().unwrap().to_string()
@@ -528,31 +494,13 @@ async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
             .get("/api/v1alpha1/exec-credential?cluster=member")
             .await,
     );
-    let who = whoami(&with_token(&m_url, &m_ca, &m).await).await;
-    assert!(
-        who.as_ref()
-            .is_ok_and(|w| w.contains(":t-fedrelay-member:")),
-        "member credential on the member: {who:?}"
-    );
-    assert!(
-        whoami(&with_token(&p_url, &p_ca, &m).await).await.is_err(),
-        "the member's credential works on the primary's apiserver"
-    );
+    works_only_on(&m, member, primary).await;
     let p = token(
         &alice
             .get("/api/v1alpha1/exec-credential?cluster=primary")
             .await,
     );
-    let who = whoami(&with_token(&p_url, &p_ca, &p).await).await;
-    assert!(
-        who.as_ref()
-            .is_ok_and(|w| w.contains(":t-fedrelay-primary:")),
-        "own credential on the primary: {who:?}"
-    );
-    assert!(
-        whoami(&with_token(&m_url, &m_ca, &p).await).await.is_err(),
-        "the primary's credential works on the member's apiserver"
-    );
+    works_only_on(&p, primary, member).await;
 
     // The kubeconfig relay: each context's token is accepted by its own cluster only.
     let k = alice.get("/api/v1alpha1/kubeconfig?format=v1").await;
@@ -567,12 +515,13 @@ async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
             .unwrap_or_else(|| panic!("no user {name} in {}", k.text))
             .to_string()
     };
-    let km = user_token("member-user-alice@example.com");
-    assert!(whoami(&with_token(&m_url, &m_ca, &km).await).await.is_ok());
-    assert!(whoami(&with_token(&p_url, &p_ca, &km).await).await.is_err());
-    let kp = user_token("tka-user-alice@example.com");
-    assert!(whoami(&with_token(&p_url, &p_ca, &kp).await).await.is_ok());
-    assert!(whoami(&with_token(&m_url, &m_ca, &kp).await).await.is_err());
+    works_only_on(
+        &user_token("member-user-alice@example.com"),
+        member,
+        primary,
+    )
+    .await;
+    works_only_on(&user_token("tka-user-alice@example.com"), primary, member).await;
 
     // auth=exec: the member's entry runs the plugin against the primary for that cluster (cli.md §5).
     let k = alice
@@ -674,7 +623,7 @@ async fn federation_member_without_direct_login_serves_only_the_primary(env: Arc
     .await;
     let alice = f.primary.user("alice@example.com", everywhere());
     f.wait_member(&alice, "healthy").await;
-    let on_member = login_both(&alice).await;
+    let (_, on_member) = login_both(&alice).await;
     assert!(whoami(&on_member).await.is_ok());
 
     let direct = f.member.user("dave@example.com", everywhere());
@@ -686,14 +635,7 @@ async fn federation_member_without_direct_login_serves_only_the_primary(env: Arc
         r.text
     );
     let signins: Api<TkaSignin> = Api::namespaced(f.member.admin.clone(), &f.member.ns);
-    let users: Vec<String> = signins
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|s| s.spec.username.clone())
-        .collect();
+    let users = signed_in(&signins).await;
     assert_eq!(users, vec!["alice@example.com".to_string()]);
     f.stop().await;
 }
@@ -720,7 +662,7 @@ async fn federation_admits_members_by_capability(env: Arc<Env>) {
     .await;
     let alice = f.primary.user("alice@example.com", everywhere());
     f.wait_member(&alice, "healthy").await;
-    let on_member = login_both(&alice).await;
+    let (_, on_member) = login_both(&alice).await;
     assert!(whoami(&on_member).await.is_ok());
 
     // The capability names other clusters only: the member's heartbeats are refused and it drops out.

@@ -168,7 +168,44 @@ fn session_with_tracing(
     cfg: OtelConfig,
     logins: usize,
 ) -> (String, Vec<Duration>) {
-    let otel = Otel::start(&cfg, "t-otel")
+    traced(&cfg, async {
+        let h = Harness::new(env, name).await;
+        let u = h.user(
+            &format!("{name}@example.com"),
+            serde_json::from_str(VIEW).unwrap(),
+        );
+        let mut token = String::new();
+        let mut took = Vec::new();
+        for _ in 0..logins {
+            let started = Instant::now();
+            let r = u
+                .send(
+                    u.http
+                        .post(format!(
+                            "{}/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1",
+                            u.base
+                        ))
+                        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
+                )
+                .await;
+            took.push(started.elapsed());
+            assert_eq!(r.status, 200, "login: {}", r.text);
+            token = r.body["kubeconfig"]["users"][0]["user"]["token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        let r = u.post("/api/v1alpha1/logout").await;
+        assert_eq!(r.status, 200, "logout: {}", r.text);
+        h.stop().await;
+        (token, took)
+    })
+}
+
+/// Runs `body` on a current-thread runtime under the product's subscriber exporting with `cfg`; the
+/// spans are flushed when it returns.
+fn traced<F: std::future::Future>(cfg: &OtelConfig, body: F) -> F::Output {
+    let otel = Otel::start(cfg, "t-otel")
         .expect("exporter")
         .expect("export enabled");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -178,38 +215,7 @@ fn session_with_tracing(
     let result = {
         let _installed =
             tracing::subscriber::set_default(logging::subscriber("warn", "text", Some(&otel)));
-        rt.block_on(async {
-            let h = Harness::new(env, name).await;
-            let u = h.user(
-                &format!("{name}@example.com"),
-                serde_json::from_str(VIEW).unwrap(),
-            );
-            let mut token = String::new();
-            let mut took = Vec::new();
-            for _ in 0..logins {
-                let started = Instant::now();
-                let r = u
-                    .send(
-                        u.http
-                            .post(format!(
-                                "{}/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1",
-                                u.base
-                            ))
-                            .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
-                    )
-                    .await;
-                took.push(started.elapsed());
-                assert_eq!(r.status, 200, "login: {}", r.text);
-                token = r.body["kubeconfig"]["users"][0]["user"]["token"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-            }
-            let r = u.post("/api/v1alpha1/logout").await;
-            assert_eq!(r.status, 200, "logout: {}", r.text);
-            h.stop().await;
-            (token, took)
-        })
+        rt.block_on(body)
     };
     drop(rt);
     otel.shutdown(); // flushes
@@ -338,46 +344,33 @@ fn federated(env: Arc<Env>) {
         protocol: OtelProtocol::Grpc,
         ..OtelConfig::default()
     };
-    let otel = Otel::start(&cfg, "t-otel-fed")
-        .expect("exporter")
-        .expect("export enabled");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    {
-        let _installed =
-            tracing::subscriber::set_default(logging::subscriber("warn", "text", Some(&otel)));
-        rt.block_on(async {
-            let f = Federated::start(&env, "otel-fed", |_| {}, |_| {}, |n| n).await;
-            let u = f.primary.user(
-                "fed@example.com",
-                serde_json::json!([{"role": "view", "period": "1h", "clusters": ["*"]}]),
-            );
-            f.wait_member(&u, "healthy").await;
-            let r = u
-                .send(
-                    u.http
-                        .post(format!("{}/api/v1alpha1/login?wait=15s", u.base))
-                        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
-                )
-                .await;
-            assert_eq!(r.status, 200, "login: {}", r.text);
-            let member = r.body["clusters"]
-                .as_array()
-                .and_then(|l| l.iter().find(|c| c["name"] == "member"))
-                .cloned();
-            assert_eq!(
-                member.as_ref().map(|c| c["status"].clone()),
-                Some("ready".into()),
-                "{}",
-                r.text
-            );
-            f.stop().await;
-        });
-    }
-    drop(rt);
-    otel.shutdown(); // flushes
+    traced(&cfg, async {
+        let f = Federated::start(&env, "otel-fed", |_| {}, |_| {}, |n| n).await;
+        let u = f.primary.user(
+            "fed@example.com",
+            serde_json::json!([{"role": "view", "period": "1h", "clusters": ["*"]}]),
+        );
+        f.wait_member(&u, "healthy").await;
+        let r = u
+            .send(
+                u.http
+                    .post(format!("{}/api/v1alpha1/login?wait=15s", u.base))
+                    .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
+            )
+            .await;
+        assert_eq!(r.status, 200, "login: {}", r.text);
+        let member = r.body["clusters"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["name"] == "member"))
+            .cloned();
+        assert_eq!(
+            member.as_ref().map(|c| c["status"].clone()),
+            Some("ready".into()),
+            "{}",
+            r.text
+        );
+        f.stop().await;
+    });
     let got = got.lock().unwrap();
     let spans: Vec<&Span> = got.iter().map(|(_, s)| s).collect();
     let in_trace: Vec<&Span> = spans

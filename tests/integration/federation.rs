@@ -626,6 +626,26 @@ async fn federation_member_without_direct_login_serves_only_the_primary(env: Arc
     let (_, on_member) = login_both(&alice).await;
     assert!(whoami(&on_member).await.is_ok());
 
+    // Nor does it mint tokens for its users directly, even for the session the primary made.
+    f.member.grant(&alice, "alice@example.com", everywhere());
+    let alice_direct = User::new(alice.ip, &f.member.url);
+    for path in [
+        "/api/v1alpha1/kubeconfig?format=v1",
+        "/api/v1alpha1/exec-credential",
+    ] {
+        let r = alice_direct.get(path).await;
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (403, Some("direct_login_disabled")),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let e = alice
+        .get("/api/v1alpha1/exec-credential?cluster=member")
+        .await;
+    assert_eq!(e.status, 200, "through the primary: {}", e.text);
+
     let direct = f.member.user("dave@example.com", everywhere());
     let r = direct.post("/api/v1alpha1/login?wait=15s").await;
     assert_eq!(

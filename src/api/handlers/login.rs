@@ -56,17 +56,7 @@ pub async fn login(
         return Err(bad_query("include needs wait".into(), "add wait=30s"));
     }
     let caller = app.identify(remote, &headers).await?;
-    if app.federation.is_member() && !app.federation.settings.allow_direct_login {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "direct_login_disabled",
-            "this cluster takes logins only through its federation primary",
-        )
-        .advice(format!(
-            "log in at {}",
-            app.federation.settings.login_server
-        )));
-    }
+    direct_use(&app)?;
     let only = cluster_params(raw.as_deref());
     if !app
         .federation

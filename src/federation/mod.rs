@@ -22,6 +22,8 @@ pub use error::FedError;
 pub const API_VERSION: &str = "v1alpha1";
 /// Path prefix of the federation endpoints.
 pub const PREFIX: &str = "/federation/v1alpha1";
+/// How long a missed revocation is kept for a member's return (federation.md §6).
+pub const RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 
 /// Federation settings, from `federation.*`.
 #[derive(Debug, Clone)]
@@ -88,9 +90,8 @@ impl Federation {
 
     /// The revocations waiting for `cluster` (removed from the list; re-add what fails again).
     pub fn take_retries(&self, cluster: &str, now: Instant) -> Vec<wire::SessionRef> {
-        const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
         let mut q = self.retries.lock().expect("lock poisoned");
-        q.retain(|(_, _, since)| now.duration_since(*since) < MAX_AGE);
+        q.retain(|(_, _, since)| now.duration_since(*since) < RETRY_FOR);
         let (mine, rest): (Vec<_>, Vec<_>) = q.drain(..).partition(|(c, _, _)| c == cluster);
         *q = rest;
         mine.into_iter().map(|(_, r, _)| r).collect()
@@ -107,11 +108,26 @@ impl Federation {
 
     /// The members that take part in logins now (healthy only), by name.
     pub fn healthy_members(&self, now: Instant) -> Vec<registry::Member> {
+        self.members(now, registry::Health::Healthy)
+    }
+
+    /// Members that missed heartbeats but are not removed yet: probably down, so a logout cannot reach
+    /// them now and must be kept for their return.
+    pub fn stale_members(&self, now: Instant) -> Vec<registry::Member> {
+        self.members(now, registry::Health::Stale)
+    }
+
+    /// Names of members removed for missed heartbeats within the retry period.
+    pub fn departed_members(&self, now: Instant) -> Vec<String> {
+        self.registry.lock().expect("lock poisoned").departed(now)
+    }
+
+    fn members(&self, now: Instant, health: registry::Health) -> Vec<registry::Member> {
         let reg = self.registry.lock().expect("lock poisoned");
         reg.list(now)
             .into_iter()
-            .filter(|(_, h)| *h == registry::Health::Healthy)
-            // Version skew: a member that does not speak our federation API takes no part in logins.
+            .filter(|(_, h)| *h == health)
+            // Version skew: a member that does not speak our federation API takes no part.
             .filter(|(m, _)| m.announcement.api_versions.iter().any(|v| v == API_VERSION))
             .map(|(m, _)| m.clone())
             .collect()

@@ -36,6 +36,9 @@ pub struct Registry {
     interval: Duration,
     missed: u32,
     members: BTreeMap<String, Member>,
+    /// Names removed for missed heartbeats, and when: a logout meanwhile still has to reach them if they
+    /// come back (federation.md §6), so the primary must remember who they were.
+    departed: BTreeMap<String, Instant>,
 }
 
 impl Registry {
@@ -44,6 +47,7 @@ impl Registry {
             interval,
             missed: missed.max(1),
             members: BTreeMap::new(),
+            departed: BTreeMap::new(),
         }
     }
 
@@ -84,6 +88,7 @@ impl Registry {
         // One node holds one name: a member renamed in place must not linger under its old name.
         self.members
             .retain(|name, m| m.node_id != node_id || *name == hb.cluster_name);
+        self.departed.remove(&hb.cluster_name);
         self.members.insert(
             hb.cluster_name.clone(),
             Member {
@@ -106,8 +111,31 @@ impl Registry {
             .collect();
         for n in &gone {
             self.members.remove(n);
+            self.departed.insert(n.clone(), now);
         }
+        self.departed
+            .retain(|_, since| now.saturating_duration_since(*since) < super::RETRY_FOR);
         gone
+    }
+
+    /// Members removed for missed heartbeats within the retry period (also those past the removal age
+    /// that [`Registry::prune`] has not dropped yet), by name.
+    pub fn departed(&self, now: Instant) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| self.health(m, now).is_none())
+            .map(|m| m.announcement.cluster_name.clone())
+            .chain(
+                self.departed
+                    .iter()
+                    .filter(|(_, since)| now.saturating_duration_since(**since) < super::RETRY_FOR)
+                    .map(|(n, _)| n.clone()),
+            )
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Members not yet removed, by name, with their health.
@@ -160,8 +188,15 @@ mod tests {
             "gone after 3 intervals"
         );
         assert!(r.list(t0 + s(91)).is_empty());
+        assert_eq!(r.departed(t0 + s(91)), vec!["west".to_string()]);
         assert_eq!(r.prune(t0 + s(91)), vec!["west".to_string()]);
         assert_eq!(r.counts(t0 + s(91)), (0, 0));
+        // Remembered for the retry period, forgotten when it registers again.
+        assert_eq!(r.departed(t0 + s(92)), vec!["west".to_string()]);
+        assert!(r.departed(t0 + s(91) + super::super::RETRY_FOR).is_empty());
+        r.register(hb("west"), "tka-west.ts.net", "n1", t0 + s(100))
+            .unwrap();
+        assert!(r.departed(t0 + s(100)).is_empty());
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub async fn client_from(doc: &Value) -> Client {
     Client::try_from(cfg).expect("client")
 }
 
-fn token_kubeconfig(server: &str, ca_pem: &str, token: &str) -> Value {
+pub fn token_kubeconfig(server: &str, ca_pem: &str, token: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority-data": BASE64.encode(ca_pem.as_bytes())}}],
@@ -460,5 +460,123 @@ pub async fn aggregate_cluster_roles(admin: &kube::Client) {
         api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .expect("aggregate rules");
+    }
+}
+
+/// The primary's and the member's tailnet node names in [`Federated`].
+pub const PRIMARY_NODE: &str = "primary.test.ts.net";
+pub const MEMBER_NODE: &str = "member.test.ts.net";
+
+/// A federation of two servers, each against its own kube-apiserver, on a loopback "tailnet": each
+/// side's static WhoIs knows the other node and resolves its name to the other server's listener.
+pub struct Federated {
+    pub primary: Harness,
+    pub member: Harness,
+    /// The member's control plane; stopped when dropped, so drop it after the member.
+    pub member_env: Env,
+    /// The member's node address (what the primary's WhoIs sees).
+    pub member_ip: IpAddr,
+}
+
+/// A node as the other server's WhoIs reports it.
+pub fn node(fqdn: &str, id: &str, ip: IpAddr, tags: &[&str]) -> PeerIdentity {
+    PeerIdentity {
+        node_fqdn: fqdn.into(),
+        node_stable_id: id.into(),
+        node_ip: Some(ip),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..PeerIdentity::default()
+    }
+}
+
+impl Federated {
+    /// Primary `primary` (members tagged `tag:tka-member` admitted) and member `member` (prefixes `member-`,
+    /// `member-user-`), 1 s heartbeats, 2 s request timeout. `primary_tweak`/`member_tweak` adjust the
+    /// configs; `member_node` is the member's node as the primary's WhoIs sees it (tagged by default).
+    pub async fn start(
+        env: &Env,
+        name: &str,
+        primary_tweak: impl FnOnce(&mut Config),
+        member_tweak: impl FnOnce(&mut Config),
+        member_node: impl FnOnce(PeerIdentity) -> PeerIdentity,
+    ) -> Federated {
+        let cp = tokio::task::spawn_blocking(ControlPlane::start)
+            .await
+            .unwrap()
+            .expect("second control plane");
+        let admin = cp.admin_client().await;
+        install_crd(&admin).await;
+        aggregate_cluster_roles(&admin).await;
+        let member_env = Env { cp, admin };
+        let beat = |c: &mut Config| {
+            c.federation.heartbeat_interval = tka::model::duration::GoDuration::from_secs(1);
+            c.federation.missed_heartbeats = 3;
+            c.federation.request_timeout = tka::model::duration::GoDuration::from_secs(2);
+        };
+        let primary = Harness::with_config(env, &format!("{name}-primary"), |c| {
+            c.operator.cluster_name = "primary".into();
+            c.federation.member_tags = vec!["tag:tka-member".into()];
+            beat(c);
+            primary_tweak(c);
+        })
+        .await;
+        let member = Harness::with_config(&member_env, &format!("{name}-member"), |c| {
+            c.operator.cluster_name = "member".into();
+            c.operator.context_prefix = "member-".into();
+            c.operator.user_prefix = "member-user-".into();
+            c.federation.login_server = format!("http://{PRIMARY_NODE}:8443");
+            beat(c);
+            member_tweak(c);
+        })
+        .await;
+        let (primary_ip, member_ip) = (fresh_ip(), fresh_ip());
+        primary.identity.set_self(PRIMARY_NODE, primary_ip);
+        member.identity.set_self(MEMBER_NODE, member_ip);
+        let seen = node(MEMBER_NODE, "nmember", member_ip, &["tag:tka-member"]);
+        primary.identity.set(member_ip, member_node(seen));
+        member.identity.set(
+            primary_ip,
+            node(PRIMARY_NODE, "nprimary", primary_ip, &["tag:tka"]),
+        );
+        primary.identity.set_host(MEMBER_NODE, member.listener_addr);
+        member
+            .identity
+            .set_host(PRIMARY_NODE, primary.listener_addr);
+        Federated {
+            primary,
+            member,
+            member_env,
+            member_ip,
+        }
+    }
+
+    /// The member as `GET /clusters` at the primary shows it to `u` (`healthy`, `stale`, or `absent`).
+    pub async fn member_state(&self, u: &User) -> String {
+        let r = u.get("/api/v1alpha1/clusters").await;
+        r.body
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["name"] == "member"))
+            .and_then(|c| c["status"].as_str())
+            .unwrap_or("absent")
+            .to_string()
+    }
+
+    /// Waits until the primary lists the member as `state` (10 s at most).
+    pub async fn wait_member(&self, u: &User, state: &str) {
+        let seen = eventually(Duration::from_secs(10), || async {
+            self.member_state(u).await == state
+        })
+        .await;
+        assert!(
+            seen.is_some(),
+            "member never {state}: {}",
+            self.member_state(u).await
+        );
+    }
+
+    pub async fn stop(self) {
+        self.primary.stop().await;
+        self.member.stop().await;
+        drop(self.member_env);
     }
 }

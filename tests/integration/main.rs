@@ -3,6 +3,14 @@
 //!
 //! Run: `cargo test --features integration --test integration` (needs `tests/peers/build.sh` first).
 
+/// `scenarios!(a, b)` in a test module: its `ALL` table, each test named after its function. Defined before
+/// the modules so they all see it.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        pub const ALL: &[(&str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>)] = &[$((stringify!($name), |env| Box::pin($name(env)))),*];
+    };
+}
+
 mod cli;
 #[path = "../support/controlplane.rs"]
 mod controlplane;

@@ -16,12 +16,6 @@ use serde_json::{Value, json};
 
 use crate::harness::{Env, eventually};
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        pub const ALL: &[(&str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>)] = &[$((stringify!($name), |env| Box::pin($name(env)))),*];
-    };
-}
-
 scenarios!(
     manifests_every_overlay_and_install_render,
     manifests_keep_the_guides_objects_and_add_the_hardening,

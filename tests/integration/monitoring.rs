@@ -14,12 +14,6 @@ use serde_json::Value;
 
 use crate::harness::{Env, Harness, eventually};
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        pub const ALL: &[(&str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>)] = &[$((stringify!($name), |env| Box::pin($name(env)))),*];
-    };
-}
-
 scenarios!(
     monitoring_promtool_checks_the_rules_and_a_live_scrape,
     monitoring_prometheus_evaluates_the_guides_alerts_against_a_running_server,

@@ -18,12 +18,6 @@ use tka::operator::crd::TkaSignin;
 
 use crate::harness::{Env, Harness, User, eventually};
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        pub const ALL: &[(&str, fn(Arc<Env>) -> LocalBoxFuture<'static, ()>)] = &[$((stringify!($name), |env| Box::pin($name(env)))),*];
-    };
-}
-
 scenarios!(
     login_provisions_objects_and_the_token_has_exactly_the_role,
     logout_revokes_the_token_within_two_seconds,

@@ -32,7 +32,7 @@ use prost::Message;
 use tka::config::{OtelConfig, OtelProtocol};
 use tka::telemetry::{logging, otel::Otel};
 
-use crate::harness::{Env, Harness};
+use crate::harness::{Env, Federated, Harness};
 
 /// Scenarios that run their own runtime on the test's thread.
 type Scenario = (&'static str, fn(Arc<Env>));
@@ -43,6 +43,10 @@ const ALL: &[Scenario] = &[
     (
         "otel_unreachable_collector_never_slows_a_login",
         unreachable,
+    ),
+    (
+        "otel_federated_login_continues_the_trace_on_the_member",
+        federated,
     ),
 ];
 
@@ -164,6 +168,43 @@ struct Session {
     logs: Vec<serde_json::Value>,
 }
 
+/// Logs in (with a caller trace context) and out with the product's subscriber exporting to `endpoint`.
+fn session_with_tracing(env: &Env, name: &str, cfg: OtelConfig, logins: usize) -> Session {
+    let ((token, took), logs) = traced(&cfg, async {
+        let h = Harness::new(env, name).await;
+        let u = h.user(
+            &format!("{name}@example.com"),
+            serde_json::from_str(VIEW).unwrap(),
+        );
+        let mut token = String::new();
+        let mut took = Vec::new();
+        for _ in 0..logins {
+            let started = Instant::now();
+            let r = u
+                .send(
+                    u.http
+                        .post(format!(
+                            "{}/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1",
+                            u.base
+                        ))
+                        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
+                )
+                .await;
+            took.push(started.elapsed());
+            assert_eq!(r.status, 200, "login: {}", r.text);
+            token = r.body["kubeconfig"]["users"][0]["user"]["token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        let r = u.post("/api/v1alpha1/logout").await;
+        assert_eq!(r.status, 200, "logout: {}", r.text);
+        h.stop().await;
+        (token, took)
+    });
+    Session { token, took, logs }
+}
+
 /// A log sink the subscriber writes JSON lines into.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
@@ -178,10 +219,13 @@ impl std::io::Write for LogBuffer {
     }
 }
 
-/// Logs in (with a caller trace context) and out with the product's subscriber exporting to `endpoint`
-/// and logging JSON lines at info.
-fn session_with_tracing(env: &Env, name: &str, cfg: OtelConfig, logins: usize) -> Session {
-    let otel = Otel::start(&cfg, "t-otel")
+/// Runs `body` on a current-thread runtime under the product's subscriber, exporting with `cfg` and logging
+/// JSON lines at info; returns its output and those lines. The spans are flushed when it returns.
+fn traced<F: std::future::Future>(
+    cfg: &OtelConfig,
+    body: F,
+) -> (F::Output, Vec<serde_json::Value>) {
+    let otel = Otel::start(cfg, "t-otel")
         .expect("exporter")
         .expect("export enabled");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -189,7 +233,7 @@ fn session_with_tracing(env: &Env, name: &str, cfg: OtelConfig, logins: usize) -
         .build()
         .unwrap();
     let logs = LogBuffer::default();
-    let (token, took) = {
+    let result = {
         let sink = logs.clone();
         let _installed = tracing::subscriber::set_default(logging::subscriber_to(
             "info",
@@ -197,47 +241,16 @@ fn session_with_tracing(env: &Env, name: &str, cfg: OtelConfig, logins: usize) -
             Some(&otel),
             move || sink.clone(),
         ));
-        rt.block_on(async {
-            let h = Harness::new(env, name).await;
-            let u = h.user(
-                &format!("{name}@example.com"),
-                serde_json::from_str(VIEW).unwrap(),
-            );
-            let mut token = String::new();
-            let mut took = Vec::new();
-            for _ in 0..logins {
-                let started = Instant::now();
-                let r = u
-                    .send(
-                        u.http
-                            .post(format!(
-                                "{}/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1",
-                                u.base
-                            ))
-                            .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
-                    )
-                    .await;
-                took.push(started.elapsed());
-                assert_eq!(r.status, 200, "login: {}", r.text);
-                token = r.body["kubeconfig"]["users"][0]["user"]["token"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-            }
-            let r = u.post("/api/v1alpha1/logout").await;
-            assert_eq!(r.status, 200, "logout: {}", r.text);
-            h.stop().await;
-            (token, took)
-        })
+        rt.block_on(body)
     };
     drop(rt);
     otel.shutdown(); // flushes
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let logs = text
+    let lines = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
-    Session { token, took, logs }
+    (result, lines)
 }
 
 fn exports_one_span_per_operation(env: Arc<Env>, protocol: OtelProtocol, name: &str) {
@@ -360,6 +373,91 @@ fn unreachable(env: Arc<Env>) {
         "a login took {slowest:?} with a dead collector (all: {took:?})"
     );
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// observability.md §4, federation.md §1: a login at the primary reaches the member with W3C trace context,
+/// so the member's `http.server` span is in the caller's trace, a child of the primary's
+/// `federation.signin` client span. Both servers run in this process and export to one receiver.
+fn federated(env: Arc<Env>) {
+    let (endpoint, got) = receiver(OtelProtocol::Grpc);
+    let cfg = OtelConfig {
+        endpoint,
+        insecure: true,
+        protocol: OtelProtocol::Grpc,
+        ..OtelConfig::default()
+    };
+    let ((), logs) = traced(&cfg, async {
+        let f = Federated::start(&env, "otel-fed", |_| {}, |_| {}, |n| n).await;
+        let u = f.primary.user(
+            "fed@example.com",
+            serde_json::json!([{"role": "view", "period": "1h", "clusters": ["*"]}]),
+        );
+        f.wait_member(&u, "healthy").await;
+        let r = u
+            .send(
+                u.http
+                    .post(format!("{}/api/v1alpha1/login?wait=15s", u.base))
+                    .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01")),
+            )
+            .await;
+        assert_eq!(r.status, 200, "login: {}", r.text);
+        let member = r.body["clusters"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["name"] == "member"))
+            .cloned();
+        assert_eq!(
+            member.as_ref().map(|c| c["status"].clone()),
+            Some("ready".into()),
+            "{}",
+            r.text
+        );
+        f.stop().await;
+    });
+    // Both servers' audit lines for this login name the caller's trace.
+    let audits: Vec<&serde_json::Value> = logs
+        .iter()
+        .filter(|l| l["audit"] == true && l["event"] == "login")
+        .collect();
+    assert!(
+        audits.len() >= 2 && audits.iter().all(|l| l["trace_id"] == TRACE_ID),
+        "login audit lines of primary and member: {audits:?}"
+    );
+    let got = got.lock().unwrap();
+    let spans: Vec<&Span> = got.iter().map(|(_, s)| s).collect();
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .copied()
+        .filter(|s| hex::encode(&s.trace_id) == TRACE_ID)
+        .collect();
+    let described = || {
+        in_trace
+            .iter()
+            .map(|s| format!("{} {:?}", s.name, attr(s, "http.route")))
+            .collect::<Vec<_>>()
+    };
+    let client = in_trace
+        .iter()
+        .find(|s| s.name == "federation.signin")
+        .unwrap_or_else(|| panic!("no federation.signin span in the trace: {:?}", described()));
+    assert_eq!(attr(client, "tka.cluster").as_deref(), Some("member"));
+    assert_eq!(attr(client, "tka.result").as_deref(), Some("success"));
+    let on_member = in_trace
+        .iter()
+        .find(|s| {
+            s.name == "http.server"
+                && attr(s, "http.route").as_deref() == Some("/federation/v1alpha1/sessions")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no member-side http.server span in the caller's trace: {:?}",
+                described()
+            )
+        });
+    assert_eq!(
+        hex::encode(&on_member.parent_span_id),
+        hex::encode(&client.span_id),
+        "the member's request span is a child of the primary's federation.signin span"
+    );
 }
 
 fn main() {

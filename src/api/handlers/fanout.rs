@@ -467,23 +467,18 @@ pub(super) async fn member_entry(
 }
 
 /// POST /logout at a primary: the own session(s) are already gone; revoke on every healthy member. A
-/// member that cannot be reached is listed as failed and retried on its next heartbeats.
+/// member that cannot be reached is listed as failed and retried on its next heartbeats. So is a `down`
+/// (stale) member, without a call: were it skipped, a member that missed a few heartbeats would keep the
+/// session until `valid_until` although it is back within minutes (federation.md §6).
 pub async fn logout(
     app: &App,
     caller: &Caller,
     all: bool,
     rid: &str,
     members: Vec<Member>,
+    down: Vec<Member>,
 ) -> Vec<ClusterResult> {
-    let r = SessionRef {
-        login_name: caller.login.clone(),
-        node_id: if all {
-            String::new()
-        } else {
-            caller.peer.node_stable_id.clone()
-        },
-        all,
-    };
+    let r = session_ref(caller, all);
     let calls = members.iter().map(|m| {
         let r = r.clone();
         async move {
@@ -512,7 +507,31 @@ pub async fn logout(
             }
         }
     }
+    for m in down {
+        let name = m.announcement.cluster_name;
+        app.federation.retry_later(&name, r.clone());
+        let e = FedError::Unreachable {
+            cluster: name.clone(),
+            detail: "it missed its heartbeats; the logout is delivered when it is back".into(),
+        };
+        let body = ApiError::from(e).body();
+        results.push(result(&name, "failed", "", "", Some(body)));
+    }
+    results.sort_by(|a, b| a.name.cmp(&b.name));
     results
+}
+
+/// What a logout ends on a member: the caller's node's session, or all of the user's.
+pub(super) fn session_ref(caller: &Caller, all: bool) -> SessionRef {
+    SessionRef {
+        login_name: caller.login.clone(),
+        node_id: if all {
+            String::new()
+        } else {
+            caller.peer.node_stable_id.clone()
+        },
+        all,
+    }
 }
 
 /// Grant revalidation of federated sessions (federation.md §6): the primary lists each healthy member's

@@ -70,17 +70,24 @@ pub async fn clusters(
         .ok()
         .map(|r| r.role);
     let info = app.cluster_info.get().unwrap_or_default();
-    let mut list = vec![json!({
+    let mut own = json!({
         "name": app.settings.cluster_name(),
         "labels": info.labels,
         "server_url": info.server_url,
         "status": "self",
         "role": role,
-    })];
+    });
+    // After a primary (re)start the registry fills up within one heartbeat interval (federation.md §3:
+    // "/clusters marks itself rebuilding: true"). The mark sits on the own entry, an added field, so the
+    // body stays the array api.md §4.7 defines; the header is kept for clients that read it.
+    let rebuilding = app.federation.rebuilding(std::time::Instant::now());
+    if rebuilding {
+        own["rebuilding"] = Value::Bool(true);
+    }
+    let mut list = vec![own];
     list.extend(super::relay::member_clusters(&app, &caller));
     let mut r = axum::Json(Value::Array(list)).into_response();
-    // After a primary (re)start the registry fills up within one heartbeat interval (federation.md §3).
-    if app.federation.rebuilding(std::time::Instant::now()) {
+    if rebuilding {
         r.headers_mut().insert(
             "tka-rebuilding",
             axum::http::HeaderValue::from_static("true"),

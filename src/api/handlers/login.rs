@@ -56,17 +56,7 @@ pub async fn login(
         return Err(bad_query("include needs wait".into(), "add wait=30s"));
     }
     let caller = app.identify(remote, &headers).await?;
-    if app.federation.is_member() && !app.federation.settings.allow_direct_login {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "direct_login_disabled",
-            "this cluster takes logins only through its federation primary",
-        )
-        .advice(format!(
-            "log in at {}",
-            app.federation.settings.login_server
-        )));
-    }
+    direct_use(&app)?;
     let only = cluster_params(raw.as_deref());
     if !app
         .federation
@@ -429,17 +419,26 @@ pub async fn logout(
             }
         }
     }
-    let members = app.federation.healthy_members(std::time::Instant::now());
-    if targets.is_empty() && members.is_empty() {
+    let now = std::time::Instant::now();
+    let members = app.federation.healthy_members(now);
+    let down = app.federation.stale_members(now);
+    // Members removed for missed heartbeats are no longer part of the federation (not listed, federation.md
+    // §8), but may still hold a session of this user: their return delivers the logout (silently: the
+    // answer lists members only).
+    for name in app.federation.departed_members(now) {
+        app.federation
+            .retry_later(&name, super::fanout::session_ref(&caller, all));
+    }
+    if targets.is_empty() && members.is_empty() && down.is_empty() {
         return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));
     }
     end_sessions(&app, &targets, &rid).await?;
     let first = targets.first();
-    if members.is_empty() {
+    if members.is_empty() && down.is_empty() {
         let first = first.expect("checked above");
         return Ok((StatusCode::OK, axum::Json(response_for(&app, first))).into_response());
     }
-    let mut clusters = super::fanout::logout(&app, &caller, all, &rid, members).await;
+    let mut clusters = super::fanout::logout(&app, &caller, all, &rid, members, down).await;
     if first.is_none() && !clusters.iter().any(|c| c.status == "ok") {
         if clusters.is_empty() {
             return Err(ApiError::not_signed_in(StatusCode::NOT_FOUND));

@@ -171,6 +171,23 @@ pub(super) fn pending(app: &App, status: StatusCode, body: Option<UserLoginRespo
     r
 }
 
+/// A member with `federation.allowDirectLogin: false` runs no standalone user API (federation.md §1): no
+/// logins and no tokens from its own grants; its users go through the primary, which relays.
+pub(super) fn direct_use(app: &App) -> Result<(), ApiError> {
+    if app.federation.is_member() && !app.federation.settings.allow_direct_login {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "direct_login_disabled",
+            "this cluster takes logins only through its federation primary",
+        )
+        .advice(format!(
+            "log in at {}",
+            app.federation.settings.login_server
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn failed(reason: &str, message: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,

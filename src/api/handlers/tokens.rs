@@ -120,6 +120,7 @@ pub(super) async fn mintable_session(
     q: &HashMap<String, String>,
 ) -> Result<Result<Arc<TkaSignin>, Response>, ApiError> {
     let caller = app.identify(remote, headers).await?;
+    direct_use(app)?;
     auth::grant(&caller, &app.settings.auth).inspect_err(|e| app.reject(e))?;
     let s = match ready_session(app, &caller, q).await? {
         Ok(s) => s,

@@ -407,6 +407,36 @@ pub async fn login(app: &App, req: LoginRequest) -> Result<Response, ApiError> {
     }
 }
 
+/// A token of `kind` (`kubeconfig` or `exec`) for the caller's federated session, minted by member `m`; the
+/// answer's status when the member has none yet (still provisioning).
+pub(super) async fn mint_on_member(
+    app: &App,
+    m: &Member,
+    caller: &Caller,
+    kind: &str,
+    rid: &str,
+) -> Result<Result<TokenAnswer, u16>, CallError> {
+    let call = TokenCall {
+        login_name: caller.login.clone(),
+        node_id: caller.peer.node_stable_id.clone(),
+        kind: kind.into(),
+    };
+    let t: Answer<Option<TokenAnswer>> = member_call(
+        app,
+        m,
+        http::Method::POST,
+        &format!("{PREFIX}/tokens"),
+        Some(&call),
+        "token",
+        rid,
+    )
+    .await?;
+    Ok(match t.body {
+        Some(token) if !token.token.is_empty() => Ok(token),
+        _ => Err(t.status),
+    })
+}
+
 /// A member's kubeconfig entry, named with the member's own prefixes; the token is minted by the member.
 pub(super) async fn member_entry(
     app: &App,
@@ -423,26 +453,11 @@ pub(super) async fn member_entry(
             auto_login: false,
         }
     } else {
-        let call = TokenCall {
-            login_name: caller.login.clone(),
-            node_id: caller.peer.node_stable_id.clone(),
-            kind: "kubeconfig".into(),
-        };
-        let t: Answer<Option<TokenAnswer>> = member_call(
-            app,
-            m,
-            http::Method::POST,
-            &format!("{PREFIX}/tokens"),
-            Some(&call),
-            "token",
-            rid,
-        )
-        .await?;
-        match t.body {
-            Some(t) if !t.token.is_empty() => Auth::Token(t.token),
-            _ => {
+        match mint_on_member(app, m, caller, "kubeconfig", rid).await? {
+            Ok(t) => Auth::Token(t.token),
+            Err(status) => {
                 return Err(CallError::Status {
-                    status: t.status,
+                    status,
                     body: ErrorResponse {
                         message: "the session is still being provisioned".into(),
                         code: "pending".into(),

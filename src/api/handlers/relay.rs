@@ -10,11 +10,12 @@ use crate::api::auth::{self, Caller};
 use crate::api::error::ApiError;
 use crate::federation::client::{Answer, CallError};
 use crate::federation::registry::Member;
-use crate::federation::wire::{MemberSession, TokenAnswer, TokenCall};
+use crate::federation::wire::MemberSession;
 use crate::federation::{FedError, PREFIX, plan};
+use crate::model::rules::Rule;
 use crate::model::wire::ExecCredential;
 
-use super::fanout::{caller_rules, member_call, member_entry, targets};
+use super::fanout::{caller_rules, member_call, member_entry, mint_on_member, targets};
 use super::tokens::{document, kubeconfig_auth, own_entry, ready_session};
 use super::*;
 
@@ -52,6 +53,39 @@ pub(super) fn relay_error(cluster: &str, e: CallError) -> ApiError {
     }
 }
 
+/// The members (each with data of the caller's) whose cluster the caller's grant names, each with the rule
+/// that would apply there (`None` when no rule can be selected, e.g. the member does not allow the role).
+fn granted<T>(
+    app: &App,
+    rules: &[Rule],
+    members: Vec<(Member, T)>,
+) -> Vec<(Member, T, Option<Rule>)> {
+    let listed: Vec<Member> = members.iter().map(|(m, _)| m.clone()).collect();
+    let mut planned = plan::plan(
+        rules,
+        &app.settings.auth.policy,
+        &targets(&listed),
+        None,
+        &[],
+    );
+    let own = app.settings.cluster_name();
+    members
+        .into_iter()
+        .filter(|(m, _)| {
+            rules
+                .iter()
+                .any(|r| r.applies_to(&m.announcement.cluster_name, own))
+        })
+        .map(|(m, data)| {
+            let rule = planned
+                .iter()
+                .position(|(n, _)| *n == m.announcement.cluster_name)
+                .and_then(|i| planned.swap_remove(i).1.ok());
+            (m, data, rule)
+        })
+        .collect()
+}
+
 /// Members whose cluster the caller's grant names, with the namespace the winning rule sets.
 fn permitted_members(
     app: &App,
@@ -59,29 +93,10 @@ fn permitted_members(
     members: Vec<Member>,
 ) -> Result<Vec<(Member, Option<String>)>, ApiError> {
     let rules = caller_rules(app, caller)?;
-    let own = app.settings.cluster_name().to_string();
-    let planned = plan::plan(
-        &rules,
-        &app.settings.auth.policy,
-        &targets(&members),
-        None,
-        &[],
-    );
-    Ok(members
+    let members = members.into_iter().map(|m| (m, ())).collect();
+    Ok(granted(app, &rules, members)
         .into_iter()
-        .filter(|m| {
-            rules
-                .iter()
-                .any(|r| r.applies_to(&m.announcement.cluster_name, &own))
-        })
-        .map(|m| {
-            let ns = planned
-                .iter()
-                .find(|(n, _)| *n == m.announcement.cluster_name)
-                .and_then(|(_, r)| r.as_ref().ok())
-                .and_then(|r| r.namespaces.first().cloned());
-            (m, ns)
-        })
+        .map(|(m, (), rule)| (m, rule.and_then(|r| r.namespaces.first().cloned())))
         .collect())
 }
 
@@ -187,29 +202,16 @@ pub async fn exec_credential(
         app.reject(&e);
         return Err(e);
     }
-    let call = TokenCall {
-        login_name: caller.login.clone(),
-        node_id: caller.peer.node_stable_id.clone(),
-        kind: "exec".into(),
-    };
-    let t: Answer<Option<TokenAnswer>> = member_call(
-        app,
-        &m,
-        http::Method::POST,
-        &format!("{PREFIX}/tokens"),
-        Some(&call),
-        "token",
-        rid,
-    )
-    .await
-    .map_err(|e| relay_error(cluster, e))?;
-    match t.body {
-        Some(t) if !t.token.is_empty() => Ok(ExecCredential::new(
+    match mint_on_member(app, &m, caller, "exec", rid)
+        .await
+        .map_err(|e| relay_error(cluster, e))?
+    {
+        Ok(t) => Ok(ExecCredential::new(
             api_version,
             t.token,
             t.expiration_timestamp,
         )),
-        _ => Err(ApiError::new(
+        Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "session_pending",
             format!("your session on cluster {cluster} is still being provisioned"),
@@ -231,29 +233,11 @@ pub fn member_clusters(app: &App, caller: &Caller) -> Vec<Value> {
     let Ok(rules) = caller_rules(app, caller) else {
         return Vec::new();
     };
-    let members: Vec<Member> = listed.iter().map(|(m, _)| m.clone()).collect();
-    let planned = plan::plan(
-        &rules,
-        &app.settings.auth.policy,
-        &targets(&members),
-        None,
-        &[],
-    );
-    let own = app.settings.cluster_name();
-    listed
-        .iter()
-        .filter(|(m, _)| {
-            rules
-                .iter()
-                .any(|r| r.applies_to(&m.announcement.cluster_name, own))
-        })
-        .map(|(m, health)| {
+    granted(app, &rules, listed)
+        .into_iter()
+        .map(|(m, health, rule)| {
             let a = &m.announcement;
-            let role = planned
-                .iter()
-                .find(|(n, _)| *n == a.cluster_name)
-                .and_then(|(_, r)| r.as_ref().ok())
-                .map(|r| r.role.clone());
+            let role = rule.map(|r| r.role);
             json!({
                 "name": a.cluster_name,
                 "labels": a.labels,

@@ -1,33 +1,19 @@
-//! Provisioning one session, idempotently (spec: kubernetes.md §4 step 5): the role must exist, then the
-//! user's ServiceAccount, the session Secret and the bindings are applied. Pure object builders are in
-//! [`super::objects`]; this is the apply step.
+//! Provisioning one session, idempotently: the role must exist, then the user's ServiceAccount, the session
+//! Secret and the bindings are applied. Pure object builders are in [`super::objects`]; this is the apply
+//! step.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use super::context::{Context, FIELD_MANAGER};
 use super::crd::{BindingRef, SecretRef, TkaSignin};
-use super::error::{Error, ignore_not_found, is_status};
+use super::error::{At, Error, Step, ignore_not_found, is_status};
 use super::objects::{LOGIN_NAME, Session};
-use super::reconcile::{Context, FIELD_MANAGER};
-
-/// The outcome of provisioning: ready, or a definite reason why not (written as `Ready=False`).
-pub(super) enum Provisioned {
-    Ready {
-        secret: SecretRef,
-        bindings: Vec<BindingRef>,
-        missing_namespaces: Vec<String>,
-    },
-    NotReady {
-        reason: &'static str,
-        message: String,
-        retry: Option<Duration>,
-    },
-}
+use super::status::Provisioned;
 
 pub(super) async fn provision(
     s: &Session,
@@ -43,32 +29,33 @@ pub(super) async fn provision(
     {
         Ok(Some(_)) => {}
         Ok(None) => {
-            return Ok(not_ready(
+            return Ok(Provisioned::not_ready(
                 "RoleNotFound",
                 format!("ClusterRole {:?} does not exist", s.role),
                 60,
             ));
         }
         Err(e) if is_status(&e, 403) => {
-            return Ok(not_ready(
+            return Ok(Provisioned::not_ready(
                 "RoleNotGrantable",
                 format!("this server may not grant ClusterRole {:?}", s.role),
                 60,
             ));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e).at(Step::GetRole),
     }
 
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let sa_name = s.user_object_name();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &s.namespace);
-    if let Some(existing) = sas.get_opt(&sa_name).await?
+    if let Some(existing) = sas.get_opt(&sa_name).await.at(Step::ApplyServiceAccount)?
         && !owned_by_login(existing.annotations(), &s.login)
     {
         return Ok(collision(s));
     }
     sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
-        .await?;
+        .await
+        .at(Step::ApplyServiceAccount)?;
 
     let secret = ensure_session_secret(s, signin, ctx).await?;
 
@@ -83,7 +70,8 @@ pub(super) async fn provision(
             BindingOutcome::NamespaceMissing => unreachable!("cluster-scoped"),
         }
     } else {
-        ignore_not_found(crbs.delete(&sa_name, &DeleteParams::default()).await)?;
+        ignore_not_found(crbs.delete(&sa_name, &DeleteParams::default()).await)
+            .at(Step::DeleteBinding)?;
         for ns in &s.namespaces {
             let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
             match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
@@ -108,11 +96,12 @@ pub(super) async fn provision(
             .any(|b| b.namespace.as_deref() == Some(ns.as_str()))
         {
             let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)?;
+            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)
+                .at(Step::DeleteBinding)?;
         }
     }
     if !s.namespaces.is_empty() && bindings.is_empty() {
-        return Ok(not_ready(
+        return Ok(Provisioned::not_ready(
             "NamespacesNotFound",
             format!("none of the namespaces {:?} exist", s.namespaces),
             60,
@@ -123,14 +112,6 @@ pub(super) async fn provision(
         bindings,
         missing_namespaces: missing,
     })
-}
-
-pub(super) fn not_ready(reason: &'static str, message: String, retry_secs: u64) -> Provisioned {
-    Provisioned::NotReady {
-        reason,
-        message,
-        retry: Some(Duration::from_secs(retry_secs)),
-    }
 }
 
 pub(super) fn collision(s: &Session) -> Provisioned {
@@ -146,7 +127,7 @@ pub(super) fn collision(s: &Session) -> Provisioned {
 }
 
 pub(super) fn not_grantable(s: &Session) -> Provisioned {
-    not_ready(
+    Provisioned::not_ready(
         "RoleNotGrantable",
         format!("this server may not bind ClusterRole {:?}", s.role),
         60,
@@ -174,7 +155,7 @@ pub(super) enum BindingOutcome {
 }
 
 /// Applies a (Cluster)RoleBinding. `roleRef` is immutable, so a binding with another role is deleted and
-/// recreated (upstream updated it in place and got stuck: bug B2).
+/// recreated (updating it in place gets stuck forever).
 pub(super) async fn ensure_binding<K>(
     api: &Api<K>,
     s: &Session,
@@ -195,12 +176,13 @@ where
                 return Ok(BindingOutcome::Collision);
             }
             if existing.role_name() != s.role {
-                ignore_not_found(api.delete(&name, &DeleteParams::default()).await)?;
+                ignore_not_found(api.delete(&name, &DeleteParams::default()).await)
+                    .at(Step::DeleteBinding)?;
             }
         }
         Ok(None) => {}
         Err(e) if is_status(&e, 403) => return Ok(BindingOutcome::Forbidden),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e).at(Step::ApplyBinding),
     }
     match api
         .patch(
@@ -214,7 +196,7 @@ where
         // RBAC escalation prevention: the server holds neither the role nor `bind` on it.
         Err(e) if is_status(&e, 403) => Ok(BindingOutcome::Forbidden),
         Err(e) if is_status(&e, 404) => Ok(BindingOutcome::NamespaceMissing),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e).at(Step::ApplyBinding),
     }
 }
 
@@ -254,7 +236,11 @@ pub(super) async fn ensure_session_secret(
         .as_ref()
         .and_then(|st| st.session_secret.clone());
     for candidate in remembered.into_iter().chain(recorded) {
-        if let Some(secret) = secrets.get_opt(&candidate.name).await? {
+        if let Some(secret) = secrets
+            .get_opt(&candidate.name)
+            .await
+            .at(Step::GetSessionSecret)?
+        {
             let recorded = candidate;
             let owned = secret
                 .owner_references()
@@ -272,7 +258,8 @@ pub(super) async fn ensure_session_secret(
     // minted for the recorded Secret); cleanup removes every Secret labelled with the session.
     let created = secrets
         .create(&PostParams::default(), &s.session_secret())
-        .await?;
+        .await
+        .at(Step::CreateSessionSecret)?;
     let r = SecretRef {
         name: created.name_any(),
         uid: created.uid().unwrap_or_default(),

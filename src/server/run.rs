@@ -14,8 +14,8 @@ use super::tailnet::{self, Tailnet};
 use super::{StartError, start_base, start_error, start_leader};
 use std::sync::Arc;
 
+use super::leader::{Elector, Settings};
 use crate::config::Config;
-use crate::operator::leader::{Elector, Settings};
 use crate::telemetry::Metrics;
 use crate::telemetry::kube_api::KubeApiMetricsLayer;
 

@@ -1195,7 +1195,7 @@ async fn only_the_controller_writes_status_and_foreign_annotations_survive(env: 
 /// leads; when it stops renewing (a crash), the other takes over within leaseDuration + 5 s; a released
 /// Lease is taken within a few retry periods; never two leaders.
 async fn leader_election_has_one_leader_and_fails_over(env: Arc<Env>) {
-    use tka::operator::leader::{Elector, Settings};
+    use tka::server::leader::{Elector, Settings};
     let h = Harness::new(&env, "leader").await;
     let settings = |id: &str| Settings {
         namespace: h.ns.clone(),

@@ -1,0 +1,260 @@
+"""Offline checks of the NixOS VM tests, from what tests/static/render-vm-tests.nix rendered (JSON).
+
+  vm_tests.py scripts RENDER OUT        write OUT/<test>/testScriptWithTypes (the driver's mypy input:
+                                        prepend + machine type hints + script), OUT/<test>/test-script and
+                                        OUT/<test>/builtins (pyflakes' PYFLAKES_BUILTINS)
+  vm_tests.py headscale RENDER OUT BIN  start BIN (headscale) with every test's rendered settings in a
+                                        network namespace without a route out; it must serve /health
+  vm_tests.py selectors RENDER MANIFESTS
+                                        every label selector a script passes to kubectl matches the labels
+                                        of the objects the test deploys (MANIFESTS/<drv name>.yaml)
+  vm_tests.py configs RENDER MANIFESTS OUT
+                                        write the tka config.yaml of every ConfigMap a test deploys to OUT
+
+Each prints one line per finding and exits 1 if there is one.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "nixos-driver"
+
+
+def load(render: str) -> dict:
+    return json.loads(Path(render).read_text())
+
+
+def pythonize(name: str) -> str:
+    # nixos/lib/testing/driver.nix: a machine name becomes a Python identifier.
+    head = name[:1] if re.match(r"[A-z_]", name[:1]) else "_"
+    return head + re.sub(r"[^A-z0-9_]", "_", name[1:])
+
+
+def scripts(render: str, out: str) -> int:
+    prepend = (DRIVER / "prepend.py").read_text()
+    symbols = (DRIVER / "driver-symbols").read_text().strip()
+    for name, test in load(render).items():
+        d = Path(out) / name
+        d.mkdir(parents=True, exist_ok=True)
+        machines = [pythonize(m) for m in test["machines"]]
+        if len(machines) == 1 and "machine" not in test["machines"]:
+            machines.append("machine")
+        # As driver.nix writes it: prepend, then the hints on one line each (`echo "${toString hints}"`).
+        hints = " ".join(f"{m}: QemuMachine;" for m in machines)
+        (d / "testScriptWithTypes").write_text(prepend + hints + "\n\n\n" + test["script"])
+        (d / "test-script").write_text(test["script"])
+        (d / "builtins").write_text(",".join(machines) + "," + symbols)
+        flags = [k for k in ("skipTypeCheck", "skipLint") if test[k]]
+        (d / "skipped").write_text(" ".join(flags))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ headscale
+def materialize(value, files: Path):
+    """Settings with every stub file (writeText) written to `files` and replaced by its path."""
+    if isinstance(value, dict) and set(value) == {"stubFile", "text"}:
+        path = files / value["stubFile"]
+        path.write_text(value["text"])
+        return str(path)
+    if isinstance(value, dict):
+        return {k: materialize(v, files) for k, v in value.items()}
+    if isinstance(value, list):
+        return [materialize(v, files) for v in value]
+    return value
+
+
+def health_url(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/health"
+
+
+def run_headscale(binary: str, config: Path, url: str, log: Path, ns: str) -> str | None:
+    """None if headscale serves `url` within 30 s in namespace `ns`, else what went wrong."""
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        # The NixOS unit's state and runtime directories, fresh and private to this process.
+        inner = (
+            "mount -t tmpfs tmpfs /var/lib && mount -t tmpfs tmpfs /run && "
+            "mkdir -p /var/lib/headscale /run/headscale && exec \"$0\" serve --config \"$1\""
+        )
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+                 "sh", "-c", inner, binary, str(config)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    return f"headscale exited with {proc.returncode} before serving {url}"
+                probe = subprocess.run(
+                    ["ip", "netns", "exec", ns, sys.executable, "-c",
+                     "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)", url],
+                    capture_output=True)
+                if probe.returncode == 0:
+                    return None
+                time.sleep(0.5)
+            return f"{url} did not answer within 30 s"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def headscale(render: str, out: str, binary: str) -> int:
+    failures = 0
+    for name, test in load(render).items():
+        for node, hs in test["headscale"].items():
+            d = Path(out) / name / node
+            d.mkdir(parents=True, exist_ok=True)
+            settings = materialize(hs["settings"], d)
+            config = d / "headscale.yaml"
+            config.write_text(yaml.safe_dump(settings, sort_keys=True))
+            url = health_url(settings["listen_addr"])
+            problem = run_headscale(binary, config, url, d / "headscale.log", f"tka-static-{os.getpid()}")
+            label = f"{name}: node {node}: headscale (nixpkgs {hs['version']}) with the test's settings"
+            if problem is None:
+                print(f"ok    {label} serves /health")
+            else:
+                failures += 1
+                print(f"FAIL  {label}: {problem}")
+                print(f"      config: {config}")
+                for line in (d / "headscale.log").read_text(errors="replace").splitlines()[-15:]:
+                    print(f"      {line}")
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------------ manifests
+def documents(paths: list[Path]) -> list[dict]:
+    docs: list[dict] = []
+    for p in paths:
+        if not p.exists():
+            raise SystemExit(f"FAIL  {p.name} was not built (see above)")
+        docs += [d for d in yaml.safe_load_all(p.read_text()) if isinstance(d, dict)]
+    return docs
+
+
+def manifests_of(test: dict, mdir: str) -> list[Path]:
+    return [Path(mdir) / (Path(drv).name.removesuffix(".drv")) for drv in test["manifests"]]
+
+
+def labelled(docs: list[dict], resource: str, namespace: str | None) -> list[dict]:
+    """The label sets a `kubectl get RESOURCE` selector is matched against: pods are the pod templates of
+    the workloads (and bare Pods), other resources the objects of that kind."""
+    out = []
+    pods = resource in ("pod", "pods", "po")
+    for d in docs:
+        meta = d.get("metadata") or {}
+        if namespace is not None and meta.get("namespace", "default") != namespace:
+            continue
+        kind = str(d.get("kind", "")).lower()
+        if pods:
+            template = ((d.get("spec") or {}).get("template") or {}).get("metadata") or {}
+            if kind in ("deployment", "statefulset", "daemonset", "replicaset", "job"):
+                out.append(template.get("labels") or {})
+            elif kind == "pod":
+                out.append(meta.get("labels") or {})
+        elif resource.rstrip("s") == kind or resource == kind:
+            out.append(meta.get("labels") or {})
+    return out
+
+
+SELECTOR = re.compile(r"(?:^|\s)(?:-l|--selector)[ =]([^\s\"']+)")
+
+
+def kubectl_selectors(script: str):
+    """(line number, selector, resource, namespace) for every kubectl call with a label selector."""
+    for number, line in enumerate(script.splitlines(), 1):
+        for match in SELECTOR.finditer(line):
+            call = line[: match.start()]
+            call = call[call.rfind("kubectl"):] if "kubectl" in call else call
+            words = call.replace('"', " ").replace("'", " ").split()
+            ns = None
+            for i, w in enumerate(words[:-1]):
+                if w in ("-n", "--namespace"):
+                    ns = words[i + 1]
+            verbs = [i for i, w in enumerate(words) if w in ("get", "delete", "wait", "describe", "label")]
+            resource = words[verbs[0] + 1] if verbs and verbs[0] + 1 < len(words) else "pods"
+            yield number, match.group(1), resource.split("/")[0], ns
+
+
+def matches(selector: str, labels: dict) -> bool:
+    for term in selector.split(","):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k) != v:
+                return False
+        elif labels.get(term) is None:
+            return False
+    return True
+
+
+def selectors(render: str, mdir: str) -> int:
+    failures = 0
+    for name, test in load(render).items():
+        docs = documents(manifests_of(test, mdir))
+        for number, selector, resource, ns in kubectl_selectors(test["script"]):
+            if re.search(r"[{}()]", selector):
+                failures += 1
+                print(f"FAIL  {name}: script line {number}: selector {selector} is computed; write it literally")
+                continue
+            candidates = labelled(docs, resource, ns)
+            label = f"{name}: script line {number}: kubectl {resource} -l {selector}" + (f" -n {ns}" if ns else "")
+            if any(matches(selector, labels) for labels in candidates):
+                print(f"ok    {label} matches the deployed manifests")
+            else:
+                failures += 1
+                seen = sorted({json.dumps(c, sort_keys=True) for c in candidates})
+                print(f"FAIL  {label} matches none of the deployed {resource}: their labels are")
+                for s in seen or ["(no such objects)"]:
+                    print(f"      {s}")
+    return 1 if failures else 0
+
+
+def configs(render: str, mdir: str, out: str) -> int:
+    count = 0
+    for name, test in load(render).items():
+        for i, doc in enumerate(documents(manifests_of(test, mdir))):
+            data = doc.get("data") or {}
+            if doc.get("kind") == "ConfigMap" and "config.yaml" in data:
+                path = Path(out) / f"{name}-{doc['metadata']['name']}-{i}.yaml"
+                path.write_text(data["config.yaml"])
+                count += 1
+    if count == 0:
+        print("FAIL  no ConfigMap with a config.yaml in the rendered manifests")
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    commands = {"scripts": scripts, "headscale": headscale, "selectors": selectors, "configs": configs}
+    if len(argv) < 2 or argv[1] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return commands[argv[1]](*argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

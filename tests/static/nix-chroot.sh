@@ -41,7 +41,8 @@ setup() {
 		echo "nix-chroot: debootstrap failed (log: $dir.log)" >&2
 		exit 1
 	}
-	in_root "$tmp" -- sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	mkdir -p "$tmp/nix"
+	NIX_CHROOT_STORE='' in_root "$tmp" -- sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends nix-bin && apt-get clean' >>"$dir.log" 2>&1 || {
 		tail -20 "$dir.log" >&2
 		echo "nix-chroot: apt-get install nix-bin failed (log: $dir.log)" >&2

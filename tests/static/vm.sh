@@ -59,8 +59,10 @@ for d in json.load(open(sys.argv[1])).values():
 			bash -c 'set -eu; out=$1; cd "$(mktemp -d)"; source "$2"; test -s "$out"' _ \
 			"$WORK/manifests/$name" "$WORK/manifests/$name.sh"
 	done
-	"$PY/python" "$HERE/vm_tests.py" selectors "$WORK/render.json" "$WORK/manifests" >"$WORK/selectors.out" 2>&1
-	report "$WORK/selectors.out"
+	for what in selectors named; do
+		"$PY/python" "$HERE/vm_tests.py" "$what" "$WORK/render.json" "$WORK/manifests" >"$WORK/$what.out" 2>&1
+		report "$WORK/$what.out"
+	done
 
 	# ------------------------------------------------------------------------------ tka configs
 	# What the tests deploy (their ConfigMaps) and what the NixOS module generates, through the server's

@@ -8,6 +8,7 @@
   vm_tests.py selectors RENDER MANIFESTS
                                         every label selector a script passes to kubectl matches the labels
                                         of the objects the test deploys (MANIFESTS/<drv name>.yaml)
+  vm_tests.py named RENDER MANIFESTS   every KIND/NAME a script passes to kubectl is deployed
   vm_tests.py configs RENDER MANIFESTS OUT
                                         write the tka config.yaml of every ConfigMap a test deploys to OUT
 
@@ -233,6 +234,31 @@ def selectors(render: str, mdir: str) -> int:
     return 1 if failures else 0
 
 
+KINDS = {"deployment": "Deployment", "deploy": "Deployment", "statefulset": "StatefulSet",
+         "daemonset": "DaemonSet", "service": "Service", "svc": "Service", "configmap": "ConfigMap"}
+NAMED = re.compile(r"\b(" + "|".join(KINDS) + r")/([a-z0-9][a-z0-9.-]*)")
+
+
+def named(render: str, mdir: str) -> int:
+    """Every KIND/NAME a script passes to kubectl (rollout status deployment/x, logs deployment/x, …)
+    names an object the test deploys."""
+    failures = 0
+    for name, test in load(render).items():
+        docs = documents(manifests_of(test, mdir))
+        have = {(d.get("kind"), (d.get("metadata") or {}).get("name")) for d in docs}
+        for number, line in enumerate(test["script"].splitlines(), 1):
+            if "kubectl" not in line:
+                continue
+            for kind, obj in NAMED.findall(line):
+                label = f"{name}: script line {number}: kubectl … {kind}/{obj}"
+                if (KINDS[kind], obj) in have:
+                    print(f"ok    {label} is deployed")
+                else:
+                    failures += 1
+                    print(f"FAIL  {label}: the test deploys no {KINDS[kind]} {obj}")
+    return 1 if failures else 0
+
+
 def configs(render: str, mdir: str, out: str) -> int:
     count = 0
     for name, test in load(render).items():
@@ -249,7 +275,8 @@ def configs(render: str, mdir: str, out: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"scripts": scripts, "headscale": headscale, "selectors": selectors, "configs": configs}
+    commands = {"scripts": scripts, "headscale": headscale, "selectors": selectors, "named": named,
+                "configs": configs}
     if len(argv) < 2 or argv[1] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

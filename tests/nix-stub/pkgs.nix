@@ -193,9 +193,23 @@ let
   runCommand = name: env: buildCommand:
     assert assertMsg (isString name && isAttrs env) "runCommand: runCommand NAME ENV BUILDCOMMAND";
     mkDerivation (env // { inherit name buildCommand; });
-  writeTextFile = { name, text, executable ? false, destination ? "", checkPhase ? "", meta ? { }, passthru ? { }, ... }:
-    assert assertMsg (isString text) "writeTextFile ${name}: text must be a string, not a ${typeOf text}";
-    runCommand name { inherit text executable destination checkPhase meta passthru; } "stub";
+  # trivial-builders: writeTextFile's exact argument set.
+  writeTextFile =
+    { name
+    , text
+    , executable ? false
+    , destination ? ""
+    , checkPhase ? ""
+    , meta ? { }
+    , passthru ? { }
+    , allowSubstitutes ? false
+    , preferLocalBuild ? true
+    , derivationArgs ? { }
+    }:
+      assert assertMsg (isString text) "writeTextFile ${name}: text must be a string, not a ${typeOf text}";
+      runCommand name
+        ({ inherit text executable destination checkPhase meta passthru allowSubstitutes preferLocalBuild; }
+          // derivationArgs) "stub";
   writeText = name: text: writeTextFile { inherit name text; };
   writeShellScript = name: text: writeTextFile {
     inherit name;
@@ -242,8 +256,21 @@ let
   };
   # Keys of the OCI image config (image-spec config.md), so that a misspelt key is caught.
   ociConfigKeys = [ "User" "ExposedPorts" "Env" "Entrypoint" "Cmd" "Volumes" "WorkingDir" "Labels" "StopSignal" "ArgsEscaped" "Memory" "MemorySwap" "CpuShares" "Healthcheck" ];
-  image = kind: args:
+  # A function with a fixed argument set (no `...`), as nixpkgs declares it: Nix rejects other arguments.
+  # `allowed` maps each argument to whether it has a default, like builtins.functionArgs.
+  strictArgs = fname: allowed: args:
     let
+      unknown = lib.filter (n: !(allowed ? ${n})) (attrNames args);
+      missing = lib.filter (n: !allowed.${n} && !(args ? ${n})) (attrNames allowed);
+    in
+    assert assertMsg (unknown == [ ]) "${fname}: called with unexpected argument(s) ${toJSON unknown}";
+    assert assertMsg (missing == [ ]) "${fname}: called without required argument(s) ${toJSON missing}";
+    args;
+  image = kind: args0:
+    let
+      args = strictArgs "dockerTools.${kind}"
+        (if kind == "buildLayeredImage" then layeredArgs // { compressor = true; } else layeredArgs)
+        args0;
       config = args.config or { };
       badKeys = lib.filter (k: !(lib.elem k ociConfigKeys)) (attrNames config);
       tag = if args.tag or null == null then "stub" else args.tag;

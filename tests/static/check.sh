@@ -33,7 +33,13 @@ pass() { passed=$((passed + 1)); printf 'ok    %s\n' "$1"; }
 fail() {
 	failed=$((failed + 1))
 	printf 'FAIL  %s\n' "$1"
-	if [[ -n ${2:-} && -s $2 ]]; then sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/      /' "$2" | head -40; fi
+	[[ -n ${2:-} && -s $2 ]] || return 0
+	# Without colours, Nix's source excerpts and lock-file chatter; long output as its head and its tail
+	# (where Nix puts the error).
+	sed -e 's/\x1b\[[0-9;]*m//g' "$2" |
+		grep -Ev "^ *[0-9]* *\|| +\||^warning: not writing modified lock file|^• Added input|^    'path:" |
+		awk '{ line[NR] = $0 } END { for (i = 1; i <= NR; i++) if (NR <= 40 || i <= 12 || i > NR - 25)
+			print "      " line[i]; else if (i == 13) print "      …" }'
 }
 skip() { skipped=$((skipped + 1)); printf 'skip  %s (%s)\n' "$1" "$2"; }
 # check NAME CMD...: runs CMD, passes if it exits 0, shows its output otherwise.

@@ -49,9 +49,10 @@ def scripts(render: str, out: str) -> int:
         machines = [pythonize(m) for m in test["machines"]]
         if len(machines) == 1 and "machine" not in test["machines"]:
             machines.append("machine")
-        # As driver.nix writes it: prepend, then the hints on one line each (`echo "${toString hints}"`).
+        # As driver.nix writes it: the prepend, then one `echo` line each for the VM hints, the container
+        # hints (none here) and the VLAN hints (the nodes are on the default VLAN 1), then the script.
         hints = " ".join(f"{m}: QemuMachine;" for m in machines)
-        (d / "testScriptWithTypes").write_text(prepend + hints + "\n\n\n" + test["script"])
+        (d / "testScriptWithTypes").write_text(prepend + hints + "\n\n" + "vlan1: VLan" + "\n" + test["script"])
         (d / "test-script").write_text(test["script"])
         (d / "builtins").write_text(",".join(machines) + "," + symbols)
         flags = [k for k in ("skipTypeCheck", "skipLint") if test[k]]

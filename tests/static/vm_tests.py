@@ -16,15 +16,13 @@ Each prints one line per finding and exits 1 if there is one.
 """
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
+
+import vm_headscale
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "nixos-driver"
@@ -58,90 +56,6 @@ def scripts(render: str, out: str) -> int:
         flags = [k for k in ("skipTypeCheck", "skipLint") if test[k]]
         (d / "skipped").write_text(" ".join(flags))
     return 0
-
-
-# ------------------------------------------------------------------------------------------------ headscale
-def materialize(value, files: Path):
-    """Settings with every stub file (writeText) written to `files` and replaced by its path."""
-    if isinstance(value, dict) and set(value) == {"stubFile", "text"}:
-        path = files / value["stubFile"]
-        path.write_text(value["text"])
-        return str(path)
-    if isinstance(value, dict):
-        return {k: materialize(v, files) for k, v in value.items()}
-    if isinstance(value, list):
-        return [materialize(v, files) for v in value]
-    return value
-
-
-def health_url(listen: str) -> str:
-    host, _, port = listen.rpartition(":")
-    if host in ("", "0.0.0.0", "[::]"):
-        host = "127.0.0.1"
-    return f"http://{host}:{port}/health"
-
-
-def run_headscale(binary: str, config: Path, url: str, log: Path, ns: str) -> str | None:
-    """None if headscale serves `url` within 30 s in namespace `ns`, else what went wrong."""
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        # The NixOS unit's state and runtime directories, fresh and private to this process.
-        inner = (
-            "mount -t tmpfs tmpfs /var/lib && mount -t tmpfs tmpfs /run && "
-            "mkdir -p /var/lib/headscale /run/headscale && exec \"$0\" serve --config \"$1\""
-        )
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-                 "sh", "-c", inner, binary, str(config)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    return f"headscale exited with {proc.returncode} before serving {url}"
-                probe = subprocess.run(
-                    ["ip", "netns", "exec", ns, sys.executable, "-c",
-                     "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)", url],
-                    capture_output=True)
-                if probe.returncode == 0:
-                    return None
-                time.sleep(0.5)
-            return f"{url} did not answer within 30 s"
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def headscale(render: str, out: str, binary: str) -> int:
-    failures = 0
-    for name, test in load(render).items():
-        for node, hs in test["headscale"].items():
-            d = Path(out) / name / node
-            d.mkdir(parents=True, exist_ok=True)
-            settings = materialize(hs["settings"], d)
-            config = d / "headscale.yaml"
-            config.write_text(yaml.safe_dump(settings, sort_keys=True))
-            url = health_url(settings["listen_addr"])
-            problem = run_headscale(binary, config, url, d / "headscale.log", f"tka-static-{os.getpid()}")
-            label = f"{name}: node {node}: headscale (nixpkgs {hs['version']}) with the test's settings"
-            if problem is None:
-                print(f"ok    {label} serves /health")
-            else:
-                failures += 1
-                print(f"FAIL  {label}: {problem}")
-                print(f"      config: {config}")
-                for line in (d / "headscale.log").read_text(errors="replace").splitlines()[-15:]:
-                    print(f"      {line}")
-    return 1 if failures else 0
 
 
 # ------------------------------------------------------------------------------------------------ manifests
@@ -276,7 +190,7 @@ def configs(render: str, mdir: str, out: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"scripts": scripts, "headscale": headscale, "selectors": selectors, "named": named,
+    commands = {"scripts": scripts, "headscale": vm_headscale.main, "selectors": selectors, "named": named,
                 "configs": configs}
     if len(argv) < 2 or argv[1] not in commands:
         print(__doc__, file=sys.stderr)

@@ -8,7 +8,9 @@
 #   vm.sh         the VM tests' scripts type-checked and linted as the NixOS test driver does (mypy,
 #                 pyflakes), their headscale settings run by a real headscale in a network namespace without
 #                 a route out, their kubectl label selectors matched against the manifests they deploy, the
-#                 tka configs they and the NixOS module generate passed through `tka-server check`
+#                 tka configs they and the NixOS module generate passed through `tka-server check`, their
+#                 own headscale commands run against that headscale, every tka/kubectl/tailscale command
+#                 line they run parsed by the real binary
 #   kustomize.sh  every kustomization renders with kustomize 5.0.1 and 5.8.2 and with kubectl, identically
 #   this file     the generated CRD and RBAC equal the committed ones, the PowerShell wrapper parses, the
 #                 build stamping (nix/stamp.sh) works on a real binary

@@ -28,6 +28,17 @@ if ((NIX_OK)); then
 			env PYFLAKES_BUILTINS="$(cat "$d/builtins")" "$PY/pyflakes" "$d/test-script"
 	done
 
+	# Every tka, kubectl and tailscale command line the scripts run parses with the real binary (`… --help`
+	# exits 0 only when every subcommand and flag exists): tka as built from this tree, kubectl and tailscale
+	# the test peers'.
+	if [[ -x ${CLI:-} && -x $KUBECTL && -x $PEERS/tailscale ]]; then
+		"$PY/python" "$HERE/vm_tests.py" cli "$WORK/render.json" tka="$CLI" kubectl="$KUBECTL" \
+			tailscale="$PEERS/tailscale" >"$WORK/cli.out" 2>&1
+		report "$WORK/cli.out"
+	else
+		fail "command lines: tka ($CLI), kubectl ($KUBECTL) or tailscale ($PEERS/tailscale) is missing"
+	fi
+
 	# ------------------------------------------------------------------------------ headscale
 	# Each test's headscale settings, merged with the defaults of nixpkgs' headscale module
 	# (tests/nix-stub/nixos/headscale.nix), run by the real headscale where the VM has no network either.

@@ -9,14 +9,18 @@
                                         every label selector a script passes to kubectl matches the labels
                                         of the objects the test deploys (MANIFESTS/<drv name>.yaml)
   vm_tests.py named RENDER MANIFESTS   every KIND/NAME a script passes to kubectl is deployed
+  vm_tests.py cli RENDER NAME=BIN...   every NAME command line in the scripts parses with BIN
   vm_tests.py configs RENDER MANIFESTS OUT
                                         write the tka config.yaml of every ConfigMap a test deploys to OUT
 
 Each prints one line per finding and exits 1 if there is one.
 """
 
+import ast
 import json
 import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -174,6 +178,114 @@ def named(render: str, mdir: str) -> int:
     return 1 if failures else 0
 
 
+# ------------------------------------------------------------------------------------------------ commands
+UNKNOWN = "\x00"
+
+
+METHODS = {"succeed", "fail", "execute", "wait_until_succeeds", "wait_until_fails"}
+
+
+def command_strings(script: str) -> list[tuple[int, str]]:
+    """The shell commands the script runs on its machines (the arguments of succeed, fail, execute,
+    wait_until_*, also through a script function that passes a parameter on to one of them), with f-string
+    parts that name a script-level string constant filled in and any other part as UNKNOWN."""
+    tree = ast.parse(script)
+    consts = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign) and len(n.targets) == 1
+              for t in n.targets if isinstance(t, ast.Name)
+              and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)}
+
+    def method_calls(root: ast.AST) -> list[ast.Call]:
+        return [n for n in ast.walk(root) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and n.func.attr in METHODS]
+
+    def leading_name(arg: ast.expr) -> str | None:
+        """The variable a command expression starts with: `cmd`, `cmd + "…"`, `f"{cmd} …"`."""
+        while isinstance(arg, ast.BinOp):
+            arg = arg.left
+        if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.FormattedValue):
+            arg = arg.values[0].value
+        return arg.id if isinstance(arg, ast.Name) else None
+
+    # Parameters of script functions that are (the start of) a machine command, by function and position.
+    forwarded = {}
+    for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        used = {leading_name(a) for c in method_calls(fn) for a in c.args}
+        positions = [i for i, a in enumerate(fn.args.args) if a.arg in used]
+        if positions:
+            forwarded[fn.name] = positions
+    roots: list[ast.AST] = [a for c in method_calls(tree) for a in c.args]
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+        roots += [call.args[i] for i in forwarded.get(call.func.id, []) if i < len(call.args)]
+
+    out = []
+    for root in roots:
+        inner = {id(v) for n in ast.walk(root) if isinstance(n, ast.JoinedStr) for v in n.values}
+        for node in ast.walk(root):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in inner:
+                out.append((node.lineno, node.value))
+            elif isinstance(node, ast.JoinedStr):
+                text = ""
+                for part in node.values:
+                    if isinstance(part, ast.Constant):
+                        text += str(part.value)
+                    elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) \
+                            and part.value.id in consts:
+                        text += consts[part.value.id]
+                    else:
+                        text += UNKNOWN
+                out.append((node.lineno, text))
+    return sorted(set(out))
+
+
+def invocations(text: str, tool: str) -> list[list[str]]:
+    """The argument lists `tool` is run with in the shell command `text` (pipelines, lists, $(…))."""
+    found = []
+    for segment in re.split(r"\$\(|[;|&()]+", text):
+        try:
+            words = shlex.split(segment)
+        except ValueError:
+            continue
+        while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+            words = words[1:]
+        if words[:2] == ["k3s", "kubectl"]:
+            words = words[1:]
+        if not words or words[0] != tool:
+            continue
+        args = []
+        for w in words[1:]:
+            if re.match(r"^[0-9]*[<>]", w):
+                break
+            args.append(w.replace(UNKNOWN, "x"))
+        found.append(args)
+    return found
+
+
+def cli(render: str, *tools: str) -> int:
+    """Every tka/kubectl/tailscale command line of the scripts parses with the real binary: `BIN ARGS
+    --help` exits 0 only when every subcommand and flag exists (tools given as NAME=BINARY)."""
+    failures = 0
+    for name, test in load(render).items():
+        for spec in tools:
+            tool, binary = spec.split("=", 1)
+            seen = set()
+            for number, text in command_strings(test["script"]):
+                for args in invocations(text, tool):
+                    key = " ".join(args)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    run = subprocess.run([binary, *args, "--help"], capture_output=True, text=True)
+                    label = f"{name}: script line {number}: {tool} {key}"
+                    if run.returncode == 0:
+                        print(f"ok    {label} parses")
+                    else:
+                        failures += 1
+                        print(f"FAIL  {label}: {binary} says")
+                        for line in (run.stderr or run.stdout).strip().splitlines()[:5]:
+                            print(f"      {line}")
+    return 1 if failures else 0
+
+
 def configs(render: str, mdir: str, out: str) -> int:
     count = 0
     for name, test in load(render).items():
@@ -191,7 +303,7 @@ def configs(render: str, mdir: str, out: str) -> int:
 
 def main(argv: list[str]) -> int:
     commands = {"scripts": scripts, "headscale": vm_headscale.main, "selectors": selectors, "named": named,
-                "configs": configs}
+                "cli": cli, "configs": configs}
     if len(argv) < 2 or argv[1] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

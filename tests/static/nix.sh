@@ -106,6 +106,12 @@ if ((NIX_OK)); then
 		bash -c 'tail -1 "$1"; echo; tail -1 "$2"; echo; [[ $(tail -1 "$1") == "$(tail -1 "$2")" ]]' _ \
 		"$WORK/ts-nixpkgs" "$WORK/ts-ours"
 
+	check "macOS: the CLI is compiled with the commit and date, not patched (Mach-O code signatures)" bash -c '
+		got=$("$@") && echo "$got" && [[ $got == true ]]' _ "${NIXC[@]}" nix eval --json "${STUB[@]}" \
+		"$REF#packages.aarch64-darwin.tka" --apply '
+		t: !(t ? unstamped) && t.env.TKA_BUILD_DATE != "0000-00-00T00:00:00Z"
+		&& builtins.stringLength t.env.TKA_BUILD_COMMIT == 40'
+
 	# An older nixpkgs (headscale 0.28) skips the two VM tests with a warning; everything else is checked.
 	cp -r "$STAGE/tests/nix-stub" "$WORK/stub-old"
 	echo '{ "headscale": "0.28.0" }' >"$WORK/stub-old/knobs.json"

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Sourced by tests/static/check.sh: every kustomization under deploy/kustomize (the README's and the
 # deployment guide's `kubectl apply -k` / `kubectl kustomize` commands) renders with the oldest kustomize v5
-# (5.0.1), the newest (5.8.2) and the kubectl of the test peers, and all of them render the same objects.
-# kubectl < 1.34 ships kustomize < 5.7, which panicked on multi-document `$patch: delete` files
+# (5.0.1), the newest that Go 1.26 builds (5.8.2; 5.8.3 needs Go 1.27) and the kubectl of the test peers, and
+# all of them render the same objects.
+# kubectl 1.32 ships kustomize 5.5: kustomize < 5.7 panicked on multi-document `$patch: delete` files
 # (kubernetes-sigs/kustomize#5552).
 
 echo "==> kustomize versions"

@@ -6,6 +6,8 @@
 #     kube     k8s module (.):            kube-apiserver, kubectl, etcd
 #     tailnet  headscale module:          headscale
 #              tailscale module:          tailscaled, tailscale
+#     kustomize kustomize-5.0.1, -5.8.2:  kustomize-5.0.1, kustomize-5.8.2 (the oldest v5 and the newest
+#                                         the manifests are rendered with; not part of "all")
 #   Modules can also be named directly (k8s, headscale, tailscale), e.g. CI can run
 #   `build.sh kube` first and start the integration tests while `build.sh tailnet` runs.
 #
@@ -106,6 +108,15 @@ build_tailscale() {
 		tailscale.com/cmd/tailscale=tailscale
 }
 
+# One module per version (a module can require only one version of kustomize).
+build_kustomize() {
+	local dir v
+	for dir in "$here"/kustomize-*/; do
+		v=$(basename "$dir")
+		build_module "$v" "$v" "" sigs.k8s.io/kustomize/kustomize/v5="$v"
+	done
+}
+
 # Later: upstream-tka as a separate module dir, e.g.
 # build_module upstream-tka upstream-tka "" github.com/spechtlabs/tka/cmd/...=ts-k8s-auth
 
@@ -115,9 +126,9 @@ for arg in "${@:-all}"; do
 	all) modules+=(k8s headscale tailscale) ;;
 	kube) modules+=(k8s) ;;
 	tailnet) modules+=(headscale tailscale) ;;
-	k8s | headscale | tailscale) modules+=("$arg") ;;
+	k8s | headscale | tailscale | kustomize) modules+=("$arg") ;;
 	*)
-		echo "usage: $0 [all|kube|tailnet|k8s|headscale|tailscale]..." >&2
+		echo "usage: $0 [all|kube|tailnet|k8s|headscale|tailscale|kustomize]..." >&2
 		exit 2
 		;;
 	esac

@@ -29,24 +29,13 @@ pub async fn observe(State(svc): State<Arc<Service>>, mut req: Request, next: Ne
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
+    let id = request_id(req.headers());
     req.extensions_mut().insert(RequestId(id.clone()));
 
     let (http_span, op_span) = spans(&req, &method, &route, &id);
     let gauge = svc.metrics().in_flight.with_label_values(&[&route]);
     gauge.inc();
-    let mut response = match limits(&req) {
+    let response = match limits(&req) {
         Err(e) => e.into_response(),
         Ok(()) => {
             // Bound every request by the write timeout; long-polls end 2 s before it.
@@ -58,64 +47,83 @@ pub async fn observe(State(svc): State<Arc<Service>>, mut req: Request, next: Ne
         }
     };
     gauge.dec();
+    let (mut response, error_code) = finish_error(response, &method, &route, &id);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let code = response.status().as_u16();
+    http_span.record("http.response.status_code", code);
+    if response.status().is_server_error() {
+        http_span.record("otel.status_code", "ERROR");
+    }
+    op_span.record("tka.waited_ms", started.elapsed().as_millis() as u64);
+    let outcome = match code {
+        200 => "ok",
+        202 => "pending",
+        _ => error_code.unwrap_or("error"),
+    };
+    op_span.record("tka.outcome", outcome);
+    let labels = [method.as_str(), route.as_str(), &code.to_string()];
+    let m = svc.metrics();
+    m.requests.with_label_values(&labels).inc();
+    m.request_duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
 
+/// The caller's `X-Request-Id` when it is sane, else a fresh one.
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// Gives every error the common body (with the request ID) and logs it once; returns its code.
+fn finish_error(
+    mut response: Response,
+    method: &str,
+    route: &str,
+    id: &str,
+) -> (Response, Option<&'static str>) {
     // axum's own 405 has the Allow header but no body: give it the common error shape.
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && response.extensions().get::<ApiError>().is_none()
     {
         let allow = response.headers().get(header::ALLOW).cloned();
-        response = ApiError::method_not_allowed(&method).into_response();
+        response = ApiError::method_not_allowed(method).into_response();
         if let Some(a) = allow {
             response.headers_mut().insert(header::ALLOW, a);
         }
     }
-    let mut error_code = None;
-    if let Some(e) = response.extensions_mut().remove::<ApiError>() {
-        error_code = Some(e.code);
-        let body = ErrorResponse {
-            request_id: id.clone(),
-            ..e.body()
-        };
-        let level_error = e.status.is_server_error();
-        if level_error {
-            tracing::warn!(request_id = %id, route = %route, status = e.status.as_u16(), code = e.code, detail = e.internal.as_deref().unwrap_or(""), "{}", e.message);
-        } else {
-            tracing::info!(request_id = %id, route = %route, status = e.status.as_u16(), code = e.code, "{}", e.message);
-        }
-        let headers = std::mem::take(response.headers_mut());
-        response = (e.status, axum::Json(body)).into_response();
-        for (k, v) in headers.iter() {
-            if k != header::CONTENT_LENGTH && k != header::CONTENT_TYPE {
-                response.headers_mut().insert(k, v.clone());
-            }
+    let Some(e) = response.extensions_mut().remove::<ApiError>() else {
+        return (response, None);
+    };
+    let body = ErrorResponse {
+        request_id: id.to_string(),
+        ..e.body()
+    };
+    if e.status.is_server_error() {
+        tracing::warn!(request_id = %id, route = %route, status = e.status.as_u16(), code = e.code, detail = e.internal.as_deref().unwrap_or(""), "{}", e.message);
+    } else {
+        tracing::info!(request_id = %id, route = %route, status = e.status.as_u16(), code = e.code, "{}", e.message);
+    }
+    let headers = std::mem::take(response.headers_mut());
+    let mut response = (e.status, axum::Json(body)).into_response();
+    for (k, v) in headers.iter() {
+        if k != header::CONTENT_LENGTH && k != header::CONTENT_TYPE {
+            response.headers_mut().insert(k, v.clone());
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    let status = response.status().as_u16().to_string();
-    http_span.record("http.response.status_code", response.status().as_u16());
-    if response.status().is_server_error() {
-        http_span.record("otel.status_code", "ERROR");
-    }
-    op_span.record("tka.waited_ms", started.elapsed().as_millis() as u64);
-    op_span.record(
-        "tka.outcome",
-        match response.status().as_u16() {
-            200 => "ok",
-            202 => "pending",
-            _ => error_code.unwrap_or("error"),
-        },
-    );
-    svc.metrics()
-        .requests
-        .with_label_values(&[&method, &route, &status])
-        .inc();
-    svc.metrics()
-        .request_duration
-        .with_label_values(&[&method, &route, &status])
-        .observe(started.elapsed().as_secs_f64());
-    response
+    (response, Some(e.code))
 }
 
 /// The request's spans: `http.server`, continuing the caller's W3C trace context, and

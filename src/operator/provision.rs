@@ -3,6 +3,7 @@
 //! step.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow::{self, Break, Continue};
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -15,91 +16,24 @@ use super::error::{At, Error, Step, ignore_not_found, is_status};
 use super::objects::{LOGIN_NAME, Session};
 use super::status::Provisioned;
 
+/// Applies everything a session needs, in order; stops at the first definite reason why it cannot be ready.
 pub(super) async fn provision(
     s: &Session,
     signin: &TkaSignin,
     ctx: &Context,
 ) -> Result<Provisioned, Error> {
-    let client = &ctx.client;
-    // The role must exist and be grantable; the server may only `get` allow-listed roles, so 403 here
-    // already tells us the role is outside the allow-list.
-    match Api::<ClusterRole>::all(client.clone())
-        .get_opt(&s.role)
-        .await
-    {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Ok(Provisioned::not_ready(
-                "RoleNotFound",
-                format!("ClusterRole {:?} does not exist", s.role),
-                60,
-            ));
-        }
-        Err(e) if is_status(&e, 403) => {
-            return Ok(Provisioned::not_ready(
-                "RoleNotGrantable",
-                format!("this server may not grant ClusterRole {:?}", s.role),
-                60,
-            ));
-        }
-        Err(e) => return Err(e).at(Step::GetRole),
+    if let Break(not_ready) = check_role(s, ctx).await? {
+        return Ok(not_ready);
     }
-
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let sa_name = s.user_object_name();
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &s.namespace);
-    if let Some(existing) = sas.get_opt(&sa_name).await.at(Step::ApplyServiceAccount)?
-        && !owned_by_login(existing.annotations(), &s.login)
-    {
-        return Ok(collision(s));
+    if let Break(not_ready) = apply_service_account(s, ctx).await? {
+        return Ok(not_ready);
     }
-    sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
-        .await
-        .at(Step::ApplyServiceAccount)?;
-
     let secret = ensure_session_secret(s, signin, ctx).await?;
-
-    let mut bindings = Vec::new();
-    let mut missing = Vec::new();
-    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    if s.namespaces.is_empty() {
-        match ensure_binding(&crbs, s, s.cluster_role_binding()).await? {
-            BindingOutcome::Applied => bindings.push(binding_ref("ClusterRoleBinding", None, s)),
-            BindingOutcome::Collision => return Ok(collision(s)),
-            BindingOutcome::Forbidden => return Ok(not_grantable(s)),
-            BindingOutcome::NamespaceMissing => unreachable!("cluster-scoped"),
-        }
-    } else {
-        ignore_not_found(crbs.delete(&sa_name, &DeleteParams::default()).await)
-            .at(Step::DeleteBinding)?;
-        for ns in &s.namespaces {
-            let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-            match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
-                BindingOutcome::Applied => bindings.push(binding_ref("RoleBinding", Some(ns), s)),
-                BindingOutcome::Collision => return Ok(collision(s)),
-                BindingOutcome::Forbidden => return Ok(not_grantable(s)),
-                BindingOutcome::NamespaceMissing => missing.push(ns.clone()),
-            }
-        }
-    }
-    // RoleBindings recorded earlier that are no longer wanted (namespaces removed from the grant). The sweep
-    // catches any that were never recorded.
-    let previous = signin
-        .status
-        .as_ref()
-        .map(|st| st.bindings.clone())
-        .unwrap_or_default();
-    for old in previous.iter().filter(|b| b.kind == "RoleBinding") {
-        let ns = old.namespace.clone().unwrap_or_default();
-        if !bindings
-            .iter()
-            .any(|b| b.namespace.as_deref() == Some(ns.as_str()))
-        {
-            let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)
-                .at(Step::DeleteBinding)?;
-        }
-    }
+    let (bindings, missing) = match apply_bindings(s, ctx).await? {
+        Continue(applied) => applied,
+        Break(not_ready) => return Ok(not_ready),
+    };
+    remove_unwanted_role_bindings(signin, &bindings, ctx).await?;
     if !s.namespaces.is_empty() && bindings.is_empty() {
         return Ok(Provisioned::not_ready(
             "NamespacesNotFound",
@@ -112,6 +46,109 @@ pub(super) async fn provision(
         bindings,
         missing_namespaces: missing,
     })
+}
+
+/// The role must exist and be grantable; the server may only `get` allow-listed roles, so 403 here already
+/// tells us the role is outside the allow-list.
+async fn check_role(s: &Session, ctx: &Context) -> Result<ControlFlow<Provisioned>, Error> {
+    match Api::<ClusterRole>::all(ctx.client.clone())
+        .get_opt(&s.role)
+        .await
+    {
+        Ok(Some(_)) => Ok(Continue(())),
+        Ok(None) => Ok(Break(Provisioned::not_ready(
+            "RoleNotFound",
+            format!("ClusterRole {:?} does not exist", s.role),
+            60,
+        ))),
+        Err(e) if is_status(&e, 403) => Ok(Break(Provisioned::not_ready(
+            "RoleNotGrantable",
+            format!("this server may not grant ClusterRole {:?}", s.role),
+            60,
+        ))),
+        Err(e) => Err(e).at(Step::GetRole),
+    }
+}
+
+/// The user's ServiceAccount; one named for this subject key but owned by another login is never adopted.
+async fn apply_service_account(
+    s: &Session,
+    ctx: &Context,
+) -> Result<ControlFlow<Provisioned>, Error> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let sa_name = s.user_object_name();
+    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &s.namespace);
+    if let Some(existing) = sas.get_opt(&sa_name).await.at(Step::ApplyServiceAccount)?
+        && !owned_by_login(existing.annotations(), &s.login)
+    {
+        return Ok(Break(collision(s)));
+    }
+    sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
+        .await
+        .at(Step::ApplyServiceAccount)?;
+    Ok(Continue(()))
+}
+
+/// One ClusterRoleBinding, or a RoleBinding per namespace of the grant (the ClusterRoleBinding of an
+/// earlier cluster-wide session is removed). Returns the bindings applied and the namespaces missing.
+async fn apply_bindings(
+    s: &Session,
+    ctx: &Context,
+) -> Result<ControlFlow<Provisioned, (Vec<BindingRef>, Vec<String>)>, Error> {
+    let client = &ctx.client;
+    let mut bindings = Vec::new();
+    let mut missing = Vec::new();
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    if s.namespaces.is_empty() {
+        match ensure_binding(&crbs, s, s.cluster_role_binding()).await? {
+            BindingOutcome::Applied => bindings.push(binding_ref("ClusterRoleBinding", None, s)),
+            BindingOutcome::Collision => return Ok(Break(collision(s))),
+            BindingOutcome::Forbidden => return Ok(Break(not_grantable(s))),
+            BindingOutcome::NamespaceMissing => unreachable!("cluster-scoped"),
+        }
+        return Ok(Continue((bindings, missing)));
+    }
+    ignore_not_found(
+        crbs.delete(&s.user_object_name(), &DeleteParams::default())
+            .await,
+    )
+    .at(Step::DeleteBinding)?;
+    for ns in &s.namespaces {
+        let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+        match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
+            BindingOutcome::Applied => bindings.push(binding_ref("RoleBinding", Some(ns), s)),
+            BindingOutcome::Collision => return Ok(Break(collision(s))),
+            BindingOutcome::Forbidden => return Ok(Break(not_grantable(s))),
+            BindingOutcome::NamespaceMissing => missing.push(ns.clone()),
+        }
+    }
+    Ok(Continue((bindings, missing)))
+}
+
+/// RoleBindings recorded earlier that are no longer wanted (namespaces removed from the grant). The sweep
+/// catches any that were never recorded.
+async fn remove_unwanted_role_bindings(
+    signin: &TkaSignin,
+    wanted: &[BindingRef],
+    ctx: &Context,
+) -> Result<(), Error> {
+    let previous = signin
+        .status
+        .as_ref()
+        .map(|st| st.bindings.clone())
+        .unwrap_or_default();
+    for old in previous.iter().filter(|b| b.kind == "RoleBinding") {
+        let ns = old.namespace.clone().unwrap_or_default();
+        if !wanted
+            .iter()
+            .any(|b| b.namespace.as_deref() == Some(ns.as_str()))
+        {
+            let api: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
+            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)
+                .at(Step::DeleteBinding)?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn collision(s: &Session) -> Provisioned {

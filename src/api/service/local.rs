@@ -302,10 +302,10 @@ impl Service {
             return Ok(written);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let uid = written.metadata.uid.clone();
+        let uid = written.uid();
         self.store
             .wait_for(&new.name(), deadline, self.shutdown.clone(), |s| {
-                s.is_none_or(|s| s.metadata.uid != uid)
+                s.is_none_or(|s| s.uid() != uid)
             })
             .await;
         let written = self

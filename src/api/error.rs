@@ -266,7 +266,14 @@ impl ApiError {
         .retry_after(retry_after)
     }
 
+    /// The controller reported the session as failed. A `RoleConflict` (another of the user's sessions holds
+    /// another role) is the conflict it is, as when the API itself sees it.
     pub fn provisioning_failed(reason: &str, message: &str) -> ApiError {
+        if reason == "RoleConflict" {
+            return ApiError::new(StatusCode::CONFLICT, "role_conflict", message).advice(
+                "log in with `--replace` to end them, or log in with the same role (`--role`)",
+            );
+        }
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "provisioning_failed",

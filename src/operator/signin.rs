@@ -145,6 +145,17 @@ impl TkaSignin {
         }
     }
 
+    /// The controller provisioned it (for some generation): it holds the user's binding.
+    pub fn is_provisioned(&self) -> bool {
+        self.status.as_ref().and_then(|s| s.provisioned) == Some(true)
+    }
+
+    /// Same role and the same namespaces: two such sessions of one user can share its ServiceAccount and
+    /// binding; two that differ cannot.
+    pub fn same_grant(&self, other: &TkaSignin) -> bool {
+        self.spec.role == other.spec.role && self.spec.namespaces == other.spec.namespaces
+    }
+
     pub fn is_ready(&self) -> bool {
         self.state() == SessionState::Ready
     }

@@ -630,6 +630,7 @@ async fn member_verdict(
         cluster: app.settings.cluster_name().to_string(),
         allowed_roles: m.announcement.allowed_roles.clone(),
         max_period: None,
+        ..Default::default()
     };
     match crate::model::rules::select_for(
         &rules,

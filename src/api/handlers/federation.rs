@@ -245,6 +245,7 @@ async fn member_session(
     if let Some(bad) = req.namespaces.iter().find(|n| !naming::is_dns1123_label(n)) {
         return Err(FedError::InvalidBody(format!("namespace {bad:?} is not valid")).into());
     }
+    crate::model::rules::check_protected(&req.role, &req.namespaces, policy)?;
     let new = NewSession {
         login: req.login_name,
         node: req.node,

@@ -2,7 +2,6 @@
 //! user's ServiceAccount, the session Secret and the bindings are applied. Pure object builders are in
 //! [`super::objects`]; this is the apply step.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -12,7 +11,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::crd::{BindingRef, SecretRef, TkaSignin};
 use super::error::{Error, ignore_not_found, is_status};
-use super::objects::{LOGIN_NAME, Session};
+use super::objects::Session;
 use super::reconcile::{Context, FIELD_MANAGER};
 
 /// The outcome of provisioning: ready, or a definite reason why not (written as `Ready=False`).
@@ -35,6 +34,17 @@ pub(super) async fn provision(
     ctx: &Context,
 ) -> Result<Provisioned, Error> {
     let client = &ctx.client;
+    // The API refuses such grants; this holds whoever wrote the TkaSignin.
+    if s.namespaces.contains(&s.namespace) {
+        return Ok(Provisioned::NotReady {
+            reason: "NamespaceProtected",
+            message: format!(
+                "namespace {:?} is this tka server's own; no session may be bound there",
+                s.namespace
+            ),
+            retry: None,
+        });
+    }
     // The role must exist and be grantable; the server may only `get` allow-listed roles, so 403 here
     // already tells us the role is outside the allow-list.
     match Api::<ClusterRole>::all(client.clone())
@@ -63,7 +73,7 @@ pub(super) async fn provision(
     let sa_name = s.user_object_name();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &s.namespace);
     if let Some(existing) = sas.get_opt(&sa_name).await?
-        && !owned_by_login(existing.annotations(), &s.login)
+        && !s.owns(existing.meta())
     {
         return Ok(collision(s));
     }
@@ -83,7 +93,10 @@ pub(super) async fn provision(
             BindingOutcome::NamespaceMissing => unreachable!("cluster-scoped"),
         }
     } else {
-        ignore_not_found(crbs.delete(&sa_name, &DeleteParams::default()).await)?;
+        ignore_not_found(
+            crbs.delete(&s.binding_name(), &DeleteParams::default())
+                .await,
+        )?;
         for ns in &s.namespaces {
             let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
             match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
@@ -134,12 +147,13 @@ pub(super) fn not_ready(reason: &'static str, message: String, retry_secs: u64) 
 }
 
 pub(super) fn collision(s: &Session) -> Provisioned {
-    tracing::error!(user_key = %s.subject_key, "an object named for this subject key belongs to another login name; not adopting it");
+    tracing::error!(user_key = %s.subject_key, "an object named for this subject key belongs to another login name or tka instance; not adopting it");
     Provisioned::NotReady {
         reason: "SubjectKeyCollision",
         message: format!(
-            "objects named {} belong to another user",
-            s.user_object_name()
+            "objects named {} or {} belong to another user or tka instance",
+            s.user_object_name(),
+            s.binding_name()
         ),
         retry: None,
     }
@@ -153,15 +167,11 @@ pub(super) fn not_grantable(s: &Session) -> Provisioned {
     )
 }
 
-pub(super) fn owned_by_login(annotations: &BTreeMap<String, String>, login: &str) -> bool {
-    annotations.get(LOGIN_NAME).is_none_or(|l| l == login)
-}
-
 pub(super) fn binding_ref(kind: &str, namespace: Option<&String>, s: &Session) -> BindingRef {
     BindingRef {
         kind: kind.into(),
         namespace: namespace.cloned(),
-        name: s.user_object_name(),
+        name: s.binding_name(),
         role: s.role.clone(),
     }
 }
@@ -188,10 +198,10 @@ where
         + std::fmt::Debug
         + RoleRefOf,
 {
-    let name = s.user_object_name();
+    let name = s.binding_name();
     match api.get_opt(&name).await {
         Ok(Some(existing)) => {
-            if !owned_by_login(existing.annotations(), &s.login) {
+            if !s.owns(existing.meta()) {
                 return Ok(BindingOutcome::Collision);
             }
             if existing.role_name() != s.role {

@@ -215,10 +215,30 @@ pub fn is_live(signin: &TkaSignin, now: Timestamp) -> bool {
 async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let until = valid_until(signin)?;
-    if now >= until {
-        tracing::info!(audit = true, event = "expired", user = %signin.spec.username, session = %signin.name_any(), "session expired");
-        ctx.event(signin, false, "Expired", "session reached its end".into());
-        ctx.metrics.revocations.with_label_values(&["expiry"]).inc();
+    // A session recorded under an earlier (40-bit) subject key: logout and `replace` look sessions up by the
+    // current key and would not find it, so it is ended now; its cleanup removes the objects of the old key.
+    let old_key = !crate::model::naming::is_current_subject_key(
+        &signin.spec.subject_key,
+        &signin.spec.username,
+    );
+    if now >= until || old_key {
+        let (event, reason, message) = if old_key {
+            (
+                "superseded",
+                "legacy",
+                "session of an earlier tka version ended; sign in again",
+            )
+        } else {
+            ("expired", "expiry", "session reached its end")
+        };
+        tracing::info!(audit = true, event, user = %signin.spec.username, session = %signin.name_any(), "session ended: {message}");
+        ctx.event(
+            signin,
+            false,
+            if old_key { "Superseded" } else { "Expired" },
+            message.into(),
+        );
+        ctx.metrics.revocations.with_label_values(&[reason]).inc();
         let uid = signin.uid();
         let dp = DeleteParams {
             preconditions: Some(Preconditions {

@@ -19,6 +19,7 @@ mod harness;
 mod manifests;
 mod monitoring;
 mod scenarios;
+mod security;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ fn main() {
     let admin = rt.block_on(cp.admin_client());
     rt.block_on(harness::install_crd(&admin));
     rt.block_on(harness::aggregate_cluster_roles(&admin));
+    rt.block_on(security::install_admission_policy(&admin));
     let env = Arc::new(Env { cp, admin });
 
     let tests: Vec<Trial> = scenarios::ALL
@@ -54,6 +56,7 @@ fn main() {
         .chain(monitoring::ALL)
         .chain(federation::ALL)
         .chain(cli::ALL)
+        .chain(security::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -12,6 +12,7 @@ macro_rules! scenarios {
 }
 
 mod cli;
+mod cli_security;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
 mod federation;
@@ -57,6 +58,7 @@ fn main() {
         .chain(federation::ALL)
         .chain(cli::ALL)
         .chain(security::ALL)
+        .chain(cli_security::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

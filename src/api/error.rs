@@ -386,7 +386,9 @@ impl ApiError {
 impl From<Reject> for ApiError {
     fn from(r: Reject) -> ApiError {
         let status = match r {
-            Reject::InvalidGrant { .. } => StatusCode::BAD_REQUEST,
+            Reject::InvalidGrant { .. } | Reject::ProtectedNamespace { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Reject::AmbiguousGrant { .. } => StatusCode::CONFLICT,
             Reject::NoGrant { .. }
             | Reject::RoleNotGranted { .. }

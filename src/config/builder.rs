@@ -3,6 +3,7 @@
 //! variables and host-dependent defaults.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 
 use serde_yaml::{Mapping, Value};
 
@@ -320,6 +321,16 @@ impl Builder {
                 .entry("operator.leaderElection.enabled")
                 .or_insert(Value::Bool(true));
         }
+        let run_dir = super::sections::default_run_dir(
+            host.var("XDG_RUNTIME_DIR").as_deref(),
+            &host
+                .var("TMPDIR")
+                .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
+            super::sections::current_uid(),
+        );
+        self.values
+            .entry("tailscale.runDir")
+            .or_insert_with(|| Value::String(run_dir.display().to_string()));
         if let Some(dir) = host.user_config_dir() {
             let dir = dir.join("tka").join("kubeconfig").display().to_string();
             self.values

@@ -73,6 +73,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("tailscale.tags", List),
     k("tailscale.uploadLogs", Bool),
     k("tailscale.allowTaggedNodes", Bool),
+    k("tailscale.allowSelfConnections", Bool),
     k("tailscale.startTimeout", Dur),
     k("tailscale.embedded.tagRules", TagRules),
     k("server.readTimeout", Dur),
@@ -139,6 +140,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("kubeconfig.exec", Bool),
     k("kubeconfig.merge", Bool),
     k("kubeconfig.dir", Str),
+    k("kubeconfig.allowInsecureSkipTLSVerify", Bool),
 ];
 
 /// Keys accepted for compatibility with upstream files (`config.md` §12); the loader handles their meaning.

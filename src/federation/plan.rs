@@ -37,6 +37,7 @@ pub fn plan(
             cluster: own.cluster.clone(),
             allowed_roles: m.allowed_roles.clone(),
             max_period: own.max_period,
+            ..Policy::default()
         };
         out.push((m.name.clone(), select_for(rules, &policy, &m.name, role)));
     }

@@ -44,6 +44,9 @@ pub struct Policy {
     pub allowed_roles: Vec<String>,
     /// `operator.maxPeriod`; `None` means no cap.
     pub max_period: Option<Duration>,
+    /// `operator.namespace` of the evaluating server: where its ServiceAccount, the sessions' Secrets and the
+    /// tailnet state live. A rule naming it would let users run pods as the server, so it is refused.
+    pub protected_namespace: Option<String>,
 }
 
 /// Why a grant did not yield a rule. Each variant is one stable `code` of the API.
@@ -61,6 +64,10 @@ pub enum Reject {
     RoleNotAllowed { role: String, allowed: Vec<String> },
     #[error("your grant no longer includes role {role:?}")]
     GrantChanged { role: String },
+    #[error(
+        "the rule for role {role:?} names namespace {namespace:?}, where this tka server keeps its own state; no grant may reach it"
+    )]
+    ProtectedNamespace { role: String, namespace: String },
 }
 
 impl Reject {
@@ -73,6 +80,7 @@ impl Reject {
             Reject::AmbiguousGrant { .. } => "ambiguous_grant",
             Reject::RoleNotAllowed { .. } => "role_not_allowed",
             Reject::GrantChanged { .. } => "grant_changed",
+            Reject::ProtectedNamespace { .. } => "invalid_grant",
         }
     }
 
@@ -105,6 +113,10 @@ impl Reject {
             Reject::GrantChanged { .. } => {
                 vec!["run `tka login` to start a session with your current grant".into()]
             }
+            Reject::ProtectedNamespace { namespace, .. } => vec![format!(
+                "ask your tailnet admin to remove {namespace:?} from the rule's namespaces: anyone who can create \
+                 pods there can act as the tka server"
+            )],
         }
     }
 }
@@ -178,6 +190,14 @@ pub fn select_for(
     requested_role: Option<&str>,
 ) -> Result<Rule, Reject> {
     let for_cluster = applicable(rules, policy, cluster)?;
+    // Like a malformed rule, a rule reaching the server's own namespace rejects the whole grant, not just
+    // itself: skipping it could hand the caller a role the admin did not mean to be the winner. Only the own
+    // cluster's namespace is known here; members check theirs when the primary asks them.
+    if cluster == policy.cluster {
+        for r in &for_cluster {
+            check_protected(&r.role, &r.namespaces, policy)?;
+        }
+    }
     let candidates: Vec<&Rule> = match requested_role {
         Some(role) => for_cluster
             .iter()
@@ -306,6 +326,17 @@ pub fn member_limits(
         Some(max) => period.min(max),
         None => period,
     })
+}
+
+/// Refuses `namespaces` when they include the server's own namespace (`policy.protected_namespace`).
+pub fn check_protected(role: &str, namespaces: &[String], policy: &Policy) -> Result<(), Reject> {
+    match &policy.protected_namespace {
+        Some(p) if namespaces.iter().any(|n| n == p) => Err(Reject::ProtectedNamespace {
+            role: role.to_string(),
+            namespace: p.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
@@ -545,6 +576,38 @@ mod tests {
             member_limits(&p, "view", h, &["Not_A_Name".into()]),
             Err(Refused::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_rule_naming_the_servers_own_namespace_rejects_the_grant() {
+        let guarded = Policy {
+            protected_namespace: Some("tka-system".into()),
+            ..policy()
+        };
+        let r = rules(json!([
+            {"role": "view", "period": "8h", "priority": 9},
+            {"role": "edit", "period": "8h", "namespaces": ["team-a", "tka-system"]}
+        ]));
+        let err = select(&r, &guarded, None).unwrap_err();
+        assert_eq!(
+            err,
+            Reject::ProtectedNamespace {
+                role: "edit".into(),
+                namespace: "tka-system".into()
+            }
+        );
+        assert_eq!(err.code(), "invalid_grant");
+        assert!(err.to_string().contains("\"edit\"") && err.to_string().contains("\"tka-system\""));
+        // Other namespaces are fine, and so is the rule when the server lives elsewhere.
+        let fine = rules(json!([{"role": "edit", "period": "8h", "namespaces": ["team-a"]}]));
+        assert!(select(&fine, &guarded, None).is_ok());
+        assert!(select(&r, &policy(), None).is_ok());
+        // A member's namespace is the member's business: rules for other clusters are not judged here.
+        let for_member = rules(json!([
+            {"role": "edit", "period": "8h", "namespaces": ["tka-system"], "clusters": ["prod-west"]}
+        ]));
+        assert!(select_for(&for_member, &guarded, "prod-west", None).is_ok());
+        assert!(check_protected("edit", &["tka-system".into()], &guarded).is_err());
     }
 
     #[test]

@@ -78,7 +78,9 @@ pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action,
     Ok(Action::await_change())
 }
 
-/// Deletes a user's SA and every binding labelled with the user's key.
+/// Deletes a user's SA and every binding of this instance labelled with the user's key. Bindings are found by
+/// label, not by name, so names of earlier versions (`tka-user-<key>`, before the instance was part of it) are
+/// removed too, and another instance's bindings never are.
 pub async fn delete_user_objects(
     client: &Client,
     namespace: &str,
@@ -96,17 +98,16 @@ async fn delete_user_objects_steps(
 ) -> Result<(), kube::Error> {
     let name = crate::model::naming::user_object_name(subject_key);
     let dp = DeleteParams::default();
-    ignore_not_found(
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .delete(&name, &dp)
-            .await,
-    )?;
     let lp = ListParams::default().labels(&format!(
         "{},{}={}",
         objects::managed_selector(namespace),
         objects::USER_KEY,
         subject_key
     ));
+    let crbs = Api::<ClusterRoleBinding>::all(client.clone());
+    for crb in crbs.list(&lp).await? {
+        ignore_not_found(crbs.delete(&crb.name_any(), &dp).await)?;
+    }
     for rb in Api::<RoleBinding>::all(client.clone()).list(&lp).await? {
         let api: Api<RoleBinding> =
             Api::namespaced(client.clone(), &rb.namespace().unwrap_or_default());

@@ -2,7 +2,6 @@
 //! Secret and the bindings are applied. Pure object builders are in [`super::objects`]; this is the apply
 //! step.
 
-use std::collections::BTreeMap;
 use std::ops::ControlFlow::{self, Break, Continue};
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -13,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::context::{Context, FIELD_MANAGER};
 use super::crd::{BindingRef, SecretRef, TkaSignin};
 use super::error::{At, Error, Step, ignore_not_found, is_status};
-use super::objects::{LOGIN_NAME, Session};
+use super::objects::Session;
 use super::status::Provisioned;
 
 /// Applies everything a session needs, in order; stops at the first definite reason why it cannot be ready.
@@ -22,6 +21,17 @@ pub(super) async fn provision(
     signin: &TkaSignin,
     ctx: &Context,
 ) -> Result<Provisioned, Error> {
+    // The API refuses such grants; this holds whoever wrote the TkaSignin.
+    if s.namespaces.contains(&s.namespace) {
+        return Ok(Provisioned::NotReady {
+            reason: "NamespaceProtected",
+            message: format!(
+                "namespace {:?} is this tka server's own; no session may be bound there",
+                s.namespace
+            ),
+            retry: None,
+        });
+    }
     if let Break(not_ready) = check_role(s, ctx).await? {
         return Ok(not_ready);
     }
@@ -79,7 +89,7 @@ async fn apply_service_account(
     let sa_name = s.user_object_name();
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &s.namespace);
     if let Some(existing) = sas.get_opt(&sa_name).await.at(Step::ApplyServiceAccount)?
-        && !owned_by_login(existing.annotations(), &s.login)
+        && !s.owns(existing.meta())
     {
         return Ok(Break(collision(s)));
     }
@@ -152,12 +162,13 @@ async fn remove_unwanted_role_bindings(
 }
 
 pub(super) fn collision(s: &Session) -> Provisioned {
-    tracing::error!(user_key = %s.subject_key, "an object named for this subject key belongs to another login name; not adopting it");
+    tracing::error!(user_key = %s.subject_key, "an object named for this subject key belongs to another login name or tka instance; not adopting it");
     Provisioned::NotReady {
         reason: "SubjectKeyCollision",
         message: format!(
-            "objects named {} belong to another user",
-            s.user_object_name()
+            "objects named {} or {} belong to another user or tka instance",
+            s.user_object_name(),
+            s.binding_name()
         ),
         retry: None,
     }
@@ -171,15 +182,11 @@ pub(super) fn not_grantable(s: &Session) -> Provisioned {
     )
 }
 
-pub(super) fn owned_by_login(annotations: &BTreeMap<String, String>, login: &str) -> bool {
-    annotations.get(LOGIN_NAME).is_none_or(|l| l == login)
-}
-
 pub(super) fn binding_ref(kind: &str, namespace: Option<&String>, s: &Session) -> BindingRef {
     BindingRef {
         kind: kind.into(),
         namespace: namespace.cloned(),
-        name: s.user_object_name(),
+        name: s.binding_name(),
         role: s.role.clone(),
     }
 }
@@ -206,10 +213,10 @@ where
         + std::fmt::Debug
         + RoleRefOf,
 {
-    let name = s.user_object_name();
+    let name = s.binding_name();
     match api.get_opt(&name).await {
         Ok(Some(existing)) => {
-            if !owned_by_login(existing.annotations(), &s.login) {
+            if !s.owns(existing.meta()) {
                 return Ok(BindingOutcome::Collision);
             }
             if existing.role_name() != s.role {

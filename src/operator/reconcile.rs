@@ -112,8 +112,18 @@ pub fn error_policy(signin: Arc<TkaSignin>, error: &Error, ctx: Arc<Context>) ->
 async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let until = signin.valid_until()?;
+    // A session recorded under an earlier (40-bit) subject key: logout and `replace` look sessions up by the
+    // current key and would not find it, so it is ended now; its cleanup removes the objects of the old key.
+    let old_key = !crate::model::naming::is_current_subject_key(
+        &signin.spec.subject_key,
+        &signin.spec.username,
+    );
+    if old_key {
+        end(signin, ctx, Ending::Superseded).await?;
+        return Ok(Action::await_change());
+    }
     if now >= until {
-        expire(signin, ctx).await?;
+        end(signin, ctx, Ending::Expired).await?;
         return Ok(Action::await_change());
     }
     let session = Session::from_signin(signin, &ctx.namespace);
@@ -162,11 +172,28 @@ fn role_conflict(other: &TkaSignin) -> Provisioned {
     }
 }
 
-/// The session reached its end: delete it (the finalizer then revokes).
-async fn expire(signin: &TkaSignin, ctx: &Context) -> Result<(), Error> {
-    tracing::info!(audit = true, event = "expired", user = %signin.spec.username, session = %signin.name_any(), "session expired");
-    ctx.event(signin, false, "Expired", "session reached its end".into());
-    ctx.metrics.revocations.with_label_values(&["expiry"]).inc();
+/// Why the controller ends a session itself.
+enum Ending {
+    /// It reached `valid_until`.
+    Expired,
+    /// It was written by an earlier tka version under a subject key that is no longer current.
+    Superseded,
+}
+
+/// Ends a session: delete it (the finalizer then revokes).
+async fn end(signin: &TkaSignin, ctx: &Context, why: Ending) -> Result<(), Error> {
+    let (event, reason, label, message) = match why {
+        Ending::Expired => ("expired", "Expired", "expiry", "session reached its end"),
+        Ending::Superseded => (
+            "superseded",
+            "Superseded",
+            "legacy",
+            "session of an earlier tka version ended; sign in again",
+        ),
+    };
+    tracing::info!(audit = true, event, user = %signin.spec.username, session = %signin.name_any(), "session ended: {message}");
+    ctx.event(signin, false, reason, message.into());
+    ctx.metrics.revocations.with_label_values(&[label]).inc();
     signin
         .delete_exactly(&ctx.signins())
         .await

@@ -87,6 +87,7 @@ pub fn api_settings(config: &Config, self_url: String) -> service::Settings {
                 cluster: op.cluster_name.clone(),
                 allowed_roles: op.allowed_roles.clone(),
                 max_period: Some(op.max_period.as_std()).filter(|d| !d.is_zero()),
+                protected_namespace: Some(op.namespace.clone()),
             },
             retry_after: config.api.retry_after_seconds.max(1) as u64,
         },

@@ -90,6 +90,7 @@ impl Tailnet {
             (ts.socket.clone(), None)
         };
         let identity = TailscaledIdentity::start(LocalApi::new(&socket));
+        identity.allow_self_connections(ts.allow_self_connections);
         let status = identity.wait_running(ts.start_timeout.as_std()).await;
         if status.state != crate::identity::BackendState::Running {
             tracing::warn!(state = ?status.state, socket = %socket.display(), "tailnet not running yet (tailnet_not_running); serving 503 until it is");

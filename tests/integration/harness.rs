@@ -106,6 +106,8 @@ pub async fn apply_value(admin: &Client, value: &Value) {
         "RoleBinding" => "rolebindings",
         "CustomResourceDefinition" => "customresourcedefinitions",
         "Namespace" => "namespaces",
+        "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
         other => panic!("add a plural for {other}"),
     };
     let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
@@ -152,7 +154,8 @@ impl Harness {
         };
         let _ = sas.create(&PostParams::default(), &sa).await;
         let roles = vec!["view".to_string(), "edit".to_string()];
-        let rbac = tka::operator::rbac::manifests(&ns, &roles)
+        let grantable = tka::operator::rbac::GrantableRoles::new(&roles).unwrap();
+        let rbac = tka::operator::rbac::manifests(&ns, &grantable)
             // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
             .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
             .replace(

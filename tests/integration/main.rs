@@ -12,6 +12,7 @@ macro_rules! scenarios {
 }
 
 mod cli;
+mod cli_security;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
 mod federation;
@@ -19,6 +20,7 @@ mod harness;
 mod manifests;
 mod monitoring;
 mod scenarios;
+mod security;
 
 use std::sync::Arc;
 
@@ -46,6 +48,7 @@ fn main() {
     let admin = rt.block_on(cp.admin_client());
     rt.block_on(harness::install_crd(&admin));
     rt.block_on(harness::aggregate_cluster_roles(&admin));
+    rt.block_on(security::install_admission_policy(&admin));
     let env = Arc::new(Env { cp, admin });
 
     let tests: Vec<Trial> = scenarios::ALL
@@ -54,6 +57,8 @@ fn main() {
         .chain(monitoring::ALL)
         .chain(federation::ALL)
         .chain(cli::ALL)
+        .chain(security::ALL)
+        .chain(cli_security::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

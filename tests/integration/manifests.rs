@@ -184,6 +184,8 @@ fn base_ids() -> Vec<&'static str> {
         "RoleBinding tka-system/tka-server",
         "Service tka-system/tka-server",
         "ServiceAccount tka-system/tka-controller",
+        "ValidatingAdmissionPolicy tka-controller-bindings",
+        "ValidatingAdmissionPolicyBinding tka-controller-bindings",
     ]
 }
 
@@ -254,7 +256,12 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
     let (_, install) = render(&env, "install");
     let base = kustomize_dir().join("base");
     let mut expected = Vec::new();
-    for f in ["crd.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+    for f in [
+        "crd.yaml",
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "admission-policy.yaml",
+    ] {
         expected.extend(parse_docs(&std::fs::read_to_string(base.join(f)).unwrap()));
     }
     assert_eq!(ids(&install), ids(&expected));
@@ -429,6 +436,9 @@ fn dry_run_apply(env: &Env, yaml: &str) -> Output {
             "--server-side",
             "--dry-run=server",
             "--field-manager=tka-manifests-test",
+            // The run applies the admission policy for real (another field manager); a dry run only checks
+            // that the apiserver accepts the objects.
+            "--force-conflicts",
             "-f",
             "-",
         ],

@@ -64,7 +64,7 @@ pub async fn whoami(c: &Client) -> Result<String, kube::Error> {
         .unwrap_or_default())
 }
 
-async fn can(c: &Client, verb: &str, resource: &str, namespace: &str) -> bool {
+pub async fn can(c: &Client, verb: &str, resource: &str, namespace: &str) -> bool {
     let api: Api<SelfSubjectAccessReview> = Api::all(c.clone());
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
@@ -128,7 +128,11 @@ async fn login_provisions_objects_and_the_token_has_exactly_the_role(env: Arc<En
     let crbs = h.crbs().await;
     assert_eq!(crbs.len(), 1);
     assert_eq!(crbs[0].role_ref.name, "view");
-    assert_eq!(crbs[0].name_any(), sa);
+    assert_eq!(
+        crbs[0].name_any(),
+        naming::binding_name(&naming::subject_key("alice@example.com"), &h.ns),
+        "per user and instance"
+    );
 
     let client = client.unwrap();
     assert_eq!(
@@ -673,7 +677,8 @@ async fn crd_validation_rejects_short_periods_and_key_changes(env: Arc<Env>) {
             username: "x@y".into(),
             role: "view".into(),
             validity_period: "5m0s".into(),
-            subject_key: "x-y-aaaaaaaa".into(),
+            // The controller ends sessions whose key is not the user's current one.
+            subject_key: naming::subject_key("x@y"),
             node_id: "n1".into(),
             ..Default::default()
         },
@@ -1055,7 +1060,8 @@ async fn objects_deleted_by_hand_do_not_block_cleanup(env: Arc<Env>) {
     }
     sas.delete(&sa, &Default::default()).await.unwrap();
     let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(h.admin.clone());
-    let _ = crbs.delete(&sa, &Default::default()).await;
+    let crb = naming::binding_name(&naming::subject_key("hand@example.com"), &h.ns);
+    crbs.delete(&crb, &Default::default()).await.unwrap();
     assert_eq!(u.post("/api/v1alpha1/logout").await.status, 200);
     let done = eventually(Duration::from_secs(10), || async {
         h.names::<TkaSignin>().await.is_empty()

@@ -19,7 +19,7 @@ use crate::federation::wire::{
 use crate::identity::PeerIdentity;
 use crate::model::duration::GoDuration;
 use crate::model::naming;
-use crate::model::rules::{Refused, member_limits};
+use crate::model::rules::{Refused, check_protected, member_limits};
 use crate::model::wire;
 use crate::operator::crd::{Origin, TkaSignin};
 
@@ -104,6 +104,7 @@ impl Service {
                 Refused::Role(rej) => ApiError::from(rej),
                 Refused::Invalid(why) => invalid(&why),
             })?;
+            check_protected(&req.role, &req.namespaces, &self.settings.auth.policy)?;
             let new = NewSession {
                 login: req.login_name,
                 node: req.node,

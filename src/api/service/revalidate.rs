@@ -103,7 +103,7 @@ impl Service {
         let policy = Policy {
             cluster: self.settings.cluster_name().to_string(),
             allowed_roles: m.announcement.allowed_roles.clone(),
-            max_period: None,
+            ..Policy::default()
         };
         let held = Held {
             login: &s.login_name,

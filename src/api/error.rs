@@ -407,7 +407,8 @@ impl From<FedError> for ApiError {
         use FedError as F;
         let status = match &e {
             F::MemberNotAllowed { .. } | F::NotPrimary { .. } => StatusCode::FORBIDDEN,
-            F::ClusterNameConflict { .. } => StatusCode::CONFLICT,
+            F::ClusterNameConflict { .. } | F::NamesConflict { .. } => StatusCode::CONFLICT,
+            F::PinsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             F::InvalidHeartbeat(_) | F::InvalidBody(_) => StatusCode::BAD_REQUEST,
             F::WrongRole(_) | F::UnknownCluster(_) => StatusCode::NOT_FOUND,
             F::Unreachable { .. } | F::AllFailed(_) => StatusCode::BAD_GATEWAY,
@@ -469,6 +470,12 @@ mod tests {
                 cluster: String::new(),
                 holder: String::new(),
             },
+            FedError::NamesConflict {
+                cluster: String::new(),
+                what: String::new(),
+                holder: String::new(),
+            },
+            FedError::PinsUnavailable(String::new()),
             FedError::InvalidHeartbeat(String::new()),
             FedError::NotPrimary {
                 primary: String::new(),

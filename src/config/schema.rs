@@ -128,6 +128,8 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("federation.requestTimeout", Dur),
     k("federation.memberTags", List),
     k("federation.memberCapName", Str),
+    k("federation.primaryTags", List),
+    k("federation.primaryCapName", Str),
     k("federation.allowDirectLogin", Bool),
     k("output.theme", Kind::Enum(Theme::NAMES)),
     k("output.quiet", Bool),

@@ -389,6 +389,9 @@ pub struct FederationConfig {
     pub request_timeout: GoDuration,
     pub member_tags: Vec<String>,
     pub member_cap_name: String,
+    /// Member: the primary's node must carry one of these tags (or hold `primary_cap_name`).
+    pub primary_tags: Vec<String>,
+    pub primary_cap_name: String,
     pub allow_direct_login: bool,
 }
 
@@ -401,6 +404,8 @@ impl Default for FederationConfig {
             request_timeout: GoDuration::from_secs(10),
             member_tags: Vec::new(),
             member_cap_name: "specht-labs.de/cap/tka-federation".into(),
+            primary_tags: vec!["tag:tka".into()],
+            primary_cap_name: "specht-labs.de/cap/tka-primary".into(),
             allow_direct_login: true,
         }
     }

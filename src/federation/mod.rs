@@ -10,11 +10,13 @@
 pub mod client;
 pub mod error;
 pub mod heartbeat;
+pub mod pins;
 pub mod plan;
 mod registry;
 pub mod trust;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,10 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub member_tags: Vec<String>,
     pub member_cap_name: String,
+    /// Member: what marks the primary's node besides its name.
+    pub primary: trust::PrimaryMarks,
+    /// This server's own cluster and kubeconfig names, which no member may announce.
+    pub own_names: trust::EntryNames,
     pub allow_direct_login: bool,
 }
 
@@ -54,6 +60,15 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(10),
             member_tags: Vec::new(),
             member_cap_name: "specht-labs.de/cap/tka-federation".into(),
+            primary: trust::PrimaryMarks {
+                tags: vec!["tag:tka".into()],
+                cap_name: "specht-labs.de/cap/tka-primary".into(),
+            },
+            own_names: trust::EntryNames {
+                cluster: String::new(),
+                user_prefix: "tka-user-".into(),
+                context_prefix: "tka-context-".into(),
+            },
             allow_direct_login: true,
         }
     }
@@ -73,6 +88,9 @@ pub struct Federation {
     started: Instant,
     client: Client,
     metrics: Arc<Metrics>,
+    pins: Arc<dyn pins::Pins>,
+    /// The pins as last read or written (loaded on first use).
+    pinned: tokio::sync::Mutex<Option<BTreeMap<String, String>>>,
 }
 
 impl Federation {
@@ -80,6 +98,7 @@ impl Federation {
         settings: Settings,
         identity: Arc<dyn Identity>,
         metrics: Arc<Metrics>,
+        pins: Arc<dyn pins::Pins>,
     ) -> Federation {
         let primary_host = trust::url_host(&settings.login_server).map(|(_, h, _)| h);
         let registry =
@@ -93,6 +112,8 @@ impl Federation {
             started: Instant::now(),
             client,
             metrics,
+            pins,
+            pinned: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -114,17 +135,61 @@ impl Federation {
         self.is_member() && !self.settings.allow_direct_login
     }
 
-    /// Member side: is this caller our primary?
-    pub fn check_primary(&self, peer: &PeerIdentity) -> Result<(), FedError> {
-        match &self.primary_host {
-            None => Err(FedError::WrongRole("member")),
-            Some(host) => trust::check_primary(peer, host),
+    /// Member side: is this caller our primary? By name, by tag or capability, and by the node ID pinned at
+    /// the first contact (pinned now if there is none yet).
+    pub async fn check_primary(&self, peer: &PeerIdentity) -> Result<(), FedError> {
+        let Some(host) = &self.primary_host else {
+            return Err(FedError::WrongRole("member"));
+        };
+        trust::check_primary(peer, host, &self.settings.primary)?;
+        let held = self.pin(pins::PRIMARY, &peer.node_stable_id).await?;
+        if held != peer.node_stable_id {
+            tracing::warn!(caller = %peer.node_fqdn, node_id = %peer.node_stable_id, pinned = %held,
+                "federation call from the primary's name on another node refused; to trust a new primary node, delete key {:?} of {}",
+                pins::PRIMARY, self.pins.location());
+            return Err(FedError::NotPrimary {
+                primary: host.clone(),
+                caller: format!(
+                    "{} (node {}, not the pinned node)",
+                    peer.node_fqdn, peer.node_stable_id
+                ),
+            });
         }
+        Ok(())
+    }
+
+    /// The value pinned at `key`, pinning `value` there if there is none (logged: it is a trust decision). A
+    /// cached pin that differs is read again first, so an operator's reset takes effect without a restart.
+    async fn pin(&self, key: &str, value: &str) -> Result<String, FedError> {
+        let mut cache = self.pinned.lock().await;
+        let cached = cache.as_ref().and_then(|m| m.get(key).cloned());
+        if cached.as_deref() == Some(value) {
+            return Ok(value.to_string());
+        }
+        let mut map = self.pins.load().await.map_err(FedError::PinsUnavailable)?;
+        let held = match map.get(key) {
+            Some(v) => v.clone(),
+            None => {
+                let held = self
+                    .pins
+                    .pin(key, value)
+                    .await
+                    .map_err(FedError::PinsUnavailable)?;
+                if held == value {
+                    tracing::warn!(key, value, store = %self.pins.location(), "federation: pinned");
+                }
+                held
+            }
+        };
+        map.insert(key.to_string(), held.clone());
+        *cache = Some(map);
+        Ok(held)
     }
 
     /// Primary side: a heartbeat from `peer`. Admits it (tag or capability, URL pointing at the caller),
-    /// records it and keeps the members gauge current. `Ok(true)`: a member new to this registry.
-    pub fn admit(&self, peer: &PeerIdentity, hb: wire::Heartbeat) -> Result<bool, FedError> {
+    /// binds its cluster name and prefixes to its node on first sight (persisted), refuses them to any other
+    /// node, records it and keeps the members gauge current. `Ok(true)`: a member new to this registry.
+    pub async fn admit(&self, peer: &PeerIdentity, hb: wire::Heartbeat) -> Result<bool, FedError> {
         if self.is_member() {
             return Err(FedError::WrongRole("primary"));
         }
@@ -134,12 +199,90 @@ impl Federation {
             &self.settings.member_tags,
             &self.settings.member_cap_name,
         )?;
+        self.bind(peer, &hb).await?;
         let now = Instant::now();
         let mut reg = self.registry.lock().expect("lock poisoned");
         let new = reg.get(&hb.cluster_name, now).is_none();
         reg.register(hb, &peer.node_fqdn, &peer.node_stable_id, now)?;
         self.set_gauges(&reg, now);
         Ok(new)
+    }
+
+    /// The cluster name belongs to the node that first announced it, with the prefixes it announced; no
+    /// name or prefix may equal the primary's own or another binding's.
+    async fn bind(&self, peer: &PeerIdentity, hb: &wire::Heartbeat) -> Result<(), FedError> {
+        let names = trust::EntryNames {
+            cluster: hb.cluster_name.clone(),
+            user_prefix: hb.user_prefix.clone(),
+            context_prefix: hb.context_prefix.clone(),
+        };
+        let wanted = pins::Binding {
+            node_id: peer.node_stable_id.clone(),
+            user_prefix: hb.user_prefix.clone(),
+            context_prefix: hb.context_prefix.clone(),
+        };
+        let key = pins::cluster_key(&hb.cluster_name);
+        let bindings = self.bindings().await?;
+        if let Some(held) = bindings
+            .iter()
+            .find(|(c, _)| *c == hb.cluster_name)
+            .map(|(_, b)| b)
+            && held.node_id != peer.node_stable_id
+        {
+            return Err(FedError::ClusterNameConflict {
+                cluster: hb.cluster_name.clone(),
+                holder: format!(
+                    "node {} (pinned; delete key {key:?} of {} to move it)",
+                    held.node_id,
+                    self.pins.location()
+                ),
+            });
+        }
+        let others: Vec<trust::EntryNames> = bindings
+            .iter()
+            .filter(|(c, _)| *c != hb.cluster_name)
+            .map(|(c, b)| trust::EntryNames {
+                cluster: c.clone(),
+                user_prefix: b.user_prefix.clone(),
+                context_prefix: b.context_prefix.clone(),
+            })
+            .collect();
+        trust::check_names(&names, &self.settings.own_names, &others)?;
+        let held = self.pin(&key, &wanted.encode()).await?;
+        if pins::Binding::decode(&held).is_some_and(|b| b.node_id != peer.node_stable_id) {
+            // Another replica or request bound it first.
+            return Err(FedError::ClusterNameConflict {
+                cluster: hb.cluster_name.clone(),
+                holder: "another node".into(),
+            });
+        }
+        if held != wanted.encode() {
+            // The holder changed its prefixes (checked above against everyone else).
+            self.pins
+                .update(&key, &wanted.encode())
+                .await
+                .map_err(FedError::PinsUnavailable)?;
+            if let Some(map) = self.pinned.lock().await.as_mut() {
+                map.insert(key, wanted.encode());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every cluster binding, by name.
+    async fn bindings(&self) -> Result<Vec<(String, pins::Binding)>, FedError> {
+        let mut cache = self.pinned.lock().await;
+        if cache.is_none() {
+            *cache = Some(self.pins.load().await.map_err(FedError::PinsUnavailable)?);
+        }
+        Ok(cache
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("cluster.")?;
+                Some((name.to_string(), pins::Binding::decode(v)?))
+            })
+            .collect())
     }
 
     /// Drops members that missed their heartbeats; returns their names.
@@ -261,36 +404,53 @@ mod tests {
     use super::*;
     use crate::identity::StaticIdentity;
 
-    #[test]
-    fn members_without_our_api_version_take_no_part() {
-        let metrics = Arc::new(Metrics::new("static"));
-        let fed = Federation::new(
-            Settings {
-                member_tags: vec!["tag:m".into()],
-                ..Settings::default()
-            },
+    fn federation(metrics: Arc<Metrics>) -> Federation {
+        let mut settings = Settings {
+            member_tags: vec!["tag:m".into()],
+            ..Settings::default()
+        };
+        settings.own_names.cluster = "primary".into();
+        Federation::new(
+            settings,
             Arc::new(StaticIdentity::new()),
-            metrics.clone(),
-        );
-        let hb = |name: &str, versions: &[&str]| wire::Heartbeat {
+            metrics,
+            Arc::new(pins::MemoryPins::default()),
+        )
+    }
+
+    fn hb(name: &str, versions: &[&str]) -> wire::Heartbeat {
+        wire::Heartbeat {
             cluster_name: name.into(),
             member_url: format!("https://{name}.ts.net"),
             api_endpoint: "https://10.0.0.1:6443".into(),
             api_versions: versions.iter().map(|v| v.to_string()).collect(),
+            user_prefix: format!("{name}-user-"),
+            context_prefix: format!("{name}-"),
             ..wire::Heartbeat::default()
-        };
-        let peer = |name: &str, id: &str| PeerIdentity {
+        }
+    }
+
+    fn peer(name: &str, id: &str) -> PeerIdentity {
+        PeerIdentity {
             node_fqdn: format!("{name}.ts.net"),
             node_stable_id: id.into(),
             tags: vec!["tag:m".into()],
             ..PeerIdentity::default()
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn members_without_our_api_version_take_no_part() {
+        let metrics = Arc::new(Metrics::new("static"));
+        let fed = federation(metrics.clone());
         assert!(
             fed.admit(&peer("new", "n1"), hb("new", &["v1alpha1"]))
+                .await
                 .unwrap()
         );
         assert!(
             fed.admit(&peer("future", "n2"), hb("future", &["v2"]))
+                .await
                 .unwrap()
         );
         let names: Vec<String> = fed
@@ -312,5 +472,39 @@ mod tests {
             fed.rebuilding(),
             "a fresh primary's registry is still filling up"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cluster_name_stays_with_its_first_node() {
+        let fed = federation(Arc::new(Metrics::new("static")));
+        let v = &["v1alpha1"];
+        fed.admit(&peer("west", "n1"), hb("west", v)).await.unwrap();
+        // Another node, even the same name on the tailnet, gets 409 whatever the holder's health.
+        let e = fed
+            .admit(&peer("west", "n9"), hb("west", v))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "cluster_name_conflict");
+        // Prefixes of another member or of the primary are refused too.
+        let mut copy = hb("east", v);
+        copy.user_prefix = "west-user-".into();
+        let e = fed.admit(&peer("east", "n2"), copy).await.unwrap_err();
+        assert_eq!(e.code(), "kubeconfig_names_conflict");
+        let mut primary_like = hb("east", v);
+        primary_like.context_prefix = "tka-context-".into();
+        let e = fed
+            .admit(&peer("east", "n2"), primary_like)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "kubeconfig_names_conflict");
+        let e = fed
+            .admit(&peer("primary", "n3"), hb("primary", v))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "cluster_name_conflict");
+        // The holder may change its own prefixes.
+        let mut renamed = hb("west", v);
+        renamed.user_prefix = "w-user-".into();
+        fed.admit(&peer("west", "n1"), renamed).await.unwrap();
     }
 }

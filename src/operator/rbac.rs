@@ -72,6 +72,9 @@ pub fn manifests(namespace: &str, allowed_roles: &GrantableRoles) -> String {
                 { "apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch", "create", "patch", "delete"] },
                 { "apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"] },
                 { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"] },
+                // Federation pins (the primary's node, which node holds which cluster name): this one ConfigMap.
+                { "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["tka-federation"], "verbs": ["get", "update"] },
+                { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"] },
                 { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["controller.tka.specht-labs.de"], "verbs": ["get", "update"] },
                 { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"] },
                 { "apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] }

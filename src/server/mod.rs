@@ -297,10 +297,13 @@ pub async fn start_leader(
         start_operator(config, &client, &metrics, &shutdown_rx, &mut background);
     let cluster_info = ClusterInfoSource::start(cluster_info_settings(config), client.clone());
     let self_url = self_url(config, &identity.status().self_fqdn);
+    let pins =
+        crate::federation::pins::ConfigMapPins::new(client.clone(), &config.operator.namespace);
     let federation = Arc::new(Federation::new(
         federation_settings(config),
         identity.clone(),
         metrics.clone(),
+        Arc::new(pins),
     ));
     background.push(start_federation(
         config,
@@ -453,6 +456,15 @@ pub fn federation_settings(config: &Config) -> crate::federation::Settings {
         request_timeout: f.request_timeout.as_std().max(Duration::from_millis(100)),
         member_tags: f.member_tags.clone(),
         member_cap_name: f.member_cap_name.clone(),
+        primary: crate::federation::trust::PrimaryMarks {
+            tags: f.primary_tags.clone(),
+            cap_name: f.primary_cap_name.clone(),
+        },
+        own_names: crate::federation::trust::EntryNames {
+            cluster: config.operator.cluster_name.clone(),
+            user_prefix: config.operator.user_prefix.clone(),
+            context_prefix: config.operator.context_prefix.clone(),
+        },
         allow_direct_login: f.allow_direct_login,
     }
 }

@@ -16,6 +16,7 @@ mod cli_security;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
 mod federation;
+mod federation_trust;
 mod harness;
 mod manifests;
 mod monitoring;
@@ -56,6 +57,7 @@ fn main() {
         .chain(manifests::ALL)
         .chain(monitoring::ALL)
         .chain(federation::ALL)
+        .chain(federation_trust::ALL)
         .chain(cli::ALL)
         .chain(security::ALL)
         .chain(cli_security::ALL)

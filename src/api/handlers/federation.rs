@@ -22,13 +22,13 @@ pub async fn heartbeat(svc: Svc, call: Call, body: Bytes) -> Result<Response, Ap
         return Err(FedError::WrongRole("primary").into());
     }
     let peer = svc.peer(call.remote, &call.headers).await?;
-    Ok(render::ok(svc.heartbeat(&peer, decode(&body)?)?))
+    Ok(render::ok(svc.heartbeat(&peer, decode(&body)?).await?))
 }
 
 /// POST /sessions (member): provision a session the primary asks for.
 pub async fn create_session(svc: Svc, call: Call, body: Bytes) -> Result<Response, ApiError> {
     let primary = svc.peer(call.remote, &call.headers).await?;
-    svc.from_primary(&primary)?;
+    svc.from_primary(&primary).await?;
     let wait = params::wait(&call.query, svc.settings.wait_cap())?;
     let answer = svc
         .member_signin(&primary, decode(&body)?, wait, &call.rid)
@@ -39,14 +39,14 @@ pub async fn create_session(svc: Svc, call: Call, body: Bytes) -> Result<Respons
 /// GET /sessions (member): `?login_name=&node_id=` or `?origin=federation`.
 pub async fn list_sessions(svc: Svc, call: Call) -> Result<Response, ApiError> {
     let primary = svc.peer(call.remote, &call.headers).await?;
-    svc.from_primary(&primary)?;
+    svc.from_primary(&primary).await?;
     Ok(render::ok(svc.member_sessions(&call.query)))
 }
 
 /// DELETE /sessions (member): only sessions the federation created.
 pub async fn delete_sessions(svc: Svc, call: Call, body: Bytes) -> Result<Response, ApiError> {
     let primary = svc.peer(call.remote, &call.headers).await?;
-    svc.from_primary(&primary)?;
+    svc.from_primary(&primary).await?;
     Ok(render::ok(
         svc.member_signout(decode(&body)?, &call.rid).await?,
     ))
@@ -55,7 +55,7 @@ pub async fn delete_sessions(svc: Svc, call: Call, body: Bytes) -> Result<Respon
 /// POST /tokens (member): a token for a ready federated session.
 pub async fn tokens(svc: Svc, call: Call, body: Bytes) -> Result<Response, ApiError> {
     let primary = svc.peer(call.remote, &call.headers).await?;
-    svc.from_primary(&primary)?;
+    svc.from_primary(&primary).await?;
     let token = svc.member_mint(decode(&body)?, &call.rid).await?;
     Ok(render::progress(token, svc.settings.retry_after()))
 }

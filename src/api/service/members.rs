@@ -25,9 +25,13 @@ use crate::operator::crd::{Origin, TkaSignin};
 
 impl Service {
     /// Primary: a member's heartbeat.
-    pub fn heartbeat(&self, peer: &PeerIdentity, hb: Heartbeat) -> Result<HeartbeatAck, ApiError> {
+    pub async fn heartbeat(
+        &self,
+        peer: &PeerIdentity,
+        hb: Heartbeat,
+    ) -> Result<HeartbeatAck, ApiError> {
         let cluster = hb.cluster_name.clone();
-        match self.federation.admit(peer, hb) {
+        match self.federation.admit(peer, hb).await {
             Ok(new) => {
                 if new {
                     tracing::info!(cluster = %cluster, node = %peer.node_fqdn, "federation member registered");
@@ -57,9 +61,10 @@ impl Service {
     }
 
     /// Member: the caller must be our primary.
-    pub fn from_primary(&self, peer: &PeerIdentity) -> Result<(), ApiError> {
+    pub async fn from_primary(&self, peer: &PeerIdentity) -> Result<(), ApiError> {
         self.federation
             .check_primary(peer)
+            .await
             .map_err(ApiError::from)
             .inspect_err(|e| self.reject(e))
     }

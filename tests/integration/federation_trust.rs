@@ -16,6 +16,7 @@ use crate::harness::{Env, Federated, PRIMARY_NODE as PRIMARY, User, fresh_ip, no
 scenarios!(
     federation_member_refuses_a_device_that_took_the_primarys_name,
     federation_cluster_names_and_prefixes_stay_with_their_nodes,
+    federation_relayed_tokens_follow_the_grant_as_it_is_now,
 );
 
 /// A session request as the primary sends it, for a user the attacker picks.
@@ -231,5 +232,55 @@ async fn federation_cluster_names_and_prefixes_stay_with_their_nodes(env: Arc<En
         let keys = legacy.body[map].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(keys, 2, "legacy {map}: {}", legacy.body[map]);
     }
+    f.stop().await;
+}
+
+/// A relayed mint checks the member's session against the caller's grant as it is now, like a local mint:
+/// with revalidation off, a grant narrowed from `edit` to `view` must not keep yielding edit tokens there.
+async fn federation_relayed_tokens_follow_the_grant_as_it_is_now(env: Arc<Env>) {
+    let f = Federated::start(
+        &env,
+        "narrowed",
+        |c| c.operator.revalidate_interval = tka::model::duration::GoDuration::from_secs(0),
+        |_| {},
+        |n| n,
+    )
+    .await;
+    let member_signins: Api<TkaSignin> = Api::namespaced(f.member_env.admin.clone(), &f.member.ns);
+    let login = "ed@example.com";
+    let edit = json!([{"role": "edit", "period": "1h", "clusters": ["*"]}]);
+    let ed = f.primary.user(login, edit);
+    f.wait_member(&ed, "healthy").await;
+    let r = ed.post("/api/v1alpha1/login?wait=15s").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let credential = "/api/v1alpha1/exec-credential?cluster=member";
+    assert_eq!(ed.get(credential).await.status, 200);
+    // The tailnet admin narrows the grant.
+    f.primary.grant(
+        &ed,
+        login,
+        json!([{"role": "view", "period": "1h", "clusters": ["*"]}]),
+    );
+    let r = ed.get(credential).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("grant_changed")),
+        "{}",
+        r.text
+    );
+    let ended = crate::harness::eventually(std::time::Duration::from_secs(10), || async {
+        !users_on(&member_signins).await.contains(&login.to_string())
+    });
+    assert!(
+        ended.await.is_some(),
+        "the edit session on the member was ended"
+    );
+    let r = ed.get("/api/v1alpha1/kubeconfig?format=v1").await;
+    assert!(
+        !r.text.contains("member-ed@example.com"),
+        "no member entry for the old grant: {} {}",
+        r.status,
+        r.text
+    );
     f.stop().await;
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::local::{Progress, TokenKind};
+use super::relay::OnMember;
 use super::{Caller, Service};
 use crate::api::error::ApiError;
 use crate::federation::FedError;
@@ -77,6 +78,21 @@ impl Service {
             });
             self.reject(&e);
             return Err(e);
+        }
+        match self
+            .on_member(&m, caller, &rules, rid)
+            .await
+            .map_err(|e| ApiError::relayed(cluster, e))?
+        {
+            OnMember::Holds(_) => {}
+            OnMember::NotSignedIn => {
+                return Err(ApiError::not_signed_in(http::StatusCode::UNAUTHORIZED));
+            }
+            OnMember::Ended(rejected) => {
+                let e = ApiError::from(rejected);
+                self.reject(&e);
+                return Err(e);
+            }
         }
         match self
             .member_token(&m, caller, TokenKind::Exec, rid)

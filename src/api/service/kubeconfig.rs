@@ -9,9 +9,10 @@ use futures::future::join_all;
 use serde_json::Value;
 
 use super::local::{Progress, TokenKind};
+use super::relay::OnMember;
 use super::{Caller, Service};
 use crate::api::error::ApiError;
-use crate::federation::client::{CallError, SessionQuery};
+use crate::federation::client::CallError;
 use crate::federation::plan::{self, Target};
 use crate::federation::wire::TokenCall;
 use crate::federation::{FedError, Member};
@@ -217,11 +218,14 @@ impl Service {
                 _ => partial.push(self.settings.cluster_name().to_string()),
             }
         }
-        let lookups = permitted.iter().map(|(m, (), rule)| async move {
-            if req.exec && !self.member_has_ready(m, caller, rid).await? {
-                return Ok(None);
-            }
-            let ns = rule.as_ref().and_then(|r| r.namespaces.first().cloned());
+        // Each member's session is checked against the grant as it is now before its member mints; exec
+        // mode mints nothing now and includes a member that holds a ready session.
+        let lookups = permitted.iter().map(|(m, (), _)| async {
+            let s = match self.on_member(m, caller, &rules, rid).await? {
+                OnMember::Holds(s) if s.provisioned => s,
+                OnMember::Holds(_) | OnMember::NotSignedIn | OnMember::Ended(_) => return Ok(None),
+            };
+            let ns = s.namespaces.first().cloned();
             match self.member_entry(m, caller, ns, req.exec, rid).await {
                 Ok(e) => Ok(Some(e)),
                 Err(CallError::Status { status: 401, .. }) => Ok(None),
@@ -245,25 +249,6 @@ impl Service {
             doc: self.document(&caller.login, &entries, req.format),
             partial,
         })
-    }
-
-    /// Exec mode mints nothing now: a member is included when it holds a ready session.
-    async fn member_has_ready(
-        &self,
-        m: &Member,
-        caller: &Caller,
-        rid: &str,
-    ) -> Result<bool, CallError> {
-        let query = SessionQuery::Of {
-            login: &caller.login,
-            node_id: &caller.peer.node_stable_id,
-        };
-        let list = self
-            .federation
-            .client()
-            .sessions(m, query, "token", rid)
-            .await?;
-        Ok(list.iter().any(|s| s.provisioned))
     }
 
     /// The members (each with data of the caller's) whose cluster the caller's grant names, each with the

@@ -5,7 +5,8 @@
 //! concurrently and assembles one answer ([`login`]); kubeconfigs, credentials and logouts do the same for
 //! the clusters where the caller has sessions ([`kubeconfig`], [`credential`], [`logout`]). [`local`] holds
 //! the primitives on this cluster's sessions that they share, [`members`] the member side of federation,
-//! [`outcome`] how a login is counted and logged (once), [`revalidate`] the periodic grant check.
+//! [`outcome`] how a login is counted and logged (once), [`relay`] the grant check before a member mints,
+//! [`revalidate`] the periodic grant check.
 
 pub mod authorize;
 pub mod credential;
@@ -16,6 +17,7 @@ pub mod login;
 pub mod logout;
 pub mod members;
 pub mod outcome;
+pub mod relay;
 pub mod revalidate;
 pub mod store;
 

@@ -59,6 +59,7 @@ pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action,
         .lock()
         .expect("lock poisoned")
         .remove(&s.signin_uid);
+    ctx.release(signin);
 
     let now = Timestamp::now();
     // A fresh list, not the cache: a session of this user created a moment ago must keep its SA (its

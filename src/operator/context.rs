@@ -2,11 +2,12 @@
 //! for backoff, the event recorder, and the field manager that owns the controller's writes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::{Api, Client, Resource};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
 
 use super::crd::{SecretRef, TkaSignin};
 use crate::telemetry::Metrics;
@@ -27,6 +28,32 @@ pub struct Context {
     /// Session Secret created per TkaSignin UID. A reconcile may run on a cached object that does not yet
     /// show the status written a moment ago; this keeps it from creating a second Secret.
     pub(super) created_secrets: Mutex<HashMap<String, SecretRef>>,
+    /// The session that holds each user's binding (by subject key), as this controller provisioned it:
+    /// exact for the life of the process, since only the leader's controller provisions. After a restart it
+    /// starts empty and the cache's statuses stand in.
+    holders: Mutex<HashMap<String, Holder>>,
+    /// The controller's cache of all TkaSignins (set when the controller starts).
+    pub(super) cache: OnceLock<Store<TkaSignin>>,
+}
+
+/// A session holding its user's ServiceAccount and binding.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Holder {
+    pub uid: String,
+    pub role: String,
+    pub node: String,
+    pub namespaces: Vec<String>,
+}
+
+impl Holder {
+    pub fn of(s: &TkaSignin) -> Holder {
+        Holder {
+            uid: s.uid().unwrap_or_default(),
+            role: s.spec.role.clone(),
+            node: s.spec.node.clone(),
+            namespaces: s.spec.namespaces.clone(),
+        }
+    }
 }
 
 impl Context {
@@ -39,6 +66,8 @@ impl Context {
             user_locks: Mutex::default(),
             failures: Mutex::default(),
             created_secrets: Mutex::default(),
+            holders: Mutex::default(),
+            cache: OnceLock::new(),
             recorder: Recorder::new(
                 client_for_events,
                 Reporter {
@@ -89,6 +118,52 @@ impl Context {
 
     pub(super) fn succeeded(&self, name: &str) {
         self.failures.lock().expect("lock poisoned").remove(name);
+    }
+
+    /// Who holds the binding of user `key`: the session this controller provisioned last while it is live,
+    /// else (after a restart) a live, provisioned session in the cache. Call under the user's lock.
+    pub(super) fn holder(&self, key: &str) -> Option<Holder> {
+        let now = jiff::Timestamp::now();
+        let cache = self.cache.get()?.state();
+        let live = |uid: &str| {
+            cache
+                .iter()
+                .any(|s| s.uid().as_deref() == Some(uid) && s.is_live(now))
+        };
+        let mut holders = self.holders.lock().expect("lock poisoned");
+        match holders.get(key) {
+            Some(h) if live(&h.uid) => return Some(h.clone()),
+            // Ended (a logout, `--replace`, expiry) even if its cleanup has not run yet.
+            Some(_) => {
+                holders.remove(key);
+            }
+            None => {}
+        }
+        cache.iter().find_map(|s| {
+            (s.spec.subject_key == key && s.is_live(now) && s.is_provisioned())
+                .then(|| Holder::of(s))
+        })
+    }
+
+    /// Records that `s` holds its user's binding now (after provisioning it). Call under the user's lock.
+    pub(super) fn hold(&self, s: &TkaSignin) {
+        let key = s.spec.subject_key.clone();
+        self.holders
+            .lock()
+            .expect("lock poisoned")
+            .insert(key, Holder::of(s));
+    }
+
+    /// `s` ends: it no longer holds its user's binding. Call under the user's lock.
+    pub(super) fn release(&self, s: &TkaSignin) {
+        let mut holders = self.holders.lock().expect("lock poisoned");
+        let key = &s.spec.subject_key;
+        if holders
+            .get(key)
+            .is_some_and(|h| Some(&h.uid) == s.uid().as_ref())
+        {
+            holders.remove(key);
+        }
     }
 
     pub(super) fn signins(&self) -> Api<TkaSignin> {

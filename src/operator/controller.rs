@@ -31,6 +31,7 @@ pub async fn run(
 
     let controller = Controller::new(signins, watcher::Config::default());
     let store = controller.store();
+    let _ = ctx.cache.set(store.clone());
     let by_user = |store: Store<TkaSignin>| {
         move |labels: &std::collections::BTreeMap<String, String>| -> Vec<ObjectRef<TkaSignin>> {
             let Some(key) = labels.get(USER_KEY) else {
@@ -85,7 +86,9 @@ pub async fn run(
 }
 
 /// The controller's gauges from a cache of all TkaSignins (computed on every scrape, so they cannot drift):
-/// sessions by role, objects managed, objects waiting for the controller. kube-runtime keeps its work queue
+/// sessions by role, objects managed, objects waiting for the controller. Only provisioned sessions count by
+/// role: their roles are the ones the server may bind, so whoever writes TkaSignins (a federation primary, a
+/// grant) cannot add label values. kube-runtime keeps its work queue
 /// private, so the queue depth counts what the cache shows as waiting.
 pub fn refresh_gauges(signins: &[Arc<TkaSignin>], metrics: &crate::telemetry::Metrics) {
     let now = jiff::Timestamp::now();
@@ -93,7 +96,10 @@ pub fn refresh_gauges(signins: &[Arc<TkaSignin>], metrics: &crate::telemetry::Me
     metrics.managed_signins.set(signins.len() as i64);
     let waiting = signins.iter().filter(|s| s.awaits_controller()).count();
     metrics.queue_depth.set(waiting as i64);
-    for s in signins.iter().filter(|s| s.is_live(now)) {
+    for s in signins
+        .iter()
+        .filter(|s| s.is_live(now) && s.is_provisioned())
+    {
         metrics
             .active_sessions
             .with_label_values(&[&s.spec.role])

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::cleanup::{cleanup, remove_legacy};
-use super::context::{Context, FIELD_MANAGER};
+use super::context::{Context, FIELD_MANAGER, Holder};
 use super::crd::{FINALIZER, TkaSignin};
 use super::error::{At, Error, Step};
-use super::objects::{Session, USER_KEY};
+use super::objects::Session;
 use super::provision::provision;
 use super::status::{self, Provisioned, Transition};
 
@@ -127,10 +127,13 @@ async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let session = Session::from_signin(signin, &ctx.namespace);
-    let outcome = match held_elsewhere(signin, ctx).await? {
+    let outcome = match held_elsewhere(signin, ctx) {
         Some(other) => role_conflict(&other),
         None => provision(&session, signin, ctx).await?,
     };
+    if matches!(outcome, Provisioned::Ready { .. }) {
+        ctx.hold(signin);
+    }
     write_status(signin, ctx, &outcome, until).await?;
     // Always requeue at the deadline, also after renewals and restarts; jitter spreads a burst of sessions
     // that were created together.
@@ -145,28 +148,23 @@ async fn apply(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// One role per user: the user's ServiceAccount and binding are shared by all of the user's sessions, so a
-/// session whose role or scope differs from one that already holds them must not take them over (the two
-/// would recreate the binding alternately forever, and one device's tokens would carry the other's role).
-/// Decided under the per-user lock, on a fresh list: two concurrent logins the API let through both end
-/// here, and the first one provisioned wins.
-async fn held_elsewhere(signin: &TkaSignin, ctx: &Context) -> Result<Option<TkaSignin>, Error> {
-    let now = Timestamp::now();
-    let lp = ListParams::default().labels(&format!("{USER_KEY}={}", signin.spec.subject_key));
-    let others = ctx.signins().list(&lp).await.at(Step::ListSignins)?;
-    Ok(others.items.into_iter().find(|o| {
-        o.name_any() != signin.name_any()
-            && o.is_live(now)
-            && o.is_provisioned()
-            && !o.same_grant(signin)
-    }))
+/// session whose role or scope differs from the one that holds them must not take them over (the two would
+/// recreate the binding alternately forever, and one device's tokens would carry the other's role). Decided
+/// under the per-user lock from the controller's own record of the holder: two concurrent logins the API let
+/// through both end here, and the first one provisioned wins.
+fn held_elsewhere(signin: &TkaSignin, ctx: &Context) -> Option<Holder> {
+    let holder = ctx.holder(&signin.spec.subject_key)?;
+    let other = holder.uid != signin.uid().unwrap_or_default();
+    let differs = holder.role != signin.spec.role || holder.namespaces != signin.spec.namespaces;
+    (other && differs).then_some(holder)
 }
 
-fn role_conflict(other: &TkaSignin) -> Provisioned {
+fn role_conflict(other: &Holder) -> Provisioned {
     Provisioned::NotReady {
         reason: "RoleConflict",
         message: format!(
             "another session of this user holds role {} on {}; log out there, or log in with --replace",
-            other.spec.role, other.spec.node
+            other.role, other.node
         ),
         retry: None,
     }

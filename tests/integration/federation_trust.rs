@@ -188,6 +188,25 @@ async fn federation_cluster_names_and_prefixes_stay_with_their_nodes(env: Arc<En
     // Its own names are fine: the checks refuse collisions, not members.
     assert_eq!(heartbeat(&rogue, "rogue", "r-user-", "r-").await.0, 200);
 
+    // Where the API servers are is shown only to callers the grant gives a role there.
+    let bob = f.primary.user("bob@example.com", json!([]));
+    let r = bob.get("/api/v1alpha1/clusters").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = r.body.as_array().unwrap();
+    assert!(
+        listed.iter().all(|c| c["server_url"].is_null()),
+        "{}",
+        r.text
+    );
+    let r = alice.get("/api/v1alpha1/clusters").await;
+    let urls: Vec<&str> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["server_url"].as_str())
+        .collect();
+    assert_eq!(urls.len(), 2, "primary and member for alice: {}", r.text);
     // The kubeconfigs alice gets have no duplicate names in any format, and kubectl loads the v1 one.
     let r = alice
         .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")

@@ -57,10 +57,12 @@ impl Service {
     pub fn clusters(&self, caller: &Caller) -> Clusters {
         let role = self.select(caller, None).ok().map(|r| r.role);
         let info = self.cluster_info.get().unwrap_or_default();
+        // Where a cluster's API server is, only for callers the grant gives a role there.
+        let server_url = role.as_ref().map(|_| info.server_url);
         let mut own = json!({
             "name": self.settings.cluster_name(),
             "labels": info.labels,
-            "server_url": info.server_url,
+            "server_url": server_url,
             "status": "self",
             "role": role,
         });
@@ -84,10 +86,11 @@ impl Service {
             .into_iter()
             .map(|(m, health, rule): (_, Health, _)| {
                 let a = &m.announcement;
+                let server_url = rule.as_ref().map(|_| &a.api_endpoint);
                 json!({
                     "name": a.cluster_name,
                     "labels": a.labels,
-                    "server_url": a.api_endpoint,
+                    "server_url": server_url,
                     "status": health.label(),
                     "role": rule.map(|r| r.role),
                 })

@@ -10,6 +10,7 @@
 #   Other flags: --keep-going (run every scenario even after a failure), --no-build (use the binaries in
 #   target/debug as they are), --quick (skip the token-expiry scenario, which waits ~11 min for a real
 #   apiserver token to expire; CI runs it; --demo implies it), --help.
+#   Needs root; run as a user, it runs itself again through sudo (tests/lib/as-root.sh).
 #
 # Topology: six "machines" as network namespaces plus one holding the bridge that joins them. Nothing is added
 # to the host's network and nothing in the namespaces has a route anywhere else, so test traffic can only
@@ -36,6 +37,9 @@ trap 'echo "ERROR: line $LINENO: $BASH_COMMAND failed (exit $?)" >&2' ERR
 
 # ----------------------------------------------------------------------------------------------- settings
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/lib/as-root.sh
+source "$REPO/tests/lib/as-root.sh"
+as_root "$@"
 PEERS=$REPO/tests/peers/bin
 TKA=$REPO/target/debug/tka
 TKA_SERVER=$REPO/target/debug/tka-server

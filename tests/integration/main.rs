@@ -14,6 +14,7 @@ macro_rules! scenarios {
 mod cli;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
+mod dashboard;
 mod federation;
 mod harness;
 mod manifests;
@@ -52,6 +53,7 @@ fn main() {
         .iter()
         .chain(manifests::ALL)
         .chain(monitoring::ALL)
+        .chain(dashboard::ALL)
         .chain(federation::ALL)
         .chain(cli::ALL)
         .map(|(name, f)| {

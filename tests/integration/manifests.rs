@@ -101,7 +101,7 @@ fn kubectl_ok(env: &Env, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// `kubectl kustomize deploy/kustomize/<dir>`: the YAML and its objects.
-fn render(env: &Env, dir: &str) -> (String, Vec<Value>) {
+pub fn render(env: &Env, dir: &str) -> (String, Vec<Value>) {
     let out = run(
         Command::new(env.cp.kubectl())
             .arg("kustomize")
@@ -119,7 +119,7 @@ fn render(env: &Env, dir: &str) -> (String, Vec<Value>) {
     (yaml, docs)
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
 }

@@ -199,6 +199,7 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
         pvc,
         "ServiceMonitor tka-system/tka-server",
         "PrometheusRule tka-system/tka-alerts",
+        "ConfigMap tka-system/tka-grafana-dashboard",
         "NetworkPolicy tka-system/tka-server-otel-egress",
     ]);
     assert_eq!(ids(&render(&env, "overlays/primary").1), sorted(primary));
@@ -299,7 +300,7 @@ async fn manifests_keep_the_guides_objects_and_add_the_hardening(env: Arc<Env>) 
     }
 
     let (_, primary) = render(&env, "overlays/primary");
-    // The monitoring component: the guide's objects, verbatim.
+    // The monitoring component: the guide's objects, verbatim (the dashboard: tests/integration/dashboard.rs).
     for (kind, name) in [
         ("ServiceMonitor", "tka-server"),
         ("PrometheusRule", "tka-alerts"),

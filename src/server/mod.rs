@@ -260,6 +260,17 @@ pub async fn start_base(
 /// Starts everything on one replica that is (or need not be) elected; returns once the API accepts.
 pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(parts.identity.backend()));
+    start_with_metrics(config, parts, metrics).await
+}
+
+/// [`start`] recording into `metrics`: the registries whose Kubernetes API series the caller's client
+/// already feeds (built with `KubeApiMetricsLayer(metrics)`, as `serve` builds its own), so they appear on
+/// `/metrics/controller`.
+pub async fn start_with_metrics(
+    config: &Config,
+    parts: Parts,
+    metrics: Arc<Metrics>,
+) -> Result<Running, StartError> {
     let base = start_base(config, &parts.client, metrics, parts.health_listener).await?;
     start_leader(
         config,

@@ -10,6 +10,7 @@
 #   Other flags: --keep-going (run every scenario even after a failure), --no-build (use the binaries in
 #   target/debug as they are), --quick (skip the token-expiry scenario, which waits ~11 min for a real
 #   apiserver token to expire; CI runs it; --demo implies it), --help.
+#   Needs root; run as a user, it runs itself again through sudo (tests/lib/as-root.sh).
 #
 # Topology: six "machines" as network namespaces plus one holding the bridge that joins them. Nothing is added
 # to the host's network and nothing in the namespaces has a route anywhere else, so test traffic can only
@@ -22,6 +23,7 @@
 #   tkae2e-bob   10.77.0.4  bob's node (no grant)
 #   tkae2e-ci    10.77.0.5  a tagged node (tag:ci)
 #   tkae2e-carol 10.77.0.7  carol's node: one exec-mode session that lives across a real token expiry
+#   tkae2e-dave  10.77.0.8  dave's node: the upstream Go CLI ts-k8s-auth (tests/e2e/upstream.sh)
 #
 # One tailscaled with a TUN device per namespace: a node has exactly one user, so every user needs a node,
 # and two TUN daemons cannot share a namespace's routes. Names resolve through /etc/netns/<ns>/hosts, which
@@ -36,6 +38,9 @@ trap 'echo "ERROR: line $LINENO: $BASH_COMMAND failed (exit $?)" >&2' ERR
 
 # ----------------------------------------------------------------------------------------------- settings
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/lib/as-root.sh
+source "$REPO/tests/lib/as-root.sh"
+as_root "$@"
 PEERS=$REPO/tests/peers/bin
 TKA=$REPO/target/debug/tka
 TKA_SERVER=$REPO/target/debug/tka-server
@@ -347,6 +352,8 @@ write_policy() {
     { "src": ["alice@"], "dst": ["tag:tka"],
       "app": { "$CAP": [ { "role": "$1", "period": "1h" } ] } },
     { "src": ["carol@"], "dst": ["tag:tka"],
+      "app": { "$CAP": [ { "role": "view", "period": "1h" } ] } },
+    { "src": ["dave@"], "dst": ["tag:tka"],
       "app": { "$CAP": [ { "role": "view", "period": "1h" } ] } }
   ]
 }
@@ -413,6 +420,7 @@ EOF
 	hs users create alice >/dev/null
 	hs users create bob >/dev/null
 	hs users create carol >/dev/null
+	hs users create dave >/dev/null
 }
 hs() { nsx ctl "$PEERS/headscale" -c "$HS/config.yaml" "$@"; }
 user_id() { hs users list -o json | jq -er --arg n "$1" '.[] | select(.name == $n) | .id'; }
@@ -688,12 +696,13 @@ tka_login() {
 		KC=${KC%%:*}
 	fi
 }
-# kubectl_as KUBECONFIG ARGS...: kubectl on alice's node; output in $OUT (stdout+stderr), exit code in $RC.
+# kubectl_as KUBECONFIG ARGS...: kubectl on alice's node (KUBECTL_NS=<namespace>: another); output in $OUT
+# (stdout+stderr), exit code in $RC.
 kubectl_as() {
 	local kc=$1
 	shift
 	RC=0
-	OUT=$(nsx cli "$PEERS/kubectl" --kubeconfig "$kc" "$@" 2>&1) || RC=$?
+	OUT=$(nsx "${KUBECTL_NS:-cli}" "$PEERS/kubectl" --kubeconfig "$kc" "$@" 2>&1) || RC=$?
 	printf '$ kubectl %s   # exit %s\n%s\n' "$*" "$RC" "$OUT" >>"$LOGS/steps.log"
 	if ((DEMO)); then
 		printf '  %s$ kubectl %s%s   %s# exit %s%s\n' "$B" "$*" "$N" "$D" "$RC" "$N"
@@ -1343,6 +1352,8 @@ write_results() {
 		echo "| \`tka login --quiet\` wall time, 20 sequential, p50 / p99 | ${RESULT_LOGIN_P50:--} / ${RESULT_LOGIN_P99:--} ms |"
 		echo "| logout → 401, token unused for 10 s, 10 rounds, p50 / p99 | ${RESULT_REVOKE_P50:--} / ${RESULT_REVOKE_P99:--} ms |"
 		echo "| logout → 401, token used just before logout (apiserver 10 s cache) | ${RESULT_USED_REVOCATION:--} ms |"
+		echo "| login wall time on dave's node, 10 each alternating: \`tka login --quiet\` p50 / max | ${RESULT_DAVE_LOGIN_P50:--} / ${RESULT_DAVE_LOGIN_MAX:--} ms |"
+		echo "| the same: upstream \`ts-k8s-auth login -q\` (POST, then polls /kubeconfig) p50 / max | ${RESULT_UPSTREAM_LOGIN_P50:--} / ${RESULT_UPSTREAM_LOGIN_MAX:--} ms |"
 		echo "| supervised tailscaled killed → /ready 200 again | ${RESULT_FAULT_READY:--} ms |"
 		echo "| tka-server restarted → /ready 200 with reason ok | ${RESULT_RESTART_READY:--} ms |"
 		echo "| tka-server RSS idle / with 1,000 live sessions | ${RESULT_RSS_IDLE:--} / ${RESULT_RSS_1000:--} MiB |"
@@ -1438,6 +1449,7 @@ main() {
 	scenario_self
 	scenario_role_change
 	scenario_timing
+	scenario_upstream
 	scenario_faults
 	scenario_restart
 	scenario_footprint
@@ -1450,4 +1462,6 @@ if ((FEDERATION)); then
 	# shellcheck source=tests/e2e/federation.sh
 	source "$REPO/tests/e2e/federation.sh"
 fi
+# shellcheck source=tests/e2e/upstream.sh
+source "$REPO/tests/e2e/upstream.sh"
 main

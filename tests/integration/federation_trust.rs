@@ -67,7 +67,7 @@ async fn federation_member_refuses_a_device_that_took_the_primarys_name(env: Arc
         json!([{"role": "view", "period": "1h", "clusters": ["*"]}]),
     );
     f.wait_member(&alice, "healthy").await;
-    let r = alice.post("/api/v1alpha1/login?wait=15s").await;
+    let r = alice.login_settled("/api/v1alpha1/login?wait=15s").await;
     assert_eq!(r.status, 200, "{}", r.text);
     let pins: Api<ConfigMap> = Api::namespaced(f.member_env.admin.clone(), &f.member.ns);
     let pinned = pins.get("tka-federation").await.expect("pins are kept");
@@ -209,7 +209,7 @@ async fn federation_cluster_names_and_prefixes_stay_with_their_nodes(env: Arc<En
     assert_eq!(urls.len(), 2, "primary and member for alice: {}", r.text);
     // The kubeconfigs alice gets have no duplicate names in any format, and kubectl loads the v1 one.
     let r = alice
-        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .login_settled("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let v1 = &r.body["kubeconfig"];
@@ -270,7 +270,7 @@ async fn federation_relayed_tokens_follow_the_grant_as_it_is_now(env: Arc<Env>) 
     let edit = json!([{"role": "edit", "period": "1h", "clusters": ["*"]}]);
     let ed = f.primary.user(login, edit);
     f.wait_member(&ed, "healthy").await;
-    let r = ed.post("/api/v1alpha1/login?wait=15s").await;
+    let r = ed.login_settled("/api/v1alpha1/login?wait=15s").await;
     assert_eq!(r.status, 200, "{}", r.text);
     let credential = "/api/v1alpha1/exec-credential?cluster=member";
     assert_eq!(ed.get(credential).await.status, 200);

@@ -15,6 +15,7 @@ mod cli;
 mod cli_security;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
+mod dashboard;
 mod federation;
 mod federation_trust;
 mod harness;
@@ -56,6 +57,7 @@ fn main() {
         .iter()
         .chain(manifests::ALL)
         .chain(monitoring::ALL)
+        .chain(dashboard::ALL)
         .chain(federation::ALL)
         .chain(federation_trust::ALL)
         .chain(cli::ALL)

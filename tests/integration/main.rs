@@ -16,6 +16,7 @@ mod cli;
 mod controlplane;
 mod federation;
 mod harness;
+mod leader;
 mod manifests;
 mod monitoring;
 mod scenarios;
@@ -54,6 +55,7 @@ fn main() {
         .chain(monitoring::ALL)
         .chain(federation::ALL)
         .chain(cli::ALL)
+        .chain(leader::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

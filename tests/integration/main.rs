@@ -17,6 +17,7 @@ mod controlplane;
 mod federation;
 mod harness;
 mod leader;
+mod limits;
 mod manifests;
 mod monitoring;
 mod scenarios;
@@ -56,6 +57,7 @@ fn main() {
         .chain(federation::ALL)
         .chain(cli::ALL)
         .chain(leader::ALL)
+        .chain(limits::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -5,6 +5,7 @@
 //! long-poll waiters → drain → stop the controller after its current reconciles.
 
 pub mod leader;
+mod nofile;
 pub mod run;
 pub mod tailnet;
 

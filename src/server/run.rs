@@ -62,6 +62,7 @@ pub async fn serve(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    super::nofile::raise(config.server.max_connections.into());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // A first signal before anything serves is a clean stop.
     let (client, base) = tokio::select! {

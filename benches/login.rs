@@ -10,28 +10,12 @@ mod controlplane;
 #[allow(dead_code)]
 mod harness;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx].as_secs_f64() * 1000.0
-}
-
-fn summary(mut samples: Vec<Duration>) -> serde_json::Value {
-    samples.sort();
-    json!({
-        "n": samples.len(),
-        "p50_ms": percentile(&samples, 0.50),
-        "p90_ms": percentile(&samples, 0.90),
-        "p99_ms": percentile(&samples, 0.99),
-        "max_ms": percentile(&samples, 1.0),
-    })
-}
 
 async fn run(env: &harness::Env, logins: usize) -> serde_json::Value {
     // Floor: what one ServiceAccount create costs on this apiserver.
@@ -79,9 +63,9 @@ async fn run(env: &harness::Env, logins: usize) -> serde_json::Value {
     }
     h.stop().await;
     json!({
-        "apiserver_serviceaccount_create": summary(floor),
-        "login_new_session": summary(fresh),
-        "login_renewal": summary(renew),
+        "apiserver_serviceaccount_create": harness::latencies(floor),
+        "login_new_session": harness::latencies(fresh),
+        "login_renewal": harness::latencies(renew),
     })
 }
 
@@ -93,14 +77,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(300);
-    let cp = controlplane::ControlPlane::start().unwrap_or_else(|e| panic!("control plane: {e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = rt.block_on(cp.admin_client());
-    rt.block_on(harness::install_crd(&admin));
-    let mut env = harness::Env { cp, admin };
+    let (rt, mut env) = harness::bench_env();
     let results = rt.block_on(run(&env, logins));
     env.cp.stop();
 

@@ -173,6 +173,11 @@ pub struct ServerConfig {
     pub shutdown_timeout: GoDuration,
     /// Empty: bind addresses are chosen automatically.
     pub listen_addresses: Vec<String>,
+    /// Open tailnet connections, all peers together; more are closed at once.
+    pub max_connections: u32,
+    /// Open tailnet connections of one peer (one tailnet node); admitted federation peers only count
+    /// towards `max_connections`.
+    pub max_connections_per_peer: u32,
 }
 
 impl Default for ServerConfig {
@@ -184,6 +189,8 @@ impl Default for ServerConfig {
             idle_timeout: GoDuration::from_secs(120),
             shutdown_timeout: GoDuration::from_secs(25),
             listen_addresses: Vec::new(),
+            max_connections: 2048,
+            max_connections_per_peer: 64,
         }
     }
 }
@@ -223,6 +230,10 @@ pub struct ApiConfig {
     pub exec_credential_ttl: GoDuration,
     pub rate_limit: u32,
     pub rate_burst: u32,
+    /// The budget of an admitted federation peer (the primary at a member, a member at the primary) on the
+    /// federation routes, separate from and larger than a node's: the primary relays every user's requests.
+    pub federation_rate_limit: u32,
+    pub federation_rate_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -233,6 +244,8 @@ impl Default for ApiConfig {
             exec_credential_ttl: GoDuration::from_secs(3600),
             rate_limit: 20,
             rate_burst: 40,
+            federation_rate_limit: 200,
+            federation_rate_burst: 1000,
         }
     }
 }

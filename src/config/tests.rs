@@ -448,6 +448,32 @@ fn mutually_exclusive_and_paired_keys() {
 }
 
 #[test]
+fn connection_caps_must_be_positive_and_nested() {
+    assert_eq!(
+        errors("server:\n  maxConnections: 0\n  maxConnectionsPerPeer: 0\n"),
+        [
+            "config.yaml:2:3: server.maxConnections: must be at least 1 (it caps the open tailnet connections)",
+            "config.yaml:3:3: server.maxConnectionsPerPeer: must be between 1 and server.maxConnections (0), got 0"
+        ]
+    );
+    assert_eq!(
+        errors_env("", &[("TKA_SERVER_MAXCONNECTIONSPERPEER", "5000")]),
+        [
+            "$TKA_SERVER_MAXCONNECTIONSPERPEER: server.maxConnectionsPerPeer: must be between 1 and server.maxConnections (2048), got 5000"
+        ]
+    );
+    let c = ok("server:\n  maxConnections: 10\n  maxConnectionsPerPeer: 10\napi:\n  federationRateLimit: 5\n").config;
+    assert_eq!(
+        (
+            c.server.max_connections,
+            c.server.max_connections_per_peer,
+            c.api.federation_rate_limit
+        ),
+        (10, 10, 5)
+    );
+}
+
+#[test]
 fn ca_data_must_be_base64_pem_with_a_certificate() {
     let cases = [
         ("not base64!", "is not valid base64"),

@@ -77,6 +77,25 @@ impl Config {
             );
         }
 
+        let server = &self.server;
+        if server.max_connections == 0 {
+            fail(
+                "server.maxConnections",
+                "must be at least 1 (it caps the open tailnet connections)".into(),
+            );
+        }
+        if server.max_connections_per_peer == 0
+            || server.max_connections_per_peer > server.max_connections
+        {
+            fail(
+                "server.maxConnectionsPerPeer",
+                format!(
+                    "must be between 1 and server.maxConnections ({}), got {}",
+                    server.max_connections, server.max_connections_per_peer
+                ),
+            );
+        }
+
         let tls = &self.tls;
         let (cert, key) = (
             !tls.cert_file.as_os_str().is_empty(),

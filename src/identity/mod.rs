@@ -91,6 +91,12 @@ pub trait Identity: Send + Sync + 'static {
         let s = tokio::net::TcpStream::connect((host, port)).await?;
         Ok(Box::new(s))
     }
+    /// The tailnet address of the node behind a connection, as cheaply as the backend can tell; the key of the
+    /// per-peer connection and request limits. By default the connection's remote address, which on a tailnet
+    /// is the peer's own (WireGuard admits no other source address).
+    async fn peer_addr(&self, remote: SocketAddr) -> IpAddr {
+        remote.ip()
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,16 @@ impl Tailnet {
         })
     }
 
+    /// Stops our own tailscaled at once (SIGKILL, no grace): after leadership is lost a standby may already be
+    /// starting the same node. Dropping the supervisor drops its child, which is spawned `kill_on_drop`; the
+    /// signal has been sent when this returns. An external daemon is left alone.
+    pub async fn kill(self) {
+        if let Some(s) = self.supervisor {
+            s.abort();
+            let _ = s.await;
+        }
+    }
+
     /// Stops our own tailscaled (SIGTERM, 5 s, SIGKILL); an external daemon is left alone.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);

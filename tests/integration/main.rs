@@ -19,6 +19,8 @@ mod dashboard;
 mod federation;
 mod federation_trust;
 mod harness;
+mod leader;
+mod limits;
 mod manifests;
 mod monitoring;
 mod scenarios;
@@ -63,6 +65,8 @@ fn main() {
         .chain(cli::ALL)
         .chain(security::ALL)
         .chain(cli_security::ALL)
+        .chain(leader::ALL)
+        .chain(limits::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

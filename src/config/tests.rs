@@ -734,3 +734,21 @@ fn set_config_helpers_unknown_keys_durations_and_effective_values() {
     assert_eq!(c.value("output.markdownlint-fix"), Some(Value::Bool(false)));
     assert_eq!(c.value("tailscale.nope"), None);
 }
+
+#[test]
+fn a_member_without_primary_tags_is_warned_at_start() {
+    let member = "federation:\n  loginServer: https://tka.example.ts.net\n";
+    assert!(
+        ok(member).warnings.is_empty(),
+        "the default tag marks the primary"
+    );
+    let loaded = ok(&format!("{member}  primaryTags: []\n"));
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].starts_with("federation.primaryTags is empty"),
+        "{:?}",
+        loaded.warnings
+    );
+    // A primary (no loginServer) never checks a primary.
+    assert!(ok("federation:\n  primaryTags: []\n").warnings.is_empty());
+}

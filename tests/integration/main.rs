@@ -25,6 +25,7 @@ mod manifests;
 mod monitoring;
 mod scenarios;
 mod security;
+mod shortened;
 
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ fn main() {
         .chain(cli::ALL)
         .chain(security::ALL)
         .chain(cli_security::ALL)
+        .chain(shortened::ALL)
         .chain(leader::ALL)
         .chain(limits::ALL)
         .map(|(name, f)| {

@@ -95,7 +95,7 @@ pub fn sa_name(login: &str) -> String {
 }
 
 /// Moves a session's `requested_at` into the past so that it ends `left` from now.
-async fn age_session(h: &Harness, name: &str, period: Duration, left: Duration) {
+pub async fn age_session(h: &Harness, name: &str, period: Duration, left: Duration) {
     let requested = Timestamp::now() - jiff::SignedDuration::try_from(period - left).unwrap();
     let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
     let patch = json!({"spec": {"requested_at": requested.to_string()}});

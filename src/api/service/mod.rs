@@ -17,6 +17,7 @@ pub mod login;
 pub mod logout;
 pub mod members;
 pub mod outcome;
+pub mod period;
 pub mod relay;
 pub mod revalidate;
 pub mod store;

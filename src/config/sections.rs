@@ -1,4 +1,4 @@
-//! The typed configuration sections and their defaults (`config.md` §3–§11).
+//! The typed configuration sections and their defaults.
 //!
 //! Field names serialize to the canonical camelCase keys; the loader hands serde a tree that already uses those
 //! spellings, so `deny_unknown_fields` only guards the schema table against drifting from these structs.
@@ -49,7 +49,7 @@ string_enum!(
     Backend { #[default] Tailscaled = "tailscaled", Embedded = "embedded" }
 );
 string_enum!(
-    /// `tls.mode` (`identity.md` §3).
+    /// `tls.mode`: where the listener's certificate comes from.
     TlsMode { #[default] Auto = "auto", Tailscale = "tailscale", Files = "files", Off = "off" }
 );
 string_enum!(
@@ -258,7 +258,7 @@ pub struct OperatorConfig {
     pub cluster_name: String,
     pub context_prefix: String,
     pub user_prefix: String,
-    /// Empty: any role the server may `bind` (`kubernetes.md` §6).
+    /// Empty: any role the server may `bind`.
     pub allowed_roles: Vec<String>,
     /// Zero means no cap; see [`OperatorConfig::max_period`].
     pub max_period: GoDuration,

@@ -64,7 +64,7 @@ fn primary_guide_config_loads_unchanged() {
     want.otel.insecure = false;
     assert_eq!(loaded.config, want);
 
-    // Consequences spelled out in config.md §13.
+    // Consequences of the rules above, spelled out.
     let c = &loaded.config;
     assert_eq!(c.tailscale.hostname, "tka");
     assert_eq!(c.tailscale.port, 443);

@@ -19,7 +19,7 @@ impl Config {
         }
     }
 
-    /// Checks the rules of `config.md`; all violations are returned together. Run again after applying flags.
+    /// Checks every rule that spans values; all violations are returned together. Run again after applying flags.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let errors = self.validation_errors(&|_| None);
         if errors.is_empty() {

@@ -1,4 +1,4 @@
-//! JSON bodies of the federation endpoints (federation.md §3, §4, §7). snake_case like the user API; every
+//! JSON bodies of the federation endpoints. snake_case like the user API; every
 //! optional field defaults so an older or newer peer still decodes.
 
 use std::collections::BTreeMap;

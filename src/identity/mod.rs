@@ -1,4 +1,4 @@
-//! Who is calling (spec: identity.md §1). Every tailnet-specific detail sits behind [`Identity`]; the API
+//! Who is calling. Every tailnet-specific detail sits behind [`Identity`]; the API
 //! and the controller only see [`PeerIdentity`], and identity comes only from the accepted connection's
 //! address, never from a header.
 

@@ -1,5 +1,5 @@
-//! Capability grants: parsing the rules under `tailscale.capName` and choosing one (spec: api.md §6 steps
-//! 4–9, identity.md §6). Pure functions, no I/O: the API and the grant revalidation share them.
+//! Capability grants: parsing the rules under `tailscale.capName`, choosing one for a new session and
+//! checking an existing session against them. Pure functions, no I/O: the API and the grant revalidation share them.
 
 use std::time::Duration;
 

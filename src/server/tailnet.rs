@@ -1,5 +1,5 @@
 //! From configuration to a running tailnet side: the identity backend (own supervised tailscaled or an
-//! existing daemon), the listener(s) tailnet connections arrive on, and TLS (spec: identity.md §2–3).
+//! existing daemon), the listener(s) tailnet connections arrive on, and TLS.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -124,7 +124,7 @@ impl Tailnet {
     }
 }
 
-/// External daemons are not managed, only compared (identity.md §2.2).
+/// External daemons are not managed, only compared.
 fn check_names(config: &Config, status: &BackendStatus) {
     let tailnet = &config.tailscale.tailnet;
     if !tailnet.is_empty()

@@ -1,4 +1,4 @@
-//! The `tailscaled` backend (spec: identity.md §2): WhoIs and status through the LocalAPI of a Go
+//! The `tailscaled` backend: WhoIs and status through the LocalAPI of a Go
 //! tailscaled, either supervised by tka-server or an existing daemon (sidecar or host).
 
 pub mod localapi;

@@ -52,6 +52,16 @@ pub struct Status {
     /// The tailnet's MagicDNS suffix (`tail1234.ts.net`); empty when MagicDNS is off.
     #[serde(default, rename = "MagicDNSSuffix")]
     pub magic_dns_suffix: String,
+    /// User profiles by ID (`Self.UserID` names the node's owner).
+    #[serde(default)]
+    pub user: BTreeMap<String, UserProfile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserProfile {
+    #[serde(default)]
+    pub login_name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -61,6 +71,12 @@ pub struct PeerStatus {
     pub dns_name: String,
     #[serde(default, rename = "TailscaleIPs")]
     pub tailscale_ips: Option<Vec<IpAddr>>,
+    /// Connected to the control server (for `Self`).
+    #[serde(default)]
+    pub online: Option<bool>,
+    /// Key into [`Status::user`].
+    #[serde(default, rename = "UserID")]
+    pub user_id: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,6 +84,8 @@ pub struct PeerStatus {
 pub struct Tailnet {
     #[serde(default, rename = "MagicDNSSuffix")]
     pub magic_dns_suffix: String,
+    #[serde(default, rename = "MagicDNSEnabled")]
+    pub magic_dns_enabled: Option<bool>,
 }
 
 impl Status {

@@ -82,6 +82,9 @@ pub async fn run(
             .inc();
         match r {
             Ok(a) => {
+                metrics
+                    .federation_last_heartbeat
+                    .set(jiff::Timestamp::now().as_second());
                 if last_error.take().is_some() || !registered {
                     registered = true;
                     tracing::info!(primary = %fed.settings.login_server, "registered with the federation primary");

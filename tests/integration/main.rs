@@ -14,6 +14,7 @@ macro_rules! scenarios {
 mod cli;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
+mod doctor;
 mod federation;
 mod harness;
 mod manifests;
@@ -54,6 +55,7 @@ fn main() {
         .chain(monitoring::ALL)
         .chain(federation::ALL)
         .chain(cli::ALL)
+        .chain(doctor::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -67,11 +67,11 @@ async fn run(g: &GlobalArgs) -> (Report, OutputFormat, bool) {
     };
     let file =
         crate::config::find_file(g.config.as_deref(), &Host::process(&env)).filter(|f| f.exists());
-    let source = file.map_or("no configuration file (defaults)".into(), |f| {
-        f.display().to_string()
+    let source = file.map_or("no configuration file: defaults".into(), |f| {
+        format!("{} is valid", f.display())
     });
     report.push(match warnings.as_slice() {
-        [] => Check::ok("config", format!("{source} is valid")),
+        [] => Check::ok("config", source),
         w => Check::warn("config", format!("{source}: {}", w.join("; "))),
     });
     let (format, quiet) = (config.output.format, config.output.quiet);
@@ -173,7 +173,11 @@ async fn server(s: &Settings, host: &str, report: &mut Report) -> Option<bool> {
     let login = api.call(Method::Get, "/login", &[], false).await;
     match login {
         Ok(r) => {
-            report.push(checks::session(r.status, &json(&r).unwrap_or(Value::Null)));
+            report.push(checks::session(
+                r.status,
+                &json(&r).unwrap_or(Value::Null),
+                &output::local_time,
+            ));
             Some(r.status == 200 || r.status == 202).filter(|_| matches!(r.status, 200 | 202 | 401))
         }
         Err(e) => {
@@ -207,7 +211,9 @@ async fn local(s: &Settings, signed_in: Option<bool>, report: &mut Report) {
     let home = home();
     let kubeconfig_env = std::env::var_os("KUBECONFIG");
     let server_dir = files::server_dir(&s.kubeconfig_dir, &s.server.host_dir());
-    let merge_target = merge::target(kubeconfig_env.as_deref(), home.as_deref());
+    // A managed file first in KUBECONFIG is not a `--merge` target: its contexts are tka's own file's.
+    let merge_target = merge::target(kubeconfig_env.as_deref(), home.as_deref())
+        .filter(|t| !t.starts_with(&s.kubeconfig_dir));
     let merged = merge_target
         .as_ref()
         .and_then(|t| std::fs::read(t).ok())

@@ -55,6 +55,15 @@ fn covers(name: &str, host: &str) -> bool {
     }
 }
 
+/// `1 day`, `3 days`.
+fn plural(n: i64, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
 /// The `certificate` check of a served certificate for the node name `host`.
 pub fn check(facts: &Facts, host: &str, now: Timestamp) -> Check {
     let left = facts.not_after.as_second() - now.as_second();
@@ -83,13 +92,17 @@ pub fn check(facts: &Facts, host: &str, now: Timestamp) -> Check {
     if days < WARN_DAYS {
         return Check::warn(
             "certificate",
-            format!("{names}: expires in {days} days ({})", facts.not_after),
+            format!(
+                "{names}: expires in {} ({})",
+                plural(days, "day"),
+                facts.not_after
+            ),
         )
         .advice("renewal seems to fail: see the server log for `certificate`");
     }
     Check::ok(
         "certificate",
-        format!("{names}, valid for {days} more days"),
+        format!("{names}, valid for another {}", plural(days, "day")),
     )
 }
 
@@ -111,7 +124,11 @@ mod tests {
         let host = "tka.example.ts.net";
         let c = check(&facts(&[host], "2026-03-01T00:00:00Z"), host, now);
         assert_eq!(c.status, Status::Ok, "{c:?}");
-        assert!(c.message.contains("59 more days"), "{}", c.message);
+        assert!(
+            c.message.contains("valid for another 59 days"),
+            "{}",
+            c.message
+        );
         let soon = check(&facts(&[host], "2026-01-05T00:00:00Z"), host, now);
         assert_eq!(soon.status, Status::Warn);
         let gone = check(&facts(&[host], "2025-12-31T00:00:00Z"), host, now);

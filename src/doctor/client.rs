@@ -160,7 +160,8 @@ pub fn grant(v: &Value) -> Check {
 }
 
 /// `GET /login`: 200 signed in, 202 pending, 401 not signed in (not a failure: `tka login` fixes it).
-pub fn session(status: u16, body: &Value) -> Check {
+/// `local_time` renders the RFC 3339 `until` for people.
+pub fn session(status: u16, body: &Value, local_time: &dyn Fn(&str) -> String) -> Check {
     let s = |k: &str| body[k].as_str().unwrap_or_default().to_string();
     match status {
         200 => Check::ok(
@@ -169,7 +170,7 @@ pub fn session(status: u16, body: &Value) -> Check {
                 "signed in as {}, role {}, until {}",
                 s("username"),
                 s("role"),
-                s("until")
+                local_time(&s("until"))
             ),
         ),
         202 => Check::warn(
@@ -190,7 +191,7 @@ pub struct KubeconfigFacts {
     /// tka's kubeconfig directory (`kubeconfig.dir`) and this server's files in it.
     pub root: PathBuf,
     pub managed: Vec<PathBuf>,
-    /// The `--merge` target and the contexts tka merged there for this server.
+    /// The `--merge` target (outside `root`) and the contexts tka merged there for this server.
     pub merge_target: Option<PathBuf>,
     pub merged: Vec<String>,
     /// From `GET /login`; `None` when the server could not tell.
@@ -313,12 +314,9 @@ pub fn kubectl(f: &KubectlFacts) -> Check {
         .advice("put the tka binary in a directory on PATH (e.g. /usr/local/bin)"),
         None => Check::ok(
             "kubectl",
-            format!("kubectl {version} (tka is not on PATH: only token kubeconfigs work)"),
+            format!("{version} (tka is not on PATH: only token kubeconfigs work)"),
         ),
-        Some(p) => Check::ok(
-            "kubectl",
-            format!("kubectl {version}, exec plugin {}", p.display()),
-        ),
+        Some(p) => Check::ok("kubectl", format!("{version}, exec plugin {}", p.display())),
     }
 }
 

@@ -86,10 +86,16 @@ fn grant_selected_or_rejected_with_advice() {
 #[test]
 fn session_states() {
     let body = json!({"username": "alice", "role": "view", "until": "2026-01-01T08:00:00Z"});
-    assert_eq!(session(200, &body).status, Status::Ok);
-    assert_eq!(session(202, &body).status, Status::Warn);
-    assert_eq!(session(401, &json!({})).status, Status::Warn);
-    assert_eq!(session(500, &json!({})).status, Status::Fail);
+    assert_eq!(session(200, &body, &|t| t.to_string()).status, Status::Ok);
+    assert_eq!(session(202, &body, &|t| t.to_string()).status, Status::Warn);
+    assert_eq!(
+        session(401, &json!({}), &|t| t.to_string()).status,
+        Status::Warn
+    );
+    assert_eq!(
+        session(500, &json!({}), &|t| t.to_string()).status,
+        Status::Fail
+    );
 }
 
 fn line(paths: &[PathBuf]) -> String {

@@ -974,12 +974,14 @@ scenario_tagged() {
 # ------------------------------------------------------------------------------------------------ doctors
 # server_doctor ARGS...: `tka-server doctor` in the server's namespace, as the server's user, with its
 # configuration and credentials (what `kubectl exec deploy/tka-server -- /tka-server doctor` sees in a pod).
+# DOCTOR_NS, DOCTOR_DIR, DOCTOR_CONFIG, DOCTOR_PORT: another server (the member, a replica).
 server_doctor() {
 	local run_as=()
 	if ((SERVER_UID != 0)); then run_as=(setpriv --reuid "$SERVER_UID" --regid "$SERVER_UID" --clear-groups); fi
+	local dir=${DOCTOR_DIR:-$TKAD}
 	RC=0
-	OUT=$(nsx srv "${run_as[@]}" env HOME="$TKAD" KUBECONFIG="$TKAD/kubeconfig" SSL_CERT_FILE="$TKAD/ca.crt" \
-		${DOCTOR_PORT:+"TKA_HEALTH_PORT=$DOCTOR_PORT"} "$TKA_SERVER" doctor --config "${DOCTOR_CONFIG:-$TKAD/config.yaml}" "$@" 2>&1) || RC=$?
+	OUT=$(nsx "${DOCTOR_NS:-srv}" "${run_as[@]}" env HOME="$dir" KUBECONFIG="$dir/kubeconfig" SSL_CERT_FILE="$dir/ca.crt" \
+		${DOCTOR_PORT:+"TKA_HEALTH_PORT=$DOCTOR_PORT"} "$TKA_SERVER" doctor --config "${DOCTOR_CONFIG:-$dir/config.yaml}" "$@" 2>&1) || RC=$?
 	printf '$ tka-server doctor %s   # exit %s\n%s\n' "$*" "$RC" "$OUT" >>"$LOGS/steps.log"
 	if ((DEMO)); then
 		printf '  %s$ tka-server doctor %s%s   %s# in the server'"'"'s container, exit %s%s\n' "$B" "$*" "$N" "$D" "$RC" "$N"

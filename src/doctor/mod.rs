@@ -4,8 +4,9 @@
 //! Data flows one way: thin probes gather facts (I/O), pure functions turn facts into [`Check`]s, and a
 //! [`Report`] renders them as text or JSON. The pure parts are tested without I/O:
 //!
-//! - `server.rs`: the server's facts → checks; `server_probe.rs`: gathering them (kube-apiserver, LocalAPI,
-//!   the health port, the tailnet listener);
+//! - `server.rs` (Kubernetes side) and `tailnet.rs` (tailnet side): the server's facts → checks;
+//!   `server_probe.rs` and `listener_probe.rs`: gathering them (kube-apiserver, LocalAPI, the health port,
+//!   the tailnet listener);
 //! - `client.rs`: the user's machine (tailscaled, the server, grant, kubeconfig, kubectl, caches) → checks;
 //! - `kuberc.rs`: kubectl's credential plugin policy; `cert.rs`: the served certificate;
 //! - `readiness.rs`: `/ready`'s reasons and their advice, shared with the health endpoint.
@@ -13,12 +14,26 @@
 pub mod cert;
 pub mod client;
 pub mod kuberc;
+pub mod listener_probe;
 pub mod readiness;
 pub mod server;
 pub mod server_probe;
+pub mod tailnet;
+
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
+
+/// Bound of every single probe of `tka-server doctor`.
+const PROBE: Duration = Duration::from_secs(5);
+
+/// `f`, or an error saying it took longer than [`PROBE`].
+async fn bounded<T>(f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(PROBE, f)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE.as_secs())))
+}
 
 /// The outcome of one check. Only `Fail` makes a doctor exit non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

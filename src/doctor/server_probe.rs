@@ -4,7 +4,6 @@
 //! cluster (the CRD check is a dry run).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -18,25 +17,16 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-use super::server::{
-    self as checks, BindFacts, CrdFacts, LeaseFacts, NodeFacts, Permission, Ready,
-};
-use super::{Check, Report, cert};
-use crate::config::{self, Config, TlsMode};
+use super::listener_probe::{listener, tls_on};
+use super::server::{self as checks, BindFacts, CrdFacts, LeaseFacts, Permission, Ready};
+use super::tailnet::{self, NodeFacts};
+use super::{Check, PROBE, Report, bounded, cert};
+use crate::config::{self, Config};
 use crate::identity::Identity;
 use crate::identity::tailscaled::TailscaledIdentity;
 use crate::identity::tailscaled::localapi::LocalApi;
 use crate::identity::tailscaled::supervisor;
 use crate::operator::crd::TkaSignin;
-
-/// Bound of every single probe.
-const PROBE: Duration = Duration::from_secs(5);
-
-async fn bounded<T>(f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
-    tokio::time::timeout(PROBE, f)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE.as_secs())))
-}
 
 /// Runs every check; `env` supplies `TKA_*`, `KUBECONFIG`, `POD_NAME`.
 pub async fn run(config_path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Report {
@@ -386,11 +376,11 @@ async fn tailnet(config: &Config, metrics: &Result<(u16, String), String>, repor
         })
     })
     .await;
-    report.push(checks::tailscaled(&node, supervised));
+    report.push(tailnet::tailscaled(&node, supervised));
     let Ok(node) = node else {
         return;
     };
-    report.push(checks::node_name(&ts.hostname, &ts.tailnet, &node));
+    report.push(tailnet::node_name(&ts.hostname, &ts.tailnet, &node));
     let identity = TailscaledIdentity::start(api);
     let served = listener(config, identity.as_ref(), &node.fqdn).await;
     match (tls_on(config), &served.1) {
@@ -407,166 +397,8 @@ async fn tailnet(config: &Config, metrics: &Result<(u16, String), String>, repor
             "no certificate was served (no TLS handshake completed)",
         )),
     }
-    report.push(checks::listener(&served.0));
+    report.push(tailnet::listener(&served.0));
     report.push(federation(config, identity.as_ref(), metrics).await);
-}
-
-/// Whether the API serves TLS, as `tls.mode` resolves (`auto`: port 443 only).
-fn tls_on(config: &Config) -> bool {
-    match config.tls.mode {
-        TlsMode::Off => false,
-        TlsMode::Auto => config.tailscale.port == 443,
-        _ => true,
-    }
-}
-
-/// Asks `GET /api/v1alpha1/whoami` over the tailnet (through tailscaled, as users arrive), else on the local
-/// listener address; returns the facts and the served certificate.
-async fn listener(
-    config: &Config,
-    identity: &dyn Identity,
-    fqdn: &str,
-) -> (checks::ListenerFacts, Option<Vec<u8>>) {
-    let port = config.tailscale.port;
-    let tls = tls_on(config);
-    let url = crate::server::self_url(config, fqdn);
-    let seen = Arc::new(Mutex::new(None));
-    let tailnet = bounded(async {
-        let stream = identity.dial(fqdn, port).await.map_err(|e| e.to_string())?;
-        whoami(stream, fqdn, tls, seen.clone()).await
-    })
-    .await;
-    let local = if tailnet.is_err() {
-        let addr = config
-            .server
-            .listen_addresses
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "127.0.0.1".into());
-        Some(
-            bounded(async {
-                let s = tokio::net::TcpStream::connect((addr.as_str(), port))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                whoami(Box::new(s), fqdn, tls, seen.clone()).await
-            })
-            .await,
-        )
-    } else {
-        None
-    };
-    let der = seen.lock().expect("lock poisoned").take();
-    (
-        checks::ListenerFacts {
-            url,
-            tailnet,
-            local,
-        },
-        der,
-    )
-}
-
-/// One HTTP/1.1 `GET /api/v1alpha1/whoami` on `stream` (TLS first when `tls`); the status code.
-async fn whoami(
-    stream: Box<dyn crate::identity::PeerStream>,
-    host: &str,
-    tls: bool,
-    seen: Arc<Mutex<Option<Vec<u8>>>>,
-) -> Result<u16, String> {
-    let stream: Box<dyn crate::identity::PeerStream> = if tls {
-        let name =
-            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(capture_config(seen));
-        Box::new(
-            connector
-                .connect(name, stream)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?,
-        )
-    } else {
-        stream
-    };
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let req = hyper::Request::get("/api/v1alpha1/whoami")
-        .header(hyper::header::HOST, host)
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    Ok(resp.status().as_u16())
-}
-
-/// The doctor inspects the listener's certificate instead of trusting it (clients' roots are not known
-/// here): this verifier records the leaf and accepts it, while signatures are still checked. Nothing secret
-/// is sent on such a connection.
-#[derive(Debug)]
-struct Capture {
-    seen: Arc<Mutex<Option<Vec<u8>>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.seen.lock().expect("lock poisoned") = Some(end_entity.to_vec());
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-fn capture_config(seen: Arc<Mutex<Option<Vec<u8>>>>) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Capture { seen, provider }))
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 /// A member: the primary answers over the tailnet and accepted a heartbeat lately. A primary: its members.
@@ -604,7 +436,7 @@ async fn federation(
         .filter(|t| *t > 0.0);
         let max_age =
             f.heartbeat_interval.as_std().as_secs_f64() * f64::from(f.missed_heartbeats.max(1));
-        return checks::federation_member(
+        return tailnet::federation_member(
             &f.login_server,
             &reach,
             last,
@@ -622,7 +454,7 @@ async fn federation(
             "not federated (no federation.loginServer, no members)",
         );
     }
-    checks::federation_primary(healthy, stale)
+    tailnet::federation_primary(healthy, stale)
 }
 
 #[cfg(test)]

@@ -9,13 +9,11 @@
 //!   the tailnet listener);
 //! - `client.rs`: the user's machine (tailscaled, the server, grant, kubeconfig, kubectl, caches) → checks;
 //! - `kuberc.rs`: kubectl's credential plugin policy; `cert.rs`: the served certificate;
-//! - `readiness.rs`: `/ready`'s reasons and their advice, shared with the health endpoint.
 
 pub mod cert;
 pub mod client;
 pub mod kuberc;
 pub mod listener_probe;
-pub mod readiness;
 pub mod server;
 pub mod server_probe;
 pub mod tailnet;

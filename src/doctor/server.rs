@@ -5,7 +5,17 @@ use std::fmt;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::{Check, readiness};
+use super::Check;
+use crate::operator::rbac::GrantableRoles;
+use crate::telemetry::readiness;
+
+/// `operator.allowedRoles` unusable for RBAC (empty, blank or a wildcard): no RBAC can be generated or checked.
+pub fn allowed_roles(problem: &str) -> Check {
+    Check::fail("rbac", format!("operator.allowedRoles: {problem}")).advice(
+        "list the ClusterRoles the server may grant in operator.allowedRoles (e.g. [view, edit]) and apply \
+         `tka-server rbac --allowed-roles` with the same list",
+    )
+}
 
 /// `kubectl apply` advice for the server's own RBAC.
 pub fn rbac_advice(namespace: &str, allowed_roles: &[String]) -> String {
@@ -150,7 +160,7 @@ impl fmt::Display for Permission {
 
 /// Every permission of the server's generated RBAC (`tka-server rbac`) except `bind`, which
 /// [`bind_roles`] checks with the roles it must and must not cover.
-pub fn required_permissions(namespace: &str, allowed_roles: &[String]) -> Vec<Permission> {
+pub fn required_permissions(namespace: &str, allowed_roles: &GrantableRoles) -> Vec<Permission> {
     let yaml = crate::operator::rbac::manifests(namespace, allowed_roles);
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&yaml) {

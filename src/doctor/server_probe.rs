@@ -4,6 +4,7 @@
 //! cluster (the CRD check is a dry run).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -22,11 +23,14 @@ use super::server::{self as checks, BindFacts, CrdFacts, LeaseFacts, Permission,
 use super::tailnet::{self, NodeFacts};
 use super::{Check, PROBE, Report, bounded, cert};
 use crate::config::{self, Config};
+use crate::federation;
 use crate::identity::Identity;
 use crate::identity::tailscaled::TailscaledIdentity;
 use crate::identity::tailscaled::localapi::LocalApi;
 use crate::identity::tailscaled::supervisor;
 use crate::operator::crd::TkaSignin;
+use crate::operator::rbac::GrantableRoles;
+use crate::telemetry::Metrics;
 
 /// Runs every check; `env` supplies `TKA_*`, `KUBECONFIG`, `POD_NAME`.
 pub async fn run(config_path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Report {
@@ -105,15 +109,21 @@ async fn kubernetes(config: &Config, env: &dyn Fn(&str) -> Option<String>, repor
     report.push(checks::crd(
         &bounded(crd(&client, &op.namespace, &op.allowed_roles)).await,
     ));
-    let perms = checks::required_permissions(&op.namespace, &op.allowed_roles);
-    let results = futures::future::join_all(perms.iter().map(|p| review(&client, p))).await;
-    let results: Vec<(Permission, Result<bool, String>)> = perms.into_iter().zip(results).collect();
-    report.push(checks::rbac(&results, &op.namespace, &op.allowed_roles));
-    report.push(checks::bind_roles(
-        &bind(&client, &op.allowed_roles).await,
-        &op.namespace,
-        &op.allowed_roles,
-    ));
+    match GrantableRoles::new(&op.allowed_roles) {
+        Ok(roles) => {
+            let perms = checks::required_permissions(&op.namespace, &roles);
+            let results = futures::future::join_all(perms.iter().map(|p| review(&client, p))).await;
+            let results: Vec<(Permission, Result<bool, String>)> =
+                perms.into_iter().zip(results).collect();
+            report.push(checks::rbac(&results, &op.namespace, roles.as_slice()));
+            report.push(checks::bind_roles(
+                &bind(&client, roles.as_slice()).await,
+                &op.namespace,
+                roles.as_slice(),
+            ));
+        }
+        Err(problem) => report.push(checks::allowed_roles(&problem)),
+    }
     let le = &op.leader_election;
     let lease = if le.enabled {
         Some(bounded(lease(&client, &op.namespace, &le.lease_name)).await)
@@ -398,13 +408,13 @@ async fn tailnet(config: &Config, metrics: &Result<(u16, String), String>, repor
         )),
     }
     report.push(tailnet::listener(&served.0));
-    report.push(federation(config, identity.as_ref(), metrics).await);
+    report.push(federation(config, identity, metrics).await);
 }
 
 /// A member: the primary answers over the tailnet and accepted a heartbeat lately. A primary: its members.
 async fn federation(
     config: &Config,
-    identity: &dyn Identity,
+    identity: Arc<dyn Identity>,
     metrics: &Result<(u16, String), String>,
 ) -> Check {
     let f = &config.federation;
@@ -413,19 +423,29 @@ async fn federation(
         .map(|(_, t)| t.as_str())
         .unwrap_or_default();
     if !f.login_server.is_empty() {
-        let reach = match crate::federation::client::call::<(), Value>(
+        // The server's own federation client (its TLS trust, its timeout); its metrics are thrown away.
+        let client = federation::Client::new(
             identity,
-            http::Method::GET,
-            &f.login_server,
-            "/api/v1alpha1/clusters",
-            None,
+            Arc::new(Metrics::new("tailscaled")),
             f.request_timeout.as_std().max(Duration::from_secs(1)),
-            "doctor",
-        )
-        .await
+        );
+        let to = federation::client::To {
+            cluster: "doctor",
+            url: &f.login_server,
+        };
+        let reach = match client
+            .call::<(), Value>(
+                to,
+                http::Method::GET,
+                "/api/v1alpha1/clusters",
+                None,
+                "doctor",
+                "doctor",
+            )
+            .await
         {
             Ok(a) => Ok(a.status),
-            Err(crate::federation::client::CallError::Status { status, .. }) => Ok(status),
+            Err(federation::client::CallError::Status { status, .. }) => Ok(status),
             Err(e) => Err(e.to_string()),
         };
         let last = metric(

@@ -31,6 +31,11 @@ scenarios!(
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
 
+/// The roles the doctor tests' servers may grant.
+fn view_edit() -> tka::operator::rbac::GrantableRoles {
+    tka::operator::rbac::GrantableRoles::new(["view", "edit"]).expect("valid roles")
+}
+
 /// The check called `name` in a doctor's JSON report.
 fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["checks"]
@@ -223,7 +228,7 @@ async fn doctor_server_rbac_missing_a_permission_or_binding_too_much(env: Arc<En
     );
     eprintln!("{}", side.run(false).1);
     // Repaired as the advice says: the generated RBAC again, the extra binding gone.
-    let rbac = tka::operator::rbac::manifests(&h.ns, &["view".into(), "edit".into()])
+    let rbac = tka::operator::rbac::manifests(&h.ns, &view_edit())
         .replace(
             "name: tka-server\n",
             &format!("name: tka-server-{}\n", h.ns),
@@ -273,11 +278,7 @@ async fn doctor_server_crd_missing_then_outdated_then_current(_env: Arc<Env>) {
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
     let sa = serde_json::from_value(json!({"metadata": {"name": "tka-controller"}})).unwrap();
     sas.create(&PostParams::default(), &sa).await.unwrap();
-    apply_yaml(
-        &admin,
-        &tka::operator::rbac::manifests(ns, &["view".into(), "edit".into()]),
-    )
-    .await;
+    apply_yaml(&admin, &tka::operator::rbac::manifests(ns, &view_edit())).await;
     let side = ServerSide::new(&cp, &admin, ns, 9).await;
 
     let r = side.until(|r| status(r, "crd") == "fail").await;

@@ -1,5 +1,5 @@
 //! Why a replica is not ready, and what to do about it: one table used by `/ready` (its `reason` and
-//! `advice`) and by `tka-server doctor` (which reads `/ready` of the running server).
+//! `advice`) and by `tka-server doctor` (which reads `/ready` of the running server and explains it).
 
 /// What `/ready` looks at, gathered by the health endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -7,8 +7,12 @@
 //! - `server.rs` (Kubernetes side) and `tailnet.rs` (tailnet side): the server's facts → checks;
 //!   `server_probe.rs` and `listener_probe.rs`: gathering them (kube-apiserver, LocalAPI, the health port,
 //!   the tailnet listener);
-//! - `client.rs`: the user's machine (tailscaled, the server, grant, kubeconfig, kubectl, caches) → checks;
-//! - `kuberc.rs`: kubectl's credential plugin policy; `cert.rs`: the served certificate;
+//! - `client.rs`: the user's machine (tailscaled, the server, grant, kubeconfig, kubectl, caches) → checks,
+//!   gathered by `cli/doctor.rs`;
+//! - `kuberc.rs`: kubectl's credential plugin policy; `cert.rs`: the served certificate.
+//!
+//! Why a replica is not ready (`/ready`'s reasons and advice) is `telemetry::readiness`, shared with the
+//! health endpoint.
 
 pub mod cert;
 pub mod client;

@@ -99,6 +99,15 @@ impl ServerSide {
         ServerSide { dir }
     }
 
+    /// Rewrites `operator.allowedRoles` in the configuration (a YAML flow list).
+    fn allowed_roles(&self, list: &str) {
+        let path = self.dir.path().join("config.yaml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let (head, tail) = config.split_once("  allowedRoles: ").unwrap();
+        let rest = tail.split_once('\n').unwrap().1;
+        std::fs::write(&path, format!("{head}  allowedRoles: {list}\n{rest}")).unwrap();
+    }
+
     /// `tka-server doctor -o json` (or text): exit code and output.
     fn run(&self, json_output: bool) -> (Option<i32>, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_tka-server"))
@@ -246,6 +255,30 @@ async fn doctor_server_rbac_missing_a_permission_or_binding_too_much(env: Arc<En
         .until(|r| status(r, "rbac") == "ok" && status(r, "bind") == "ok")
         .await;
     assert_eq!(status(&r, "crd"), "ok");
+    // No grantable roles configured: no RBAC can be generated for that, so none is checked.
+    side.allowed_roles("[]");
+    let (code, r) = side.json();
+    assert_eq!(code, Some(1));
+    assert_eq!(status(&r, "rbac"), "fail", "{r:#}");
+    assert!(
+        check(&r, "rbac")["message"]
+            .as_str()
+            .unwrap()
+            .contains("operator.allowedRoles: no grantable roles"),
+        "{r:#}"
+    );
+    assert!(
+        advice(&r, "rbac").contains("tka-server rbac --allowed-roles"),
+        "{r:#}"
+    );
+    assert!(
+        !r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "bind"),
+        "{r:#}"
+    );
     h.stop().await;
 }
 
@@ -506,6 +539,12 @@ async fn doctor_cli_kuberc_without_tka_and_stale_kubeconfig(env: Arc<Env>) {
     // The session ends on the server (expiry, an admin), the files stay: stale entries, and how to clean up.
     let kubeconfig = login(&h, &home, &alice, &["login", "-q"]);
     assert_eq!(alice.post("/api/v1alpha1/logout").await.status, 200);
+    // Until the controller has cleaned up, the ending session still answers GET /login.
+    let gone = harness::eventually(Duration::from_secs(30), || async {
+        alice.get("/api/v1alpha1/login").await.status == 401
+    })
+    .await;
+    assert!(gone.is_some(), "the session ends on the server");
     let (_, r) = cli_doctor(&env, &h, &home, &alice, Some(&kubeconfig));
     assert_eq!(status(&r, "kubeconfig"), "fail", "{r:#}");
     assert!(

@@ -107,14 +107,9 @@ async fn daemon(socket: Option<&Path>) -> Result<Daemon, String> {
         .map_err(|_| format!("{} did not answer", socket.display()))?
         .map_err(|e| e.to_string())?;
     let node = s.self_node.clone().unwrap_or_default();
-    let uid = node.user_id.to_string().trim_matches('"').to_string();
     Ok(Daemon {
         backend_state: s.backend_state.clone(),
-        login: s
-            .user
-            .get(&uid)
-            .map(|u| u.login_name.clone())
-            .unwrap_or_default(),
+        login: s.login_of_self().unwrap_or_default().to_string(),
         fqdn: node.dns_name.trim_end_matches('.').to_string(),
         magic_dns_suffix: s.magic_dns_suffix().to_string(),
         magic_dns_enabled: s.current_tailnet.as_ref().and_then(|t| t.magic_dns_enabled),

@@ -9,7 +9,7 @@ use super::Check;
 use crate::operator::rbac::GrantableRoles;
 use crate::telemetry::readiness;
 
-/// `operator.allowedRoles` unusable for RBAC (empty, blank or a wildcard): no RBAC can be generated or checked.
+/// `operator.allowedRoles` with a blank or wildcard entry: no RBAC can be generated or checked for it.
 pub fn allowed_roles(problem: &str) -> Check {
     Check::fail("rbac", format!("operator.allowedRoles: {problem}")).advice(
         "list the ClusterRoles the server may grant in operator.allowedRoles (e.g. [view, edit]) and apply \
@@ -19,11 +19,19 @@ pub fn allowed_roles(problem: &str) -> Check {
 
 /// `kubectl apply` advice for the server's own RBAC.
 pub fn rbac_advice(namespace: &str, allowed_roles: &[String]) -> String {
-    format!(
-        "apply the server's RBAC: `tka-server rbac --allowed-roles {} --namespace {namespace} | kubectl apply -f -`",
+    let roles = if allowed_roles.is_empty() {
+        "<the roles users may get, e.g. view,edit>".to_string()
+    } else {
         allowed_roles.join(",")
+    };
+    format!(
+        "apply the server's RBAC: `tka-server rbac --allowed-roles {roles} --namespace {namespace} | kubectl apply -f -`"
     )
 }
+
+/// Stands for the grantable roles when `operator.allowedRoles` is empty; not a valid ClusterRole name, so it
+/// never names a real one.
+const ANY_ROLE: &str = "<allowed role>";
 
 /// The apiserver's `/version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,9 +167,14 @@ impl fmt::Display for Permission {
 }
 
 /// Every permission of the server's generated RBAC (`tka-server rbac`) except `bind`, which
-/// [`bind_roles`] checks with the roles it must and must not cover.
-pub fn required_permissions(namespace: &str, allowed_roles: &GrantableRoles) -> Vec<Permission> {
-    let yaml = crate::operator::rbac::manifests(namespace, allowed_roles);
+/// [`bind_roles`] checks with the roles it must and must not cover. `None`: `operator.allowedRoles` is empty,
+/// so the permissions on named ClusterRoles are left out (the RBAC alone decides which roles those are).
+pub fn required_permissions(
+    namespace: &str,
+    allowed_roles: Option<&GrantableRoles>,
+) -> Vec<Permission> {
+    let any = GrantableRoles::new([ANY_ROLE]).expect("a non-blank name without a wildcard");
+    let yaml = crate::operator::rbac::manifests(namespace, allowed_roles.unwrap_or(&any));
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&yaml) {
         let Ok(doc) = <Value as serde::Deserialize>::deserialize(doc) else {
@@ -187,7 +200,7 @@ pub fn required_permissions(namespace: &str, allowed_roles: &GrantableRoles) -> 
                 for group in list("apiGroups") {
                     for full in list("resources") {
                         let (resource, sub) = full.split_once('/').unwrap_or((&full, ""));
-                        for name in &names {
+                        for name in names.iter().filter(|n| *n != ANY_ROLE) {
                             out.push(Permission {
                                 verb: verb.clone(),
                                 group: group.clone(),
@@ -308,6 +321,48 @@ pub fn bind_roles(f: &BindFacts, namespace: &str, roles: &[String]) -> Check {
         "bind",
         format!("binds exactly the allowed roles: {}", roles.join(", ")),
     )
+}
+
+/// `bind` when `operator.allowedRoles` is empty: the server grants whatever roles its RBAC lets it bind
+/// (`f.others`: well-known roles and a made-up name, which only a wildcard covers). Binding everything is a
+/// failure; otherwise a warning, since the list should equal the roles the RBAC binds.
+pub fn bind_unlisted(f: &BindFacts, namespace: &str) -> Check {
+    if let Some((role, Err(e))) = f.others.iter().find(|(_, r)| r.is_err()) {
+        return Check::fail("bind", format!("cannot review bind on {role}: {e}"));
+    }
+    let mut may: Vec<&str> = f
+        .others
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(true)))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let unbounded = f.escalate == Ok(true) || may.contains(&"cluster-admin");
+    if f.escalate == Ok(true) {
+        may.push("escalate (any role)");
+    }
+    let list = "set operator.allowedRoles to the roles users may get and apply the generated RBAC for them";
+    if unbounded {
+        return Check::fail(
+            "bind",
+            format!(
+                "operator.allowedRoles is empty and the RBAC lets the server bind {}: a grant naming cluster-admin makes its holder cluster-admin",
+                may.join(", ")
+            ),
+        )
+        .advice(format!("{list}: {}", rbac_advice(namespace, &[])));
+    }
+    let message = match may.as_slice() {
+        [] => "operator.allowedRoles is empty and the server may bind none of the roles checked: only roles its \
+               RBAC names can be granted"
+            .to_string(),
+        m => format!(
+            "operator.allowedRoles is empty: the RBAC decides (may bind {})",
+            m.join(", ")
+        ),
+    };
+    Check::warn("bind", message).advice(format!(
+        "{list}, so a grant for another role is refused early (403 role_not_allowed)"
+    ))
 }
 
 /// The Lease as read from the apiserver.

@@ -109,21 +109,7 @@ async fn kubernetes(config: &Config, env: &dyn Fn(&str) -> Option<String>, repor
     report.push(checks::crd(
         &bounded(crd(&client, &op.namespace, &op.allowed_roles)).await,
     ));
-    match GrantableRoles::new(&op.allowed_roles) {
-        Ok(roles) => {
-            let perms = checks::required_permissions(&op.namespace, &roles);
-            let results = futures::future::join_all(perms.iter().map(|p| review(&client, p))).await;
-            let results: Vec<(Permission, Result<bool, String>)> =
-                perms.into_iter().zip(results).collect();
-            report.push(checks::rbac(&results, &op.namespace, roles.as_slice()));
-            report.push(checks::bind_roles(
-                &bind(&client, roles.as_slice()).await,
-                &op.namespace,
-                roles.as_slice(),
-            ));
-        }
-        Err(problem) => report.push(checks::allowed_roles(&problem)),
-    }
+    rbac(&client, op, report).await;
     let le = &op.leader_election;
     let lease = if le.enabled {
         Some(bounded(lease(&client, &op.namespace, &le.lease_name)).await)
@@ -139,6 +125,27 @@ async fn kubernetes(config: &Config, env: &dyn Fn(&str) -> Option<String>, repor
         &me,
         Timestamp::now(),
     ));
+}
+
+/// The server's own RBAC: every permission of the generated RBAC, then `bind` on the grantable roles. An
+/// empty `operator.allowedRoles` is allowed (the RBAC's `bind` decides); blank or wildcard entries are not.
+async fn rbac(client: &Client, op: &config::OperatorConfig, report: &mut Report) {
+    let roles = match op.allowed_roles.as_slice() {
+        [] => None,
+        list => match GrantableRoles::new(list) {
+            Ok(r) => Some(r),
+            Err(problem) => return report.push(checks::allowed_roles(&problem)),
+        },
+    };
+    let perms = checks::required_permissions(&op.namespace, roles.as_ref());
+    let results = futures::future::join_all(perms.iter().map(|p| review(client, p))).await;
+    let results: Vec<(Permission, Result<bool, String>)> = perms.into_iter().zip(results).collect();
+    report.push(checks::rbac(&results, &op.namespace, &op.allowed_roles));
+    let facts = bind(client, &op.allowed_roles).await;
+    report.push(match &roles {
+        Some(r) => checks::bind_roles(&facts, &op.namespace, r.as_slice()),
+        None => checks::bind_unlisted(&facts, &op.namespace),
+    });
 }
 
 /// The pod's (or `KUBECONFIG`'s) client and the apiserver's URL.

@@ -68,7 +68,7 @@ fn pruned_fields_are_the_missing_leaves() {
 
 #[test]
 fn required_permissions_come_from_the_generated_rbac() {
-    let perms = required_permissions("tka-system", &grantable());
+    let perms = required_permissions("tka-system", Some(&grantable()));
     let has = |s: &str| perms.iter().any(|p| p.to_string() == s);
     assert!(has("create serviceaccounts/token in tka-system"));
     assert!(has("create secrets in tka-system"));
@@ -85,8 +85,22 @@ fn required_permissions_come_from_the_generated_rbac() {
 }
 
 #[test]
+fn without_allowed_roles_no_named_cluster_role_is_required() {
+    let all = required_permissions("ns", Some(&grantable()));
+    let unlisted = required_permissions("ns", None);
+    assert!(!unlisted.iter().any(|p| p.resource == "clusterroles"));
+    assert!(
+        unlisted
+            .iter()
+            .any(|p| p.to_string() == "create serviceaccounts/token in ns")
+    );
+    // Only the `get` on each named role is left out.
+    assert_eq!(unlisted.len(), all.len() - roles().len());
+}
+
+#[test]
 fn rbac_names_each_missing_permission() {
-    let perms = required_permissions("ns", &grantable());
+    let perms = required_permissions("ns", Some(&grantable()));
     let mut results: Vec<_> = perms.iter().map(|p| (p.clone(), Ok(true))).collect();
     assert_eq!(rbac(&results, "ns", &roles()).status, Status::Ok);
     let i = results
@@ -135,6 +149,51 @@ fn bind_must_cover_exactly_the_allowed_roles() {
         ..exact
     };
     assert_eq!(bind_roles(&absent, "ns", &roles()).status, Status::Warn);
+}
+
+#[test]
+fn without_allowed_roles_the_rbac_decides_but_not_cluster_admin() {
+    let ok = |n: &str, b: bool| (n.to_string(), Ok(b));
+    let facts = |view, admin, made_up| BindFacts {
+        allowed: vec![],
+        others: vec![
+            ok("cluster-admin", admin),
+            ok("view", view),
+            ok("tka-doctor-not-allowed", made_up),
+        ],
+        escalate: Ok(false),
+        absent: vec![],
+    };
+    let c = bind_unlisted(&facts(true, false, false), "ns");
+    assert_eq!(c.status, Status::Warn);
+    assert!(
+        c.message.contains("the RBAC decides (may bind view)"),
+        "{}",
+        c.message
+    );
+    assert!(c.advice[0].contains("role_not_allowed"), "{:?}", c.advice);
+    let c = bind_unlisted(&facts(true, true, true), "ns");
+    assert_eq!(c.status, Status::Fail);
+    assert!(
+        c.message
+            .contains("cluster-admin, view, tka-doctor-not-allowed"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.advice[0].contains("--allowed-roles <the roles"),
+        "{:?}",
+        c.advice
+    );
+    let escalate = BindFacts {
+        escalate: Ok(true),
+        ..facts(false, false, false)
+    };
+    assert_eq!(bind_unlisted(&escalate, "ns").status, Status::Fail);
+    assert_eq!(
+        bind_unlisted(&facts(false, false, false), "ns").status,
+        Status::Warn
+    );
 }
 
 #[test]

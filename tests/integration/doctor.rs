@@ -236,6 +236,18 @@ async fn doctor_server_rbac_missing_a_permission_or_binding_too_much(env: Arc<En
         "{r:#}"
     );
     eprintln!("{}", side.run(false).1);
+    // Without an allow-list that extra binding lets any grant name cluster-admin.
+    side.allowed_roles("[]");
+    let (_, r) = side.json();
+    assert_eq!(status(&r, "bind"), "fail", "{r:#}");
+    assert!(
+        check(&r, "bind")["message"]
+            .as_str()
+            .unwrap()
+            .contains("a grant naming cluster-admin makes its holder cluster-admin"),
+        "{r:#}"
+    );
+    side.allowed_roles("[view, edit]");
     // Repaired as the advice says: the generated RBAC again, the extra binding gone.
     let rbac = tka::operator::rbac::manifests(&h.ns, &view_edit())
         .replace(
@@ -255,8 +267,20 @@ async fn doctor_server_rbac_missing_a_permission_or_binding_too_much(env: Arc<En
         .until(|r| status(r, "rbac") == "ok" && status(r, "bind") == "ok")
         .await;
     assert_eq!(status(&r, "crd"), "ok");
-    // No grantable roles configured: no RBAC can be generated for that, so none is checked.
+    // No allow-list: allowed, the RBAC's bind decides (here view and edit), which the doctor names.
     side.allowed_roles("[]");
+    let (_, r) = side.json();
+    assert_eq!(status(&r, "rbac"), "ok", "{r:#}");
+    assert_eq!(status(&r, "bind"), "warn", "{r:#}");
+    assert!(
+        check(&r, "bind")["message"]
+            .as_str()
+            .unwrap()
+            .contains("the RBAC decides (may bind edit, view)"),
+        "{r:#}"
+    );
+    // A wildcard entry: no RBAC can be generated for it, so none is checked.
+    side.allowed_roles("[view, \"*\"]");
     let (code, r) = side.json();
     assert_eq!(code, Some(1));
     assert_eq!(status(&r, "rbac"), "fail", "{r:#}");
@@ -264,11 +288,7 @@ async fn doctor_server_rbac_missing_a_permission_or_binding_too_much(env: Arc<En
         check(&r, "rbac")["message"]
             .as_str()
             .unwrap()
-            .contains("operator.allowedRoles: no grantable roles"),
-        "{r:#}"
-    );
-    assert!(
-        advice(&r, "rbac").contains("tka-server rbac --allowed-roles"),
+            .contains("operator.allowedRoles: \"*\" is not a ClusterRole name"),
         "{r:#}"
     );
     assert!(

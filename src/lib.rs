@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod federation;
 pub mod identity;
 pub mod model;

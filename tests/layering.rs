@@ -210,6 +210,17 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
         &["api", "operator", "server", "federation"],
         &["axum"],
     ),
+    // The user's side of the doctor, which `cli` uses: pure checks, nothing of the server.
+    (
+        "doctor/client",
+        &["api", "federation", "identity", "operator", "server"],
+        &["axum", "hyper", "kube"],
+    ),
+    (
+        "doctor/kuberc",
+        &["api", "federation", "identity", "operator", "server"],
+        &["axum", "hyper", "kube"],
+    ),
     // Observability reads nothing of the parts it reports on: they register flags and hooks.
     (
         "telemetry",

@@ -27,6 +27,15 @@ enum Command {
         #[arg(short, long, env = "TKA_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Diagnose a running server from inside its container: configuration, apiserver, CRD, RBAC, Lease,
+    /// tailscaled, certificate, tailnet listener, federation. Exit 1 if a check fails.
+    Doctor {
+        #[arg(short, long, env = "TKA_CONFIG")]
+        config: Option<PathBuf>,
+        /// text, or json for scripts.
+        #[arg(short, long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
     /// Print the TkaSignin CRD.
     Crd,
     /// Print the server's least-privilege RBAC for the given grantable roles.
@@ -151,6 +160,29 @@ fn apply_flags(cfg: &mut Config, a: &ServeArgs) -> Result<(), String> {
     cfg.validate().map_err(|e| e.to_string())
 }
 
+/// `tka-server doctor`: every check, one line each (or JSON); exit 1 when one failed.
+fn doctor(config: Option<&std::path::Path>, output: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let report = runtime.block_on(tka::doctor::server_probe::run(config, &env));
+    if output == "json" {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -189,6 +221,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Doctor { config, output } => doctor(config.as_deref(), &output),
         Command::Check { config } => match load(config.as_deref()) {
             Ok(loaded) => {
                 for w in &loaded.warnings {

@@ -115,6 +115,8 @@ pub struct Reply {
     pub retry_after: Option<Duration>,
     pub request_id: Option<String>,
     pub content_type: String,
+    /// The `Date` header (`tka doctor` compares clocks with it).
+    pub date: Option<String>,
 }
 
 impl Reply {
@@ -351,6 +353,7 @@ fn reply_from(status: u16, headers: &HeaderMap, body: Vec<u8>) -> Reply {
             .and_then(|v| parse_retry_after(&v, jiff::Timestamp::now())),
         request_id: header("x-request-id").filter(|v| !v.is_empty()),
         content_type: header(CONTENT_TYPE.as_str()).unwrap_or_default(),
+        date: header(reqwest::header::DATE.as_str()),
         body,
     }
 }

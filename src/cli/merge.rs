@@ -102,6 +102,17 @@ pub fn merge(existing: &Value, new: &Value) -> Result<Value, String> {
     Ok(out)
 }
 
+/// Names of tka's contexts for `server` in a kubeconfig document (what `--merge` wrote there). Pure.
+pub fn managed_contexts(doc: &Value, server: &str) -> Vec<String> {
+    doc["contexts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| managed_by(c, "context").is_some_and(|(s, _)| s == server))
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The remembered context of one of tka's context entries.
 fn previous_of(context: &Value) -> Option<&str> {
     context["context"]["extensions"]

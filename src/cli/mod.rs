@@ -6,7 +6,7 @@
 //! - `error.rs`: [`CliError`](error::CliError) and the exit codes;
 //! - `kubeconfig_files.rs`: managed files, atomic writes, the `KUBECONFIG` export line;
 //! - `output.rs`: text, JSON and YAML rendering;
-//! - `login.rs`, `logout.rs`, `inspect.rs`, `config_command.rs`: the commands.
+//! - `login.rs`, `logout.rs`, `inspect.rs`, `config_command.rs`, `doctor.rs`: the commands.
 //!
 //! Output discipline: stdout carries only the command's result (the export line, `--stdout` kubeconfig, `-o`
 //! objects, `get` tables); summaries, progress and errors go to stderr, so `eval "$(tka login -q)"` works.
@@ -16,6 +16,7 @@ mod clusters;
 mod config_command;
 mod credential;
 mod credential_cache;
+mod doctor;
 mod error;
 mod generate;
 mod inspect;
@@ -156,6 +157,10 @@ enum Command {
     Shell(ShellArgs),
     /// kubectl exec credential plugin: print an ExecCredential for the cluster (used by exec-mode kubeconfigs).
     Credential(credential::CredentialArgs),
+    /// Check this machine end to end (Tailscale, MagicDNS, the server, your grant and session, KUBECONFIG,
+    /// kubectl and kuberc, token file permissions, the clock) and say what to fix. Exits with the code of the
+    /// first problem.
+    Doctor,
     /// Print version, commit, build date and target.
     Version,
     /// Print shell completions: `source <(tka completion bash)`.
@@ -405,6 +410,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if let Some(result) = config_command(&cli) {
         return result;
     }
+    if let Command::Doctor = cli.command {
+        // Reports a broken configuration as a check instead of failing before it.
+        return tokio::select! {
+            r = doctor::doctor(&cli.global) => r,
+            _ = tokio::signal::ctrl_c() => Err(CliError::interrupted()),
+        };
+    }
     if let Command::Version = cli.command {
         // Works even with a broken configuration file.
         let format = cli.global.output.unwrap_or_else(|| {
@@ -518,6 +530,7 @@ async fn dispatch(s: &Settings, command: Command) -> Result<(), CliError> {
         Command::Version => inspect::version(s.format),
         // Handled in `run`.
         Command::Completion { .. }
+        | Command::Doctor
         | Command::Generate { .. }
         | Command::Config(_)
         | Command::Set { .. }
@@ -562,6 +575,7 @@ mod tests {
             &["tka", "get", "cluster-info"],
             &["tka", "get", "clusters"],
             &["tka", "version", "-o", "json"],
+            &["tka", "doctor", "-o", "json"],
             &["tka", "login", "-l", "-e", "--no-wait"],
             &["tka", "config"],
             &["tka", "config", "client.timeout", "1m", "--force"],

@@ -54,6 +54,9 @@ pub async fn run(
         let rid = hex::encode(rand::random::<[u8; 8]>());
         match fed.client().heartbeat(&primary, &hb, &rid).await {
             Ok(a) => {
+                fed.metrics
+                    .federation_last_heartbeat
+                    .set(jiff::Timestamp::now().as_second());
                 if last_error.take().is_some() || !registered {
                     registered = true;
                     tracing::info!(primary = %primary, "registered with the federation primary");

@@ -14,6 +14,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::Metrics;
+use super::readiness::{self, Facts};
 use crate::identity::{BackendState, Identity};
 
 /// Refreshes gauges from a part's own state when metrics are scraped.
@@ -51,40 +52,24 @@ impl Health {
             .is_some_and(|t| t.elapsed() < KUBE_FRESHNESS)
     }
 
-    /// (ready, reason, checks)
+    /// (ready, reason, checks); the reason comes from the table `tka-server doctor` shares.
     pub fn evaluate(&self) -> (bool, &'static str, serde_json::Value) {
-        let leader = self.leader.load(Ordering::SeqCst);
-        let kube = self.kube_fresh();
-        let crd = self.crd_present.load(Ordering::SeqCst);
-        let caches = self.caches_ready.load(Ordering::SeqCst);
-        let tailnet = self
-            .identity
-            .get()
-            .is_some_and(|i| i.status().state == BackendState::Running);
-        let listener = self.listener_bound.load(Ordering::SeqCst);
-        let tls = self.tls_loaded.get().is_none_or(|loaded| loaded());
-        let checks = json!({ "config": true, "kubernetes": kube, "crd": crd, "caches": caches, "tailnet": tailnet, "listener": listener, "tls": tls });
-        let reason = if self.shutting_down.load(Ordering::SeqCst) {
-            "shutting_down"
-        } else if !kube {
-            "kubernetes"
-        } else if !crd {
-            "crd"
-        } else if !leader {
-            "standby"
-        } else if !caches {
-            "caches"
-        } else if !tailnet {
-            "tailnet_not_running"
-        } else if !listener {
-            "listener"
-        } else if !tls {
-            "tls"
-        } else {
-            ""
+        let f = Facts {
+            shutting_down: self.shutting_down.load(Ordering::SeqCst),
+            leader: self.leader.load(Ordering::SeqCst),
+            kubernetes: self.kube_fresh(),
+            crd: self.crd_present.load(Ordering::SeqCst),
+            caches: self.caches_ready.load(Ordering::SeqCst),
+            tailnet: self
+                .identity
+                .get()
+                .is_some_and(|i| i.status().state == BackendState::Running),
+            listener: self.listener_bound.load(Ordering::SeqCst),
+            tls: self.tls_loaded.get().is_none_or(|loaded| loaded()),
         };
-        let ready = reason.is_empty() || reason == "standby";
-        (ready, if reason.is_empty() { "ok" } else { reason }, checks)
+        let checks = json!({ "config": true, "kubernetes": f.kubernetes, "crd": f.crd, "caches": f.caches, "tailnet": f.tailnet, "listener": f.listener, "tls": f.tls });
+        let reason = readiness::reason(&f);
+        (readiness::is_ready(reason), reason, checks)
     }
 }
 
@@ -120,7 +105,10 @@ async fn ready(State(s): State<HealthState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "status": if ready { "ready" } else { "not ready" }, "reason": reason, "role": role, "checks": checks });
+    let mut body = json!({ "status": if ready { "ready" } else { "not ready" }, "reason": reason, "role": role, "checks": checks });
+    if let Some(advice) = readiness::advice(reason).filter(|_| !ready) {
+        body["advice"] = advice.into();
+    }
     (status, axum::Json(body)).into_response()
 }
 

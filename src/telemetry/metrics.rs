@@ -42,6 +42,9 @@ pub struct Metrics {
     pub kube_request_duration: HistogramVec,
     pub federation_members: IntGaugeVec,
     pub federation_requests: IntCounterVec,
+    /// Member: when the primary last accepted a heartbeat (Unix seconds; 0 = never), for `tka-server doctor`
+    /// and alerts on a member that fell out of its federation.
+    pub federation_last_heartbeat: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -129,7 +132,17 @@ impl Metrics {
         .expect("valid metric");
         let session_provision = register(&controller, session_provision);
 
+        let federation_last_heartbeat = IntGauge::new(
+            "tka_federation_last_heartbeat_timestamp_seconds",
+            "Member: Unix time the primary last accepted a heartbeat (0: never)",
+        )
+        .expect("valid metric");
+        server
+            .register(Box::new(federation_last_heartbeat.clone()))
+            .expect("unique metric");
+
         Metrics {
+            federation_last_heartbeat,
             federation_members: gauge(
                 &server,
                 "tka_federation_members",

@@ -166,6 +166,14 @@ scenario_federation() {
 	until member_listed healthy || ((SECONDS >= deadline)); do sleep 0.5; done
 	if member_listed healthy; then pass "$s: the member registered; tka get clusters lists it healthy" "$(($(now_ms) - t0)) ms"
 	else fail "$s: the member registered" "$OUT $ERR" "$LOGS/tka-server-mem.log"; return; fi
+	# Both doctors see the federation: the primary its member, the member its primary and an accepted heartbeat.
+	server_doctor
+	if has_line '^✓ federation +primary: 1 member\(s\) healthy'; then pass "$s: tka-server doctor on the primary: 1 member healthy"
+	else fail "$s: tka-server doctor on the primary: 1 member healthy" "exit $RC: $OUT"; fi
+	DOCTOR_NS=mem DOCTOR_DIR=$TKAD_MEM server_doctor
+	if ((RC == 0)) && has_line "^✓ federation +member of https://$TKA_HOST: reachable, last heartbeat accepted [0-9]+ s ago"; then
+		pass "$s: tka-server doctor on the member: primary reachable, heartbeat accepted" "$(grep '^✓ federation' <<<"$OUT")"
+	else fail "$s: tka-server doctor on the member: primary reachable, heartbeat accepted" "exit $RC: $OUT"; fi
 
 	tka_login alice login
 	if ((RC != 0)); then fail "$s: tka login at the primary" "exit $RC: $ERR" "$LOGS/tka-server.log"; return; fi

@@ -983,6 +983,98 @@ scenario_tagged() {
 	else fail "tagged: the reason is tagged_node_not_allowed" "whoami: $(head -c 300 <<<"$body")"; fi
 }
 
+# ------------------------------------------------------------------------------------------------ doctors
+# server_doctor ARGS...: `tka-server doctor` in the server's namespace, as the server's user, with its
+# configuration and credentials (what `kubectl exec deploy/tka-server -- /tka-server doctor` sees in a pod).
+# DOCTOR_NS, DOCTOR_DIR, DOCTOR_CONFIG, DOCTOR_PORT: another server (the member, a replica).
+server_doctor() {
+	local run_as=()
+	if ((SERVER_UID != 0)); then run_as=(setpriv --reuid "$SERVER_UID" --regid "$SERVER_UID" --clear-groups); fi
+	local dir=${DOCTOR_DIR:-$TKAD}
+	RC=0
+	OUT=$(nsx "${DOCTOR_NS:-srv}" "${run_as[@]}" env HOME="$dir" KUBECONFIG="$dir/kubeconfig" SSL_CERT_FILE="$dir/ca.crt" \
+		${DOCTOR_PORT:+"TKA_HEALTH_PORT=$DOCTOR_PORT"} "$TKA_SERVER" doctor --config "${DOCTOR_CONFIG:-$dir/config.yaml}" "$@" 2>&1) || RC=$?
+	printf '$ tka-server doctor %s   # exit %s\n%s\n' "$*" "$RC" "$OUT" >>"$LOGS/steps.log"
+	if ((DEMO)); then
+		printf '  %s$ tka-server doctor %s%s   %s# in the server'"'"'s container, exit %s%s\n' "$B" "$*" "$N" "$D" "$RC" "$N"
+		printf '%s\n' "$OUT" | sed 's/^/    /'
+	fi
+}
+# doctor_as USER KUBECONFIG ARGS...: `tka doctor` on USER's node, kubectl and tka on PATH, USER's tailscaled.
+doctor_as() {
+	local user=$1 kc=$2 home=$RUN/users/$1
+	shift 2
+	mkdir -p "$home"
+	RC=0
+	OUT=$(nsx "${NODE_NS[$user]}" env -u KUBECONFIG -u XDG_RUNTIME_DIR ${kc:+"KUBECONFIG=$kc"} HOME="$home" \
+		XDG_CONFIG_HOME="$home/.config" XDG_CACHE_HOME="$home/.cache" PATH="$(dirname "$TKA"):$PEERS:$PATH" \
+		"$TKA" --server "$TKA_URL" --ca-file "$PKI/ca.crt" --socket "$RUN/nodes/$user/tailscaled.sock" doctor "$@" 2>&1) || RC=$?
+	printf '$ tka doctor %s   # as %s, exit %s\n%s\n' "$*" "$user" "$RC" "$OUT" >>"$LOGS/steps.log"
+	if ((DEMO)); then
+		printf '  %s$ tka doctor %s%s   %s# as %s on its node, exit %s%s\n' "$B" "$*" "$N" "$D" "$user" "$RC" "$N"
+		printf '%s\n' "$OUT" | sed 's/^/    /'
+	fi
+}
+# has_line PATTERN: $OUT has a line matching the extended regex.
+has_line() { grep -qE "$1" <<<"$OUT"; }
+
+scenario_doctor() {
+	say "Scenario doctor: one command on each side says what is wrong and what to do"
+	local s=doctor role
+	server_doctor
+	if ((RC == 0)) && has_line '^✓ tailscaled +Running as tka\.' && has_line '^✓ listener .*over the tailnet' && has_line '^✓ bind +binds exactly the allowed roles: view, edit'; then
+		pass "$s: tka-server doctor on the healthy server finds no problem" "$(grep -c '^✓' <<<"$OUT") checks passed"
+	else fail "$s: tka-server doctor on the healthy server finds no problem" "exit $RC: $OUT"; fi
+	server_doctor -o json
+	if jq -e '.ok == true and ([.checks[].name] | index("crd") != null)' <<<"$OUT" >/dev/null 2>&1; then pass "$s: tka-server doctor -o json"
+	else fail "$s: tka-server doctor -o json" "$OUT"; fi
+	note "The server loses a permission (TokenRequests); its doctor names it and the fix."
+	role=$(admin_kubectl get role tka-server -n tka-system -o json)
+	jq 'del(.metadata.resourceVersion) | .rules |= map(select(.resources != ["serviceaccounts/token"]))' <<<"$role" | admin_kubectl replace -f - >/dev/null
+	local deadline=$((SECONDS + 15))
+	while server_doctor; ! has_line '^✗ rbac' && ((SECONDS < deadline)); do sleep 0.5; done
+	if ((RC == 1)) && has_line '^✗ rbac +missing: create serviceaccounts/token in tka-system' && has_line 'advice: apply the server.s RBAC: `tka-server rbac'; then
+		pass "$s: RBAC without TokenRequests: ✗ rbac with the command that fixes it" "exit $RC"
+	else fail "$s: RBAC without TokenRequests: ✗ rbac with the command that fixes it" "exit $RC: $OUT"; fi
+	"$TKA_SERVER" rbac --allowed-roles view,edit --namespace tka-system | admin_kubectl apply -f - >/dev/null
+
+	doctor_as alice ""
+	if ((RC == 0)) && has_line '^✓ tailscaled +Running, logged in as alice' && has_line '^✓ grant +alice on alice\..*role view' && has_line '^✓ clock '; then
+		pass "$s: tka doctor as alice: no problems" "$(grep -c '^✓' <<<"$OUT") checks passed"
+	else fail "$s: tka doctor as alice: no problems" "exit $RC: $OUT"; fi
+	doctor_as bob ""
+	if ((RC == 3)) && has_line '^✗ grant .*\(no_grant\)' && has_line 'advice: ask a tailnet admin for a grant'; then
+		pass "$s: tka doctor as bob: no grant, exit 3, what to ask for"
+	else fail "$s: tka doctor as bob: no grant, exit 3, what to ask for" "exit $RC: $OUT"; fi
+
+	note "alice's kuberc allows only another credential plugin: kubectl would refuse tka."
+	tka_login alice login --quiet --exec
+	mkdir -p "$RUN/users/alice/.kube"
+	printf 'apiVersion: kubectl.config.k8s.io/v1beta1\nkind: Preference\ncredentialPluginPolicy: Allowlist\ncredentialPluginAllowlist:\n- name: gke-gcloud-auth-plugin\n' >"$RUN/users/alice/.kube/kuberc"
+	doctor_as alice "$KC"
+	local verdict=$OUT verdict_rc=$RC
+	kubectl_exec auth whoami
+	if ((verdict_rc == 1)) && grep -qE '^✗ kuberc .*does not include tka' <<<"$verdict" && ((RC != 0)) && grep -q 'allowlist' <<<"$OUT"; then
+		pass "$s: a kuberc allowlist without tka: ✗ kuberc (exit 1), and kubectl indeed refuses the plugin"
+	else fail "$s: a kuberc allowlist without tka: ✗ kuberc (exit 1), and kubectl refuses" "doctor exit $verdict_rc: $verdict; kubectl exit $RC: $OUT"; fi
+	rm -f "$RUN/users/alice/.kube/kuberc"
+
+	note "Another shell logs out; this shell's KUBECONFIG still names the deleted file."
+	local stale=$KC
+	tka_as alice logout --quiet
+	doctor_as alice "$stale"
+	if ((RC == 1)) && has_line '^✗ kubeconfig +KUBECONFIG names deleted tka file' && has_line 'advice: .*(unset KUBECONFIG|export KUBECONFIG)'; then
+		pass "$s: a stale KUBECONFIG entry: ✗ kubeconfig with the line that fixes this shell" "exit $RC"
+	else fail "$s: a stale KUBECONFIG entry: ✗ kubeconfig with the fixing line" "exit $RC: $OUT"; fi
+
+	note "bob's tailscaled stops."
+	kill_tree "${PID[tailscaled-bob]}"
+	doctor_as bob ""
+	if ((RC == 5)) && has_line '^✗ tailscaled +no Tailscale daemon answers' && has_line 'advice: start Tailscale'; then
+		pass "$s: tailscaled stopped: ✗ tailscaled, exit 5, how to start it"
+	else fail "$s: tailscaled stopped: ✗ tailscaled, exit 5" "exit $RC: $OUT"; fi
+}
+
 # Scenario self: a tka-server attached to a kernel-TUN tailscaled (node ci, as on a shared host). Any process on
 # that host that connects to the node's own tailnet address is WhoIs'd as the node itself; the server must treat
 # it as unknown, while other nodes are still identified. tailscale.allowSelfConnections: true lets it through.
@@ -1255,6 +1347,10 @@ scenario_replicas() {
 	launch_replica replica-b 8081
 	wait_for 60 "replica-b is a ready standby" replica-b replica_ready 8081 standby standby
 	pass "replicas: one leader, one ready standby (reason standby)"
+	DOCTOR_CONFIG=$TKAD/config-ha.yaml DOCTOR_PORT=8081 server_doctor
+	if ((RC == 0)) && has_line '^✓ leader +held by replica-a_[0-9a-f]+, renewed' && has_line '^✓ ready +/ready 200 \(standby' &&
+		has_line '^- tailscaled +standby'; then pass "replicas: tka-server doctor on the standby shows the Lease holder" "$(grep '^✓ leader' <<<"$OUT")"
+	else fail "replicas: tka-server doctor on the standby shows the Lease holder" "exit $RC: $OUT"; fi
 	if [[ -z $(replica_tailscaled replica-b) ]]; then pass "replicas: the standby runs no tailnet node"
 	else fail "replicas: the standby runs no tailnet node" "replica-b has a tailscaled child"; fi
 	( while :; do
@@ -1517,6 +1613,7 @@ main() {
 	scenario_forbidden
 	scenario_tagged
 	scenario_self
+	scenario_doctor
 	scenario_role_change
 	scenario_timing
 	scenario_upstream

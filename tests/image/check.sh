@@ -11,7 +11,8 @@
 #       --security-opt no-new-privileges --network none [--ulimit … in restricted sandboxes]
 #
 # and checked: version, check of both guide configs, serve (/healthz 200, /ready 503 naming kubernetes, uid
-# 65532, CapEff 0, NoNewPrivs 1, clean stop), no /tmp => error naming tailscale.runDir, no shell, the image
+# 65532, CapEff 0, NoNewPrivs 1, `doctor` inside the running container, clean stop), no /tmp => error naming
+# tailscale.runDir, no shell, the image
 # config through skopeo, a skopeo round trip through a loopback registry. Prints the image's sizes.
 #
 #   tests/image/check.sh          (root or sudo: installs podman, buildah, skopeo, runc, docker-registry)
@@ -475,6 +476,23 @@ if start_controlplane; then
 				fail "serve (live apiserver): supervises /bin/tailscaled from the image" "$WORK/live.log"
 			fi
 			proc_checks "$lpid" "serve (live apiserver)"
+			# The preflight inside the running container (no shell, no curl): the apiserver side passes, the
+			# admin kubeconfig binds more than the allowed roles, the tailnet (no control server) fails.
+			podman exec "$NAME-live" /tka-server doctor --config /etc/tka/config.yaml >"$WORK/doctor.log" 2>&1
+			rc=$?
+			if ((rc == 1)) && grep -q '^✓ kubernetes ' "$WORK/doctor.log" && grep -q '^✓ crd ' "$WORK/doctor.log" &&
+				grep -q '^✗ bind .*also cluster-admin' "$WORK/doctor.log" && grep -qE '^✗ (tailscaled|ready) ' "$WORK/doctor.log"; then
+				pass "doctor inside the image: ✓ kubernetes, crd; ✗ bind (admin credentials), tailnet; exit 1"
+				sed 's/^/      /' "$WORK/doctor.log"
+			else
+				fail "doctor inside the image (exit $rc)" "$WORK/doctor.log"
+			fi
+			if podman exec "$NAME-live" /tka-server doctor --config /etc/tka/config.yaml -o json 2>/dev/null |
+				jq -e '.ok == false and (.checks | map(.name) | index("crd") != null)' >/dev/null; then
+				pass "doctor -o json inside the image"
+			else
+				fail "doctor -o json inside the image"
+			fi
 			if "${SUDO[@]}" find "$(podman volume inspect -f '{{.Mountpoint}}' "$NAME-state")" -maxdepth 0 \
 				-user 65532 | grep -q .; then
 				pass "serve (live apiserver): the state volume took the image's ownership (65532)"

@@ -143,7 +143,7 @@ fn expire_cache(home: &Home) {
 }
 
 /// Must stay equal to the README's snippet.
-const KUBERC_ALLOW_TKA: &str = "apiVersion: kubectl.config.k8s.io/v1beta1
+pub const KUBERC_ALLOW_TKA: &str = "apiVersion: kubectl.config.k8s.io/v1beta1
 kind: Preference
 credentialPluginPolicy: Allowlist
 credentialPluginAllowlist:

@@ -173,6 +173,24 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
             .join("\n")
     );
     assert!(!metrics.contains("alice"), "no user names in metrics");
+    // The member knows when its heartbeat was last accepted (what `tka-server doctor` reads there).
+    let member_metrics = reqwest::get(format!("{}/metrics", member.health_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let last = tka::doctor::server_probe::metric(
+        &member_metrics,
+        "tka_federation_last_heartbeat_timestamp_seconds",
+        None,
+    )
+    .unwrap_or_default();
+    let age = jiff::Timestamp::now().as_second() as f64 - last;
+    assert!(
+        (0.0..10.0).contains(&age),
+        "last accepted heartbeat {age} s ago"
+    );
 
     // One login at the primary: one kubeconfig, a context per cluster, each working on its own apiserver.
     let (r, _) = login_both(&alice).await;

@@ -16,6 +16,7 @@ mod cli_security;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
 mod dashboard;
+mod doctor;
 mod federation;
 mod federation_trust;
 mod harness;
@@ -69,6 +70,7 @@ fn main() {
         .chain(shortened::ALL)
         .chain(leader::ALL)
         .chain(limits::ALL)
+        .chain(doctor::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

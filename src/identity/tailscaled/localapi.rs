@@ -52,6 +52,16 @@ pub struct Status {
     /// The tailnet's MagicDNS suffix (`tail1234.ts.net`); empty when MagicDNS is off.
     #[serde(default, rename = "MagicDNSSuffix")]
     pub magic_dns_suffix: String,
+    /// User profiles by ID (`Self.UserID` names the node's owner); `null` before the node is logged in.
+    #[serde(default)]
+    pub user: Option<BTreeMap<String, UserProfile>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserProfile {
+    #[serde(default)]
+    pub login_name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,6 +74,12 @@ pub struct PeerStatus {
     pub dns_name: String,
     #[serde(default, rename = "TailscaleIPs")]
     pub tailscale_ips: Option<Vec<IpAddr>>,
+    /// Connected to the control server (for `Self`).
+    #[serde(default)]
+    pub online: Option<bool>,
+    /// Key into [`Status::user`].
+    #[serde(default, rename = "UserID")]
+    pub user_id: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,9 +87,18 @@ pub struct PeerStatus {
 pub struct Tailnet {
     #[serde(default, rename = "MagicDNSSuffix")]
     pub magic_dns_suffix: String,
+    #[serde(default, rename = "MagicDNSEnabled")]
+    pub magic_dns_enabled: Option<bool>,
 }
 
 impl Status {
+    /// The login name of the node's owner (`Self.UserID` looked up in `User`); `None` when not logged in.
+    pub fn login_of_self(&self) -> Option<&str> {
+        let id = self.self_node.as_ref()?.user_id.to_string();
+        let profile = self.user.as_ref()?.get(id.trim_matches('"'))?;
+        Some(profile.login_name.as_str()).filter(|l| !l.is_empty())
+    }
+
     /// The MagicDNS suffix without dots at either end: the top-level field, else the current tailnet's.
     pub fn magic_dns_suffix(&self) -> &str {
         let top = self.magic_dns_suffix.trim_matches('.');
@@ -367,10 +392,11 @@ mod tests {
     #[test]
     fn status_maps_to_backend_status() {
         let s: Status = serde_json::from_str(
-            r#"{"BackendState":"Running","Self":{"ID":"nSELF","DNSName":"tka.tailnet.test.","TailscaleIPs":["100.64.0.2"]},
-                "CurrentTailnet":{"MagicDNSSuffix":"tailnet.test"}}"#,
+            r#"{"BackendState":"Running","Self":{"ID":"nSELF","DNSName":"tka.tailnet.test.","TailscaleIPs":["100.64.0.2"],"UserID":3},
+                "CurrentTailnet":{"MagicDNSSuffix":"tailnet.test"},"User":{"3":{"ID":3,"LoginName":"alice"}}}"#,
         )
         .unwrap();
+        assert_eq!(s.login_of_self(), Some("alice"));
         let b = s.to_backend_status();
         assert_eq!(b.state, BackendState::Running);
         assert_eq!(b.self_fqdn, "tka.tailnet.test");
@@ -384,6 +410,19 @@ mod tests {
         .unwrap();
         assert_eq!(top.magic_dns_suffix(), "tail1234.ts.net");
         assert_eq!(Status::default().magic_dns_suffix(), "");
+    }
+
+    /// A daemon that is not logged in (the image's, before its control server answers) sends nulls where a
+    /// logged-in one sends objects; the status still parses, so callers see the state, not an error.
+    #[test]
+    fn status_of_a_daemon_not_logged_in() {
+        let s: Status = serde_json::from_str(
+            r#"{"BackendState":"NeedsLogin","Self":{"ID":"","DNSName":"","TailscaleIPs":null,"UserID":0,"Online":false},
+                "CurrentTailnet":null,"CertDomains":null,"User":null,"Peer":null}"#,
+        )
+        .unwrap();
+        assert_eq!(s.to_backend_status().state, BackendState::NeedsLogin);
+        assert!(s.login_of_self().is_none());
     }
 
     /// A fake daemon on a unix socket answering like tailscaled: the client speaks real HTTP to it.

@@ -23,9 +23,14 @@ pub struct DaemonSettings {
     pub upload_logs: bool,
 }
 
+/// The LocalAPI socket of a supervised tailscaled in `run_dir` (also what `tka-server doctor` asks).
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("tailscaled.sock")
+}
+
 impl DaemonSettings {
     pub fn socket(&self) -> PathBuf {
-        self.run_dir.join("tailscaled.sock")
+        socket_path(&self.run_dir)
     }
 
     /// The config file (`Version: alpha0`). The auth key goes to its own 0600 file referenced as `file:`, so

@@ -106,6 +106,8 @@ pub async fn apply_value(admin: &Client, value: &Value) {
         "RoleBinding" => "rolebindings",
         "CustomResourceDefinition" => "customresourcedefinitions",
         "Namespace" => "namespaces",
+        "FlowSchema" => "flowschemas",
+        "PriorityLevelConfiguration" => "prioritylevelconfigurations",
         other => panic!("add a plural for {other}"),
     };
     let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
@@ -123,6 +125,66 @@ pub async fn apply_value(admin: &Client, value: &Value) {
     .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
+/// The roles every test server may grant.
+pub fn server_roles() -> Vec<String> {
+    vec!["view".to_string(), "edit".to_string()]
+}
+
+/// Namespace `t-<name>` with the server's ServiceAccount `tka-controller` and the RBAC `tka-server rbac`
+/// prints (cluster-scoped names made unique per namespace); returns the namespace and a client with a token
+/// of that ServiceAccount, i.e. exactly what the server may do.
+pub async fn server_namespace(env: &Env, name: &str) -> (String, Client) {
+    let (ns, kubeconfig) = server_namespace_kubeconfig(env, name).await;
+    (ns, client_from(&kubeconfig).await)
+}
+
+/// [`server_namespace`], with the client as a kubeconfig document (for a server in its own process).
+pub async fn server_namespace_kubeconfig(env: &Env, name: &str) -> (String, Value) {
+    let ns = format!("t-{name}");
+    let admin = env.admin.clone();
+    apply_value(
+        &admin,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await;
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+    let sa = ServiceAccount {
+        metadata: kube::core::ObjectMeta {
+            name: Some("tka-controller".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = sas.create(&PostParams::default(), &sa).await;
+    let rbac = tka::operator::rbac::manifests(&ns, &server_roles())
+        // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
+        .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
+        .replace(
+            "name: tka-server-cluster-info\n",
+            &format!("name: tka-server-cluster-info-{ns}\n"),
+        );
+    apply_yaml(&admin, &rbac).await;
+    let tr = TokenRequest {
+        spec: TokenRequestSpec {
+            // Long enough for the scale benchmark's longest run.
+            expiration_seconds: Some(6 * 3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request("tka-controller", &PostParams::default(), &tr)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    (
+        ns,
+        token_kubeconfig(&env.cp.server_url(), &env.cp.ca_pem(), &token),
+    )
+}
+
 impl Harness {
     /// A namespace of its own, RBAC as `tka-server rbac` prints it (cluster-scoped names made unique per
     /// test), and a started server.
@@ -135,56 +197,12 @@ impl Harness {
         if let Ok(level) = std::env::var("TKA_TEST_LOG") {
             tka::telemetry::logging::init(&level, "text", None);
         }
-        let ns = format!("t-{name}");
+        let (ns, server_client) = server_namespace(env, name).await;
         let admin = env.admin.clone();
-        apply_value(
-            &admin,
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await;
-        let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
-        let sa = ServiceAccount {
-            metadata: kube::core::ObjectMeta {
-                name: Some("tka-controller".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let _ = sas.create(&PostParams::default(), &sa).await;
-        let roles = vec!["view".to_string(), "edit".to_string()];
-        let rbac = tka::operator::rbac::manifests(&ns, &roles)
-            // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
-            .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
-            .replace(
-                "name: tka-server-cluster-info\n",
-                &format!("name: tka-server-cluster-info-{ns}\n"),
-            );
-        apply_yaml(&admin, &rbac).await;
-        let tr = TokenRequest {
-            spec: TokenRequestSpec {
-                expiration_seconds: Some(3600),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let token = sas
-            .create_token_request("tka-controller", &PostParams::default(), &tr)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .token;
-        let server_client = client_from(&token_kubeconfig(
-            &env.cp.server_url(),
-            &env.cp.ca_pem(),
-            &token,
-        ))
-        .await;
-
         let mut config = Config::default();
         config.operator.namespace = ns.clone();
         config.operator.cluster_name = CLUSTER.into();
-        config.operator.allowed_roles = roles;
+        config.operator.allowed_roles = server_roles();
         config.cluster_info.api_endpoint = env.cp.server_url();
         config.cluster_info.ca_data = BASE64.encode(env.cp.ca_pem().as_bytes());
         config.tailscale.port = 8443;

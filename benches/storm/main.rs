@@ -122,6 +122,14 @@ async fn phase<F: Future<Output = Value>>(
         format!("{name}_load"),
         json!({"before": before, "after": report::load()}),
     );
+    // After every phase, so that an interrupted run keeps what it measured.
+    write_report(out.clone());
+}
+
+fn write_report(results: Map<String, Value>) {
+    let mut report = report::context();
+    report["results"] = Value::Object(results);
+    report::write("storm", &report, &table::markdown(&report));
 }
 
 async fn floor_phase(env: &harness::Env, users: usize, concurrency: usize) -> Value {
@@ -174,12 +182,10 @@ fn main() {
                 .unwrap()
         })
         .await;
-        Value::Object(out)
+        out
     });
     env.cp.stop();
-    let mut report = report::context();
-    report["results"] = results;
-    let md = table::markdown(&report);
-    report::write("storm", &report, &md);
+    write_report(results);
+    let md = std::fs::read_to_string(report::dir().join("storm.md")).unwrap();
     println!("{md}");
 }

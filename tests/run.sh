@@ -3,9 +3,12 @@
 # kube-apiserver + etcd built from pinned sources (tests/peers), the end-to-end login flow with real
 # headscale and tailscaled in network namespaces, the static checks of the Nix files and manifests, and the
 # appliance image run locked down under podman (the last three need root). This is the README's test
-# command and what CI runs.
+# command and what CI runs. Not root: it runs itself again through sudo (tests/lib/as-root.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tests/lib/as-root.sh
+source tests/lib/as-root.sh
+as_root "$@"
 
 echo "==> building test peers (cached after the first run)"
 tests/peers/build.sh
@@ -19,11 +22,6 @@ cargo clippy --all-targets --features integration -- -D warnings
 
 echo "==> cargo test (unit + integration)"
 cargo test --features integration
-
-if [ "$(id -u)" != 0 ]; then
-  echo "the end-to-end and image tests need root (network namespaces, TUN, podman): run sudo tests/run.sh" >&2
-  exit 1
-fi
 
 echo "==> end-to-end: headscale + tailscaled + kube-apiserver + tka in network namespaces"
 tests/e2e/run.sh

@@ -34,6 +34,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The `tka-server` under test: `TKA_SERVER_BIN` (a saved build, to measure an earlier version beside this
+/// one), else the one cargo built with this benchmark.
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("TKA_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tka-server")))
+}
+
 fn peers_bin() -> PathBuf {
     std::env::var_os("TKA_PEERS_BIN")
         .map(PathBuf::from)
@@ -70,7 +78,7 @@ impl Server {
         );
         std::fs::write(d.join("config.yaml"), config).unwrap();
         let log = std::fs::File::create(d.join("tka-server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tka-server"))
+        let child = Command::new(server_bin())
             .args(["serve", "--config"])
             .arg(d.join("config.yaml"))
             .env("KUBECONFIG", &kubeconfig)

@@ -3,8 +3,10 @@
 //! sessions beside their floor, tka-server's memory idle and with many sessions, and the binary sizes.
 //!
 //! `cargo bench --features integration --bench storm [-- --users 1000 --concurrency 100 --big 10000
-//! --pushback 300 --skip floor,storm,pushback,footprint,big,static]`; writes `target/bench/storm.{json,md}`
-//! and `target/bench/report.md`. Numbers are reported, never asserted. The apiserver runs with API Priority
+//! --pushback 300 --skip floor,storm,pushback,footprint,big,static --as before]`; writes
+//! `target/bench/storm.{json,md}` (with `--as L`: `storm-L.{json,md}`) and `target/bench/report.md`. When
+//! `storm-before.json` exists (an earlier version measured with `--as before`, its `tka-server` given as
+//! `TKA_SERVER_BIN`), the table shows it beside this run. Numbers are reported, never asserted. The apiserver runs with API Priority
 //! and Fairness on and the FlowSchemas of deploy/kustomize/base/flowcontrol.yaml.
 
 #[path = "../../tests/support/controlplane.rs"]
@@ -34,6 +36,8 @@ struct Args {
     big: usize,
     pushback: usize,
     skip: Vec<String>,
+    /// `--as`: the name of this run's report (e.g. `before`), none for the current version.
+    label: Option<String>,
 }
 
 impl Args {
@@ -59,6 +63,7 @@ impl Args {
             skip: value("--skip")
                 .map(|s| s.split(',').map(str::to_string).collect())
                 .unwrap_or_default(),
+            label: value("--as"),
         }
     }
 
@@ -123,13 +128,27 @@ async fn phase<F: Future<Output = Value>>(
         json!({"before": before, "after": report::load()}),
     );
     // After every phase, so that an interrupted run keeps what it measured.
-    write_report(out.clone());
+    write_report(args, out.clone());
 }
 
-fn write_report(results: Map<String, Value>) {
+/// `storm` or `storm-<label>`.
+fn report_name(args: &Args) -> String {
+    args.label
+        .as_ref()
+        .map_or("storm".into(), |l| format!("storm-{l}"))
+}
+
+fn write_report(args: &Args, results: Map<String, Value>) {
     let mut report = report::context();
     report["results"] = Value::Object(results);
-    report::write("storm", &report, &table::markdown(&report));
+    let before: Option<Value> = match args.label {
+        Some(_) => None,
+        None => std::fs::read_to_string(report::dir().join("storm-before.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok()),
+    };
+    let md = table::markdown(&report, before.as_ref(), args.label.as_deref());
+    report::write(&report_name(args), &report, &md);
 }
 
 async fn floor_phase(env: &harness::Env, users: usize, concurrency: usize) -> Value {
@@ -185,7 +204,8 @@ fn main() {
         out
     });
     env.cp.stop();
-    write_report(results);
-    let md = std::fs::read_to_string(report::dir().join("storm.md")).unwrap();
+    write_report(&args, results);
+    let md =
+        std::fs::read_to_string(report::dir().join(format!("{}.md", report_name(&args)))).unwrap();
     println!("{md}");
 }

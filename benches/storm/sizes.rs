@@ -14,7 +14,7 @@ fn mib(path: &Path) -> Option<f64> {
 
 pub fn run(build_static: bool) -> Value {
     let dynamic = json!({
-        "tka-server": mib(Path::new(env!("CARGO_BIN_EXE_tka-server"))),
+        "tka-server": mib(&crate::footprint::server_bin()),
         "tka": mib(Path::new(env!("CARGO_BIN_EXE_tka"))),
     });
     if !build_static {

@@ -13,11 +13,14 @@ pub fn dir() -> PathBuf {
 
 /// Commit, CPUs, profile and peer versions: what a number was measured on.
 pub fn context() -> Value {
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    // `TKA_BENCH_COMMIT`: what saved binaries of an earlier version were built from (HEAD has moved on).
+    let commit = std::env::var("TKA_BENCH_COMMIT").ok().or_else(|| {
+        std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
     let versions = std::fs::read_to_string(
         std::env::var("TKA_PEERS_BIN")
             .map(|b| format!("{b}/versions.txt"))

@@ -77,7 +77,10 @@ fn err(what: &str) -> impl Fn(kube::Error) -> String + '_ {
 pub struct Created {
     pub signin: String,
     pub secret: String,
+    /// The user's ServiceAccount.
     pub user: String,
+    /// The user's ClusterRoleBinding (named per tka instance).
+    pub binding: String,
 }
 
 /// ServiceAccount, Secret, ClusterRoleBinding and the Ready status for an existing TkaSignin; returns it with
@@ -104,7 +107,7 @@ async fn provision(c: &Client, ns: &str, created: &TkaSignin) -> Result<TkaSigni
         "valid_until": (Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string(),
         "service_account": s.user_object_name(),
         "session_secret": {"name": secret.name_any(), "uid": secret.uid()},
-        "bindings": [{"kind": "ClusterRoleBinding", "name": s.user_object_name(), "role": s.role}],
+        "bindings": [{"kind": "ClusterRoleBinding", "name": s.binding_name(), "role": s.role}],
         "observedGeneration": created.metadata.generation,
         "conditions": [{"type": "Ready", "status": "True", "reason": "Provisioned",
             "message": "session is ready", "observedGeneration": created.metadata.generation,
@@ -141,8 +144,10 @@ pub async fn login(
             .await
             .map_err(|e| format!("TokenRequest: {e}"))?;
     }
+    let binding = Session::from_signin(&ready, ns).binding_name();
     let secret = ready.status.and_then(|s| s.session_secret);
     Ok(Created {
+        binding,
         signin: ready.metadata.name.unwrap_or_default(),
         secret: secret.map(|s| s.name).unwrap_or_default(),
         user: naming::user_object_name(&ready.spec.subject_key),
@@ -161,7 +166,7 @@ pub async fn cleanup(c: &Client, ns: &str, created: &Created) -> Result<(), Stri
         .await
         .map_err(err("Secret"))?;
     Api::<ClusterRoleBinding>::all(c.clone())
-        .delete(&created.user, &dp)
+        .delete(&created.binding, &dp)
         .await
         .map_err(err("ClusterRoleBinding"))?;
     Api::<ServiceAccount>::namespaced(c.clone(), ns)

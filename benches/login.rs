@@ -11,8 +11,6 @@ mod controlplane;
 mod harness;
 #[path = "support/report.rs"]
 mod report;
-#[path = "support/stats.rs"]
-mod stats;
 
 use std::time::Instant;
 
@@ -20,7 +18,6 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use stats::summary;
 
 async fn run(env: &harness::Env, logins: usize) -> serde_json::Value {
     // Floor: what one ServiceAccount create costs on this apiserver.
@@ -68,9 +65,9 @@ async fn run(env: &harness::Env, logins: usize) -> serde_json::Value {
     }
     h.stop().await;
     json!({
-        "apiserver_serviceaccount_create": summary(floor),
-        "login_new_session": summary(fresh),
-        "login_renewal": summary(renew),
+        "apiserver_serviceaccount_create": harness::latencies(floor),
+        "login_new_session": harness::latencies(fresh),
+        "login_renewal": harness::latencies(renew),
     })
 }
 
@@ -82,14 +79,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(300);
-    let cp = controlplane::ControlPlane::start().unwrap_or_else(|e| panic!("control plane: {e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = rt.block_on(cp.admin_client());
-    rt.block_on(harness::install_crd(&admin));
-    let mut env = harness::Env { cp, admin };
+    let (rt, mut env) = harness::bench_env();
     let results = rt.block_on(run(&env, logins));
     env.cp.stop();
 

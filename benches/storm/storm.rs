@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use crate::apiserver;
 use crate::census::Census;
 use crate::harness::{Env, Harness, User};
-use crate::stats::{self, summary};
+use crate::harness::latencies as summary;
+use crate::stats;
 
 pub const LOGIN: &str = "/api/v1alpha1/login?wait=30s&include=kubeconfig&format=v1";
 pub const LOGOUT: &str = "/api/v1alpha1/logout";

@@ -1,4 +1,4 @@
-//! Latency summaries and a bounded-concurrency load runner, shared by the benchmarks.
+//! A bounded-concurrency load runner and its summary, shared by the benchmarks.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -6,28 +6,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-/// The `p` quantile (0..=1) of sorted samples, in milliseconds (nearest rank).
-pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx].as_secs_f64() * 1000.0
-}
-
-/// `n`, p50, p90, p95, p99 and max of the samples, in milliseconds.
-pub fn summary(mut samples: Vec<Duration>) -> Value {
-    samples.sort();
-    json!({
-        "n": samples.len(),
-        "p50_ms": percentile(&samples, 0.50),
-        "p90_ms": percentile(&samples, 0.90),
-        "p95_ms": percentile(&samples, 0.95),
-        "p99_ms": percentile(&samples, 0.99),
-        "max_ms": percentile(&samples, 1.0),
-    })
-}
 
 /// What a load run produced: every operation's latency, the failures, and the wall time of the whole run.
 pub struct Run {
@@ -44,7 +22,7 @@ impl Run {
 
     /// Summary, rate and errors (the first ten in full) as JSON.
     pub fn json(&self) -> Value {
-        let mut v = summary(self.latencies.clone());
+        let mut v = crate::harness::latencies(self.latencies.clone());
         v["wall_s"] = json!(self.wall.as_secs_f64());
         v["per_s"] = json!(self.rate());
         v["errors"] = json!(self.errors.len());

@@ -440,6 +440,37 @@ impl User {
     }
 }
 
+/// For benchmarks: a runtime and a control plane with the CRD installed. Panics when it cannot start.
+#[allow(dead_code)] // the integration tests start theirs in `main`
+pub fn bench_env() -> (tokio::runtime::Runtime, Env) {
+    let cp = ControlPlane::start().unwrap_or_else(|e| panic!("control plane: {e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = rt.block_on(cp.admin_client());
+    rt.block_on(install_crd(&admin));
+    (rt, Env { cp, admin })
+}
+
+/// For benchmarks: p50, p90, p95, p99 and max of `samples` in milliseconds (nearest rank).
+#[allow(dead_code)] // only the benchmarks report latencies
+pub fn latencies(mut samples: Vec<Duration>) -> Value {
+    samples.sort();
+    let at = |p: f64| {
+        let idx = ((samples.len().max(1) as f64 - 1.0) * p).round() as usize;
+        samples.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    json!({
+        "n": samples.len(),
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "max_ms": at(1.0),
+    })
+}
+
 /// Polls `check` every 50 ms until it returns true or `limit` passes; returns the time it took.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
 where

@@ -19,10 +19,13 @@ mod dashboard;
 mod federation;
 mod federation_trust;
 mod harness;
+mod leader;
+mod limits;
 mod manifests;
 mod monitoring;
 mod scenarios;
 mod security;
+mod shortened;
 
 use std::sync::Arc;
 
@@ -63,6 +66,9 @@ fn main() {
         .chain(cli::ALL)
         .chain(security::ALL)
         .chain(cli_security::ALL)
+        .chain(shortened::ALL)
+        .chain(leader::ALL)
+        .chain(limits::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

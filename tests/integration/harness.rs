@@ -142,6 +142,7 @@ pub fn server_roles() -> Vec<String> {
 /// Namespace `t-<name>` with the server's ServiceAccount `tka-controller` and the RBAC `tka-server rbac`
 /// prints (cluster-scoped names made unique per namespace); returns the namespace and a client with a token
 /// of that ServiceAccount, i.e. exactly what the server may do.
+#[allow(dead_code)] // the storm benchmark's floor; the tests start a whole server
 pub async fn server_namespace(env: &Env, name: &str) -> (String, Client) {
     let (ns, kubeconfig) = server_namespace_kubeconfig(env, name).await;
     (ns, client_from(&kubeconfig).await)
@@ -165,7 +166,7 @@ pub async fn server_namespace_kubeconfig(env: &Env, name: &str) -> (String, Valu
         ..Default::default()
     };
     let _ = sas.create(&PostParams::default(), &sa).await;
-    let grantable = tka::operator::rbac::GrantableRoles::new(&server_roles()).unwrap();
+    let grantable = tka::operator::rbac::GrantableRoles::new(server_roles()).unwrap();
     let rbac = tka::operator::rbac::manifests(&ns, &grantable)
         // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
         .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))

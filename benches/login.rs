@@ -1,14 +1,16 @@
 //! Login latency benchmark (spec: testing.md §9): request in to kubeconfig out, server side, against the
 //! real local apiserver, beside the apiserver's own floor (one ServiceAccount create).
 //!
-//! `cargo bench --features integration --bench login [-- --logins N]`; writes `target/bench/report.json`
-//! and `target/bench/report.md`. Numbers are reported, never asserted.
+//! `cargo bench --features integration --bench login [-- --logins N]`; writes `target/bench/login.json`
+//! and `target/bench/login.md` (and rebuilds `target/bench/report.md`). Numbers are reported, never asserted.
 
 #[path = "../tests/support/controlplane.rs"]
 mod controlplane;
 #[path = "../tests/integration/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "support/report.rs"]
+mod report;
 
 use std::time::Instant;
 
@@ -81,33 +83,11 @@ fn main() {
     let results = rt.block_on(run(&env, logins));
     env.cp.stop();
 
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let versions = std::fs::read_to_string(
-        std::env::var("TKA_PEERS_BIN")
-            .map(|b| format!("{b}/versions.txt"))
-            .unwrap_or_else(|_| "tests/peers/bin/versions.txt".into()),
-    )
-    .unwrap_or_default();
-    let report = json!({
-        "commit": commit,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "peers": versions.lines().collect::<Vec<_>>(),
-        "results": results,
-    });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    let mut report = report::context();
+    report["results"] = results;
     let mut md = String::from(
-        "| metric | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
+        "## Single logins (`cargo bench --features integration --bench login`)\n\n\
+         | metric | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
     );
     for (name, v) in report["results"].as_object().unwrap() {
         md.push_str(&format!(
@@ -119,6 +99,6 @@ fn main() {
             v["max_ms"].as_f64().unwrap()
         ));
     }
-    std::fs::write(dir.join("report.md"), &md).unwrap();
+    report::write("login", &report, &md);
     println!("{md}");
 }

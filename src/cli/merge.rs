@@ -168,6 +168,20 @@ fn base(existing: &Value) -> Value {
     out
 }
 
+/// The content of a kubeconfig file as [`merge`] and [`remove_server`] take it; an empty (or blank) file is
+/// an empty document. Pure.
+pub fn read_document(bytes: &[u8]) -> Result<Value, serde_yaml::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_yaml::from_slice(bytes)
+}
+
+/// The text [`update`] writes for a document; [`read_document`] reads it back unchanged.
+pub fn render_document(doc: &Value) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(doc)
+}
+
 /// kubectl's lock: `<file>.lock`, created exclusively; removed on drop.
 struct FileLock(PathBuf);
 
@@ -228,15 +242,10 @@ pub fn update(
             )));
         }
     };
-    let existing: Value = match &old {
-        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
-            serde_yaml::from_slice(b).map_err(|e| {
-                CliError::usage(format!("{} is not a valid kubeconfig: {e}", file.display()))
-                    .advice("fix the file, or sign in without --merge")
-            })?
-        }
-        _ => json!({}),
-    };
+    let existing = read_document(old.as_deref().unwrap_or_default()).map_err(|e| {
+        CliError::usage(format!("{} is not a valid kubeconfig: {e}", file.display()))
+            .advice("fix the file, or sign in without --merge")
+    })?;
     let Some(new) = change(&existing).map_err(|m| {
         CliError::usage(format!("cannot merge into {}: {m}", file.display()))
             .advice("rename that entry, or sign in without --merge (managed files)")
@@ -252,7 +261,7 @@ pub fn update(
         let bak = PathBuf::from(bak);
         write_atomic(dir, &bak, b).map_err(|e| write_err(e, &bak))?;
     }
-    let yaml = serde_yaml::to_string(&new).map_err(|e| CliError::other(e.to_string()))?;
+    let yaml = render_document(&new).map_err(|e| CliError::other(e.to_string()))?;
     write_atomic(dir, file, yaml.as_bytes()).map_err(|e| write_err(e, file))?;
     Ok(true)
 }

@@ -114,6 +114,20 @@ pub fn parse_rules(values: &[serde_json::Value]) -> Result<Vec<Rule>, Reject> {
 }
 
 fn parse_rule(value: &serde_json::Value) -> Result<Rule, String> {
+    // serde would also read the struct from a JSON array of its fields; a rule is an object.
+    let got = match value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("a list"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    };
+    if let Some(got) = got {
+        return Err(format!(
+            "invalid type: expected an object such as {{\"role\": \"view\", \"period\": \"8h\"}}, got {got}"
+        ));
+    }
     let raw: RawRule = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     let role = raw
         .role
@@ -316,6 +330,22 @@ mod tests {
             assert!(reason.contains(needle), "{reason} should mention {needle}");
             assert!(err.advice()[0].contains("#1"));
         }
+    }
+
+    /// Found by the `grant` fuzz target: serde also reads a struct from a JSON array of its fields, so
+    /// `["admin", "8h", 0, [], null]` was accepted as a rule (Go's decoder, and the spec, want objects).
+    #[test]
+    fn a_rule_must_be_an_object() {
+        let err = parse_rules(&[
+            json!({"role": "view", "period": "8h"}),
+            json!(["admin", "8h", 0, [], null]),
+        ])
+        .unwrap_err();
+        let Reject::InvalidGrant { index, reason } = &err else {
+            unreachable!()
+        };
+        assert_eq!(*index, 1);
+        assert!(reason.contains("an object"), "{reason}");
     }
 
     #[test]

@@ -64,6 +64,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let merged = match merge(&existing, &doc) {
         Ok(merged) => merged,
+        Err(message) if message.contains("not a kubeconfig") => {
+            return assert!(!kubeconfig_shaped(&existing), "{message}: {existing}");
+        }
         Err(message) => return assert!(message.contains("not written by tka"), "{message}"),
     };
     let rendered = render_document(&merged).expect("a merged document renders");
@@ -117,6 +120,13 @@ fuzz_target!(|data: &[u8]| {
         for (key, default) in [("apiVersion", "v1"), ("kind", "Config")] {
             if want[key].is_null() {
                 want[key] = json!(default);
+            }
+        }
+        // A list the user did not have may stay behind empty.
+        let mut removed = removed.clone();
+        for (list, _) in LISTS {
+            if removed[list] == json!([]) && want[list].is_null() {
+                removed.as_object_mut().expect("a mapping").remove(list);
             }
         }
         assert_eq!(
@@ -225,6 +235,15 @@ fn managed_by<'a>(entry: &'a Value, inner: &str) -> Option<(&'a str, &'a str)> {
     ))
 }
 
+/// Empty, or a mapping whose entry lists are lists (or null).
+fn kubeconfig_shaped(doc: &Value) -> bool {
+    doc.is_null()
+        || doc.is_object()
+            && LISTS
+                .iter()
+                .all(|(list, _)| doc[list].is_array() || doc[list].is_null())
+}
+
 /// Everything in the user's document that is not tka's is still in `doc`.
 fn keeps_the_users(existing: &Value, doc: &Value) {
     if existing.is_null() {
@@ -248,6 +267,8 @@ fn keeps_the_users(existing: &Value, doc: &Value) {
                 }
             }
             None if key == "current-context" => {}
+            // A null apiVersion or kind is filled in.
+            None if value.is_null() && (key == "apiVersion" || key == "kind") => {}
             None => assert_eq!(&doc[key], value, "the user's {key:?} changed"),
         }
     }

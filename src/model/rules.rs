@@ -258,12 +258,13 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // `*` first: it is a wildcard even where the text has a `*` too.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -422,6 +423,18 @@ mod tests {
         );
         let chosen = select(&r, &strict, Some("view")).unwrap();
         assert_eq!(chosen.period.to_string(), "1h0m0s");
+    }
+
+    /// Found by the `grant` fuzz target: a `*` in the pattern was first tried as the literal character when
+    /// the text had one there, and then never as a wildcard, so `*` did not match `a*b`.
+    #[test]
+    fn a_star_in_the_text_does_not_stop_the_wildcard() {
+        assert!(glob_match("*", "a*b"));
+        assert!(glob_match("*", "*b"));
+        assert!(glob_match("a*", "a*b"));
+        assert!(glob_match("*-west", "x*-west"));
+        assert!(glob_match("?*", "**"));
+        assert!(!glob_match("a*c", "a*b"));
     }
 
     #[test]

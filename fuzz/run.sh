@@ -7,12 +7,13 @@
 #   fuzz/run.sh --merge              also merge what the run found into fuzz/corpus/<target>, minimized
 #
 # New inputs go to target/fuzz-corpus/<target> (not committed); a crash or hang (10 s per input) stops the
-# run with the input in fuzz/artifacts/<target>/ (reproduce: cargo +$TOOLCHAIN fuzz run <target> <file>).
+# run with the input in fuzz/artifacts/<target>/ (reproduce: cd fuzz && cargo fuzz run <target> <that file>).
 # At the end it prints the executions per target and in total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLCHAIN=${TKA_FUZZ_TOOLCHAIN:-nightly-2026-05-20}
+# The pinned nightly (fuzz/rust-toolchain.toml); .ci/run installs it.
+TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"$/\1/p' fuzz/rust-toolchain.toml)
 TARGETS=(duration grant whois config kubeconfig)
 declare -A MAX_LEN=([duration]=256 [grant]=4096 [whois]=4096 [config]=4096 [kubeconfig]=8192)
 limit=(-max_total_time=20) merge=0 chosen=()
@@ -21,7 +22,7 @@ while (($#)); do
 	--time) limit=(-max_total_time="$2"); shift ;;
 	--runs) limit=(-runs="$2"); shift ;;
 	--merge) merge=1 ;;
-	-h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	-*) echo "unknown argument: $1" >&2; exit 2 ;;
 	*) chosen+=("$1") ;;
 	esac
@@ -54,9 +55,13 @@ for t in "${TARGETS[@]}"; do
 		"$(find "fuzz/corpus/$t" -type f | wc -l)" "$(find "$found" -type f | wc -l)"
 	total=$((total + runs))
 	if ((merge)); then
-		cargo "+$TOOLCHAIN" fuzz run "$t" "fuzz/corpus/$t" "$found" -- -merge=1 -max_len="${MAX_LEN[$t]}" >/dev/null 2>&1
-		cargo "+$TOOLCHAIN" fuzz cmin "$t" "fuzz/corpus/$t" -- -max_len="${MAX_LEN[$t]}" >/dev/null 2>&1
-		rm -rf "$found"
+		# The committed corpus stays small: the fewest, smallest inputs that reach every edge the old corpus
+		# and the new finds reach (-use_counters=0: how often an edge runs does not earn an input its place).
+		min=target/fuzz-corpus/$t.min
+		rm -rf "$min" && mkdir -p "$min"
+		cargo "+$TOOLCHAIN" fuzz run "$t" "$min" "fuzz/corpus/$t" "$found" -- -merge=1 -use_counters=0 \
+			-max_len="${MAX_LEN[$t]}" >"$log.merge" 2>&1
+		rm -rf "fuzz/corpus/$t" "$found" && mv "$min" "fuzz/corpus/$t"
 	fi
 done
 echo "total: $total executions"

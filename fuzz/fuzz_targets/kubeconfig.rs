@@ -122,11 +122,13 @@ fuzz_target!(|data: &[u8]| {
                 want[key] = json!(default);
             }
         }
-        // A list the user did not have may stay behind empty.
+        // A list the user did not have (or had as null) may stay behind empty.
         let mut removed = removed.clone();
-        for (list, _) in LISTS {
-            if removed[list] == json!([]) && want[list].is_null() {
-                removed.as_object_mut().expect("a mapping").remove(list);
+        for doc in [&mut removed, &mut want] {
+            for (list, _) in LISTS {
+                if doc[list] == json!([]) || doc[list].is_null() {
+                    doc.as_object_mut().expect("a mapping").remove(list);
+                }
             }
         }
         assert_eq!(

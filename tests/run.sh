@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, unit tests, the integration tests against a real
-# kube-apiserver + etcd built from pinned sources (tests/peers), the end-to-end login flow with real
-# headscale and tailscaled in network namespaces, the static checks of the Nix files and manifests, and the
-# appliance image run locked down under podman (the last three need root). This is the README's test
-# command and what CI runs.
+# kube-apiserver + etcd built from pinned sources (tests/peers), a short run of every fuzz target, the
+# end-to-end login flow with real headscale and tailscaled in network namespaces, the chaos soak, the static
+# checks of the Nix files and manifests, and the appliance image run locked down under podman (the last four
+# need root). This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,9 @@ cargo clippy --all-targets --features integration -- -D warnings
 echo "==> cargo test (unit + integration)"
 cargo test --features integration
 
+echo "==> fuzz: every target 20 s from the committed corpus (cargo-fuzz, AddressSanitizer; fuzz/run.sh)"
+fuzz/run.sh
+
 if [ "$(id -u)" != 0 ]; then
   echo "the end-to-end and image tests need root (network namespaces, TUN, podman): run sudo tests/run.sh" >&2
   exit 1
@@ -30,6 +33,9 @@ tests/e2e/run.sh
 
 echo "==> end-to-end federation: a second cluster with a member tka-server (federation.md)"
 tests/e2e/run.sh --federation --no-build
+
+echo "==> chaos soak, short form: 100 cycles while tka-server, its tailscaled and kube-apiserver are SIGKILLed"
+tests/soak/run.sh --no-build
 
 echo "==> static checks: Nix files (parse, deadnix, nixpkgs-fmt, flake structure), kustomize, generated files"
 tests/static/check.sh

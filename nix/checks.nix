@@ -21,20 +21,25 @@ let
         touch $out
       '';
     };
+
+  # The VM tests need headscale >= 0.29 (grants with app capabilities). On an older nixpkgs they are left
+  # out with a warning, and every other check still runs.
+  vmTest = file: import file {
+    inherit pkgs;
+    inherit (packages) tka image;
+    kustomizeSrc = info.sources.kustomize;
+  };
+  vmTests =
+    if lib.versionAtLeast pkgs.headscale.version "0.29" then {
+      vm-login-flow = vmTest ../tests/nixos/login-flow.nix;
+      vm-federation = vmTest ../tests/nixos/federation.nix;
+    } else
+      lib.warn
+        ("checks: vm-login-flow and vm-federation are skipped: they need headscale >= 0.29, and this nixpkgs has "
+          + "headscale ${pkgs.headscale.version}; update the input (`nix flake update nixpkgs`) to run them")
+        { };
 in
 {
-  vm-login-flow = import ../tests/nixos/login-flow.nix {
-    inherit pkgs;
-    inherit (packages) tka image;
-    kustomizeSrc = info.sources.kustomize;
-  };
-
-  vm-federation = import ../tests/nixos/federation.nix {
-    inherit pkgs;
-    inherit (packages) tka image;
-    kustomizeSrc = info.sources.kustomize;
-  };
-
   # The image holds no shell and no coreutils, and is configured as deploy.md §2 says.
   image-closure = pkgs.runCommand "tka-image-closure"
     {
@@ -127,10 +132,4 @@ in
     touch $out
   '';
 }
-  // lib.optionalAttrs (builtins.pathExists ../tests/nixos/federation.nix) {
-  vm-federation = import ../tests/nixos/federation.nix {
-    inherit pkgs;
-    inherit (packages) tka image;
-    kustomizeSrc = info.sources.kustomize;
-  };
-}
+  // vmTests

@@ -1,4 +1,5 @@
-# Version and build metadata shared by the packages, the image and the checks.
+# Version and build metadata shared by the packages, the image and the checks. Only nix/binaries.nix's stamping
+# step and the image use the revision and date: the compile depends on the source alone.
 { lib, self }:
 let
   cargo = builtins.fromTOML (builtins.readFile ../Cargo.toml);
@@ -11,6 +12,8 @@ in
 {
   inherit (cargo.package) version license repository;
   revision = self.rev or self.dirtyRev or "unknown";
+  rev = self.rev or null;
+  dirtyRev = self.dirtyRev or null;
   date = "${part 0 4}-${part 4 2}-${part 6 2}T${part 8 2}:${part 10 2}:${part 12 2}Z";
 
   # Sources, each restricted to what its consumer reads (spec: deploy.md §1), so that editing tests, docs or

@@ -6,23 +6,15 @@ let
 
   rustPlatform =
     if pkgs.stdenv.hostPlatform.isLinux then pkgs.pkgsStatic.rustPlatform else pkgs.rustPlatform;
-  rustBinary = args: import ./rust-binary.nix ({ inherit lib rustPlatform info; } // args);
+  binaries = import ./binaries.nix {
+    inherit lib info rustPlatform;
+    inherit (pkgs) stdenv runCommand;
+  };
 in
 rec {
-  tka-server = rustBinary { bin = "tka-server"; };
+  inherit (binaries) tka tka-server;
 
-  # `ts-k8s-auth` keeps the upstream CLI's shell wrappers working (spec: cli.md §1).
-  tka = rustBinary {
-    bin = "tka";
-    postInstall = ''
-      ln -s tka $out/bin/ts-k8s-auth
-    '';
-  };
-
-  tailscaled = import ./tailscaled.nix {
-    inherit lib;
-    inherit (pkgs) buildGoModule tailscale;
-  };
+  tailscaled = import ./tailscaled.nix { inherit (pkgs) tailscale; };
 
   images = import ./image.nix {
     inherit info tka-server tailscaled;

@@ -1,32 +1,20 @@
-# tailscaled and the tailscale CLI for the image, from nixpkgs' tailscale source, without nixpkgs' wrapper:
-# nixpkgs wraps tailscaled in a shell script that puts iproute2/iptables on PATH. Userspace networking needs
-# neither and the image has no shell, so the binaries are used as built (static: CGO_ENABLED=0).
-{ lib
-, buildGoModule
-, tailscale
-}:
-let
-  # Build with the Go that nixpkgs builds tailscale with: tailscale's go.mod tracks new Go releases closely.
-  buildGo = if tailscale ? go then buildGoModule.override { inherit (tailscale) go; } else buildGoModule;
-in
-buildGo {
-  pname = "tailscaled";
-  inherit (tailscale) version src vendorHash;
-
-  subPackages = [ "cmd/tailscaled" "cmd/tailscale" ];
-  env.CGO_ENABLED = 0;
-  ldflags = [
-    "-s"
-    "-w"
-    "-X tailscale.com/version.longStamp=${tailscale.version}"
-    "-X tailscale.com/version.shortStamp=${tailscale.version}"
-  ];
+# tailscaled and the tailscale CLI for the image: nixpkgs' tailscale derivation, overridden, so that its
+# source, vendor hash, patches, Go version, build tags (ts_include_cli), ldflags and CGO_ENABLED=0 (static)
+# carry over as nixpkgs maintains them. Only what the image must not have changes: nixpkgs wraps tailscaled
+# in a shell script that puts iproute2/iptables on PATH (userspace networking needs neither, and the image
+# has no shell), installs the systemd unit and shell completions, and builds derper in a second output.
+{ tailscale }:
+# pname stays "tailscale": the Go modules derivation is named after it, so it is the one the binary cache has.
+tailscale.overrideAttrs (old: {
+  outputs = [ "out" ];
+  subPackages = [ "cmd/tailscaled" ];
+  # tailscaled is built with the CLI included (ts_include_cli): `tailscale` is the same binary.
+  postInstall = ''
+    ln -s tailscaled $out/bin/tailscale
+  '';
   doCheck = false;
-
-  meta = {
-    description = "tailscaled and tailscale, unwrapped and static, for the tka image";
-    homepage = "https://tailscale.com";
-    license = lib.licenses.bsd3;
+  meta = old.meta // {
+    description = "tailscaled and tailscale from nixpkgs' tailscale, unwrapped and static, for the tka image";
     mainProgram = "tailscaled";
   };
-}
+})

@@ -87,6 +87,17 @@ fn crd_and_rbac_print_what_is_committed() {
     let out = server(&["rbac", "--allowed-roles", "view,edit"]);
     let rbac = String::from_utf8(out.stdout).unwrap();
     assert!(rbac.contains("- bind") && rbac.contains("- edit") && !rbac.contains("- admin"));
+    // An empty allow-list would be `resourceNames: []`, i.e. `bind` on every ClusterRole: refused.
+    for roles in ["", ",", "*", "view,*"] {
+        let out = server(&["rbac", "--allowed-roles", roles]);
+        assert_eq!(out.status.code(), Some(2), "{roles:?}");
+        assert!(out.stdout.is_empty(), "{roles:?}: nothing printed");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--allowed-roles"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

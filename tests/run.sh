@@ -3,9 +3,13 @@
 # kube-apiserver + etcd built from pinned sources (tests/peers), a short run of every fuzz target, the
 # end-to-end login flow with real headscale and tailscaled in network namespaces, the chaos soak, the static
 # checks of the Nix files and manifests, and the appliance image run locked down under podman (the last four
-# need root). This is the README's test command and what CI runs.
+# need root). This is the README's test command and what CI runs. Not root: it runs itself again through sudo
+# (tests/lib/as-root.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tests/lib/as-root.sh
+source tests/lib/as-root.sh
+as_root "$@"
 
 echo "==> building test peers (cached after the first run)"
 tests/peers/build.sh
@@ -22,11 +26,6 @@ cargo test --features integration
 
 echo "==> fuzz: every target 20 s from the committed corpus (cargo-fuzz, AddressSanitizer; fuzz/run.sh)"
 fuzz/run.sh
-
-if [ "$(id -u)" != 0 ]; then
-  echo "the end-to-end and image tests need root (network namespaces, TUN, podman): run sudo tests/run.sh" >&2
-  exit 1
-fi
 
 echo "==> end-to-end: headscale + tailscaled + kube-apiserver + tka in network namespaces"
 tests/e2e/run.sh

@@ -161,13 +161,16 @@ fn main() -> ExitCode {
         Command::Rbac {
             allowed_roles,
             namespace,
-        } => {
-            print!(
-                "{}",
-                tka::operator::rbac::manifests(&namespace, &allowed_roles)
-            );
-            ExitCode::SUCCESS
-        }
+        } => match tka::operator::rbac::GrantableRoles::new(&allowed_roles) {
+            Ok(roles) => {
+                print!("{}", tka::operator::rbac::manifests(&namespace, &roles));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tka-server rbac: --allowed-roles: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Version { output } => {
             let v = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"), "commit": tka::BUILD_COMMIT, "date": tka::BUILD_DATE,

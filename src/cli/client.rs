@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use super::error::{CliError, Exit};
+use super::plain_http;
 use super::server_url::ServerUrl;
 
 /// Test-only: local source address of the HTTP client.
@@ -158,6 +159,12 @@ impl Api {
         if let Some(ip) = opts.bind_address {
             b = b.local_address(ip);
         }
+        if plain_http::needs_tailnet_resolver(&opts.server.base) {
+            // Plain HTTP is safe only through the tailnet: no proxy, and only tailnet addresses.
+            b = b
+                .no_proxy()
+                .dns_resolver(std::sync::Arc::new(plain_http::TailnetResolver));
+        }
         let http = b.build().map_err(|e| {
             CliError::other(format!("cannot set up the HTTP client: {}", chain(&e)))
         })?;
@@ -267,6 +274,10 @@ impl Api {
                     if is_certificate_error(&e) {
                         // Not transient: retrying cannot fix a certificate the client does not trust.
                         return Err(self.network_error(&e));
+                    }
+                    if let Some(n) = plain_http::not_tailnet(&e) {
+                        return Err(CliError::usage(format!("refusing to talk plain HTTP to {}: {n}", self.server.base))
+                            .advice("connect Tailscale (MagicDNS must resolve the name to the server's tailnet address), or use the server's HTTPS address (port 443, or --server https://…)"));
                     }
                     let delay = backoff(attempt, jitter);
                     self.pause(delay, || self.network_error(&e)).await?;

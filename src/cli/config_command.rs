@@ -37,6 +37,7 @@ const CLI_KEYS: &[&str] = &[
     "kubeconfig.exec",
     "kubeconfig.merge",
     "kubeconfig.dir",
+    "kubeconfig.allowInsecureSkipTLSVerify",
     "debug",
 ];
 

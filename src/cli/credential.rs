@@ -188,6 +188,14 @@ async fn refresh(api: &Api, a: &CredentialArgs) -> Result<CachedToken, CliError>
                 attempt = attempt.saturating_add(1);
             }
             401 if a.auto_login => return auto_login(api, a).await,
+            401 | 404 => {
+                // The session is gone (logout elsewhere, revocation, expiry): no cached token of this server
+                // may be served any more, whichever cluster it was for.
+                if let Err(e) = super::credential_cache::clear_server(&api.server.base) {
+                    eprintln!("tka: warning: {e}");
+                }
+                return Err(plugin_error(&reply, api, &a.cluster));
+            }
             _ => return Err(plugin_error(&reply, api, &a.cluster)),
         }
     }

@@ -110,11 +110,30 @@ fn exit_from_code(code: u8) -> Exit {
     }
 }
 
+/// What a cache file holds: the value plus the server it belongs to, so that everything of one server can be
+/// forgotten at once (logout, a revoked session) without knowing every cluster it was cached for. Files written
+/// before the field existed read as server `""`.
+#[derive(Serialize, Deserialize)]
+struct Stored<T> {
+    #[serde(default)]
+    server: String,
+    #[serde(flatten)]
+    value: T,
+}
+
+/// Just the owner of a cache file.
+#[derive(Deserialize)]
+struct Owner {
+    #[serde(default)]
+    server: String,
+}
+
 /// The files of one (server, cluster) pair.
 #[derive(Debug, Clone)]
 pub struct Slot {
     /// `<cache dir>/tka`: the root whose permissions are kept at 0700.
     root: PathBuf,
+    server: String,
     pub token_file: PathBuf,
     pub failure_file: PathBuf,
     pub lock_file: PathBuf,
@@ -129,20 +148,53 @@ pub fn key(server: &str, cluster: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// `<cache dir>/tka`.
+fn cache_root() -> Result<PathBuf, CliError> {
+    dirs::cache_dir().map(|d| d.join("tka")).ok_or_else(|| {
+        CliError::usage("cannot determine the cache directory: set HOME or XDG_CACHE_HOME")
+    })
+}
+
+/// Forgets every cached token and remembered failure of `server`, whatever cluster they were for. Returns how
+/// many files were deleted.
+pub fn clear_server(server: &str) -> Result<usize, CliError> {
+    let root = cache_root()?;
+    clear_server_at(&root, server)
+        .map_err(|e| CliError::other(format!("cannot clear {}: {e}", root.display())))
+}
+
+/// [`clear_server`] under an explicit cache root. Unreadable or foreign files are left alone.
+pub fn clear_server_at(root: &Path, server: &str) -> io::Result<usize> {
+    let dir = root.join("credentials");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let owner = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Owner>(&b).ok());
+        if owner.is_some_and(|o| o.server == server) {
+            remove_if_exists(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 impl Slot {
     /// The slot under the platform's cache and runtime directories.
     pub fn new(server: &str, cluster: &str) -> Result<Slot, CliError> {
-        let cache = dirs::cache_dir().ok_or_else(|| {
-            CliError::usage("cannot determine the cache directory: set HOME or XDG_CACHE_HOME")
-        })?;
+        let cache = cache_root()?;
         // $XDG_RUNTIME_DIR is per user and 0700 by definition; never a shared /tmp.
         let runtime = dirs::runtime_dir().map(|d| d.join("tka"));
-        Ok(Slot::at(
-            &cache.join("tka"),
-            runtime.as_deref(),
-            server,
-            cluster,
-        ))
+        Ok(Slot::at(&cache, runtime.as_deref(), server, cluster))
     }
 
     /// The slot under explicit directories (`runtime` falls back to the cache root).
@@ -152,6 +204,7 @@ impl Slot {
         let lock_dir = runtime.map_or_else(|| root.to_path_buf(), Path::to_path_buf);
         Slot {
             root: root.to_path_buf(),
+            server: server.to_string(),
             token_file: dir.join(format!("{k}.json")),
             failure_file: dir.join(format!("{k}.failed.json")),
             lock_file: lock_dir.join(format!("{k}.lock")),
@@ -160,22 +213,29 @@ impl Slot {
 
     /// The cached token, if the file exists and parses (a damaged file is a miss, not an error).
     pub fn read_token(&self) -> Option<CachedToken> {
-        serde_json::from_slice(&fs::read(&self.token_file).ok()?).ok()
+        read_stored(&self.token_file)
     }
 
     pub fn read_failure(&self) -> Option<Failure> {
-        serde_json::from_slice(&fs::read(&self.failure_file).ok()?).ok()
+        read_stored(&self.failure_file)
     }
 
     pub fn write_token(&self, t: &CachedToken) -> io::Result<()> {
-        let body = serde_json::to_vec(t).map_err(io::Error::other)?;
-        write_atomic(&self.root, &self.token_file, &body)?;
+        self.write_stored(&self.token_file, t)?;
         remove_if_exists(&self.failure_file)
     }
 
     pub fn write_failure(&self, f: &Failure) -> io::Result<()> {
-        let body = serde_json::to_vec(f).map_err(io::Error::other)?;
-        write_atomic(&self.root, &self.failure_file, &body)
+        self.write_stored(&self.failure_file, f)
+    }
+
+    fn write_stored<T: Serialize>(&self, path: &Path, value: &T) -> io::Result<()> {
+        let body = serde_json::to_vec(&Stored {
+            server: self.server.clone(),
+            value,
+        })
+        .map_err(io::Error::other)?;
+        write_atomic(&self.root, path, &body)
     }
 
     /// Forgets the token and any remembered failure (logout; a new login).
@@ -200,6 +260,12 @@ impl Slot {
         }
         o.open(&self.lock_file)
     }
+}
+
+fn read_stored<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice::<Stored<T>>(&fs::read(path).ok()?)
+        .ok()
+        .map(|s| s.value)
 }
 
 fn remove_if_exists(p: &Path) -> io::Result<()> {
@@ -294,5 +360,38 @@ mod tests {
         slot.clear().unwrap();
         assert!(!slot.token_file.exists());
         slot.clear().unwrap();
+    }
+
+    #[test]
+    fn everything_of_one_server_is_forgotten_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("cache/tka");
+        let now = ts("2026-11-24T10:00:00Z");
+        let t = CachedToken::new("secret".into(), ts("2026-11-24T11:00:00Z"), now);
+        let f = Failure::from_error(&CliError::new(Exit::NotSignedIn, "x"), now);
+        let mine: Vec<Slot> = ["", "prod", "prod-west"]
+            .iter()
+            .map(|c| Slot::at(&root, None, "https://tka.a", c))
+            .collect();
+        for s in &mine {
+            s.write_token(&t).unwrap();
+        }
+        mine[0].write_failure(&f).unwrap();
+        let other = Slot::at(&root, None, "https://tka.b", "prod");
+        other.write_token(&t).unwrap();
+        // A file of an older tka without the server field is not guessed at.
+        fs::write(
+            root.join("credentials/legacy.json"),
+            serde_json::to_vec(&t).unwrap(),
+        )
+        .unwrap();
+
+        assert_eq!(clear_server_at(&root, "https://tka.a").unwrap(), 4);
+        for s in &mine {
+            assert!(s.read_token().is_none() && s.read_failure().is_none());
+        }
+        assert_eq!(other.read_token(), Some(t), "another server's token stays");
+        assert!(root.join("credentials/legacy.json").exists());
+        assert_eq!(clear_server_at(&tmp.path().join("none"), "x").unwrap(), 0);
     }
 }

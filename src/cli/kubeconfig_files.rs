@@ -54,6 +54,15 @@ pub fn write_atomic(root: &Path, path: &Path, contents: &[u8]) -> io::Result<()>
     for d in [root, dir] {
         restrict_dir(d)?;
     }
+    replace_file(path, contents, 0o600)
+}
+
+/// Replaces `path` with `contents` atomically (a temporary file in the same directory, then rename), the new
+/// file getting `mode`. Touches no directory's permissions.
+pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("the file has no parent directory"))?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -64,7 +73,7 @@ pub fn write_atomic(root: &Path, path: &Path, contents: &[u8]) -> io::Result<()>
         rand::random::<u32>()
     ));
     let result = (|| {
-        let mut f = create_private_file(&tmp)?;
+        let mut f = create_private_file(&tmp, mode)?;
         f.write_all(contents)?;
         f.sync_all()?;
         drop(f);
@@ -76,8 +85,32 @@ pub fn write_atomic(root: &Path, path: &Path, contents: &[u8]) -> io::Result<()>
     result
 }
 
+/// Where writing to `path` must go: through any chain of symlinks to the final target (which need not exist
+/// yet), so a symlinked `~/.kube/config` keeps being a symlink. At most 40 links, like the kernel.
+pub fn through_symlinks(path: &Path) -> io::Result<PathBuf> {
+    let mut cur = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = fs::read_link(&cur)?;
+                cur = match cur.parent() {
+                    Some(parent) if link.is_relative() => parent.join(link),
+                    _ => link,
+                };
+            }
+            Ok(_) => return Ok(cur),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(cur),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
 #[cfg(unix)]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)
@@ -86,7 +119,7 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
@@ -105,17 +138,20 @@ fn restrict_dir(_dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(unix)]
-fn create_private_file(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
+fn create_private_file(path: &Path, mode: u32) -> io::Result<fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(path)
+        .mode(mode)
+        .open(path)?;
+    // The umask may have taken bits away; the mode asked for is the mode wanted.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    Ok(f)
 }
 
 #[cfg(not(unix))]
-fn create_private_file(path: &Path) -> io::Result<fs::File> {
+fn create_private_file(path: &Path, _mode: u32) -> io::Result<fs::File> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)

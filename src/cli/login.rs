@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::client::{Api, Method, Reply, human, retry_delay};
 use super::credential_cache::{CachedToken, Slot};
 use super::error::{CliError, Exit};
+use super::kubeconfig_check;
 use super::kubeconfig_files::{self as files, Shell};
 use super::merge;
 use super::output;
@@ -40,6 +41,7 @@ pub async fn login(s: &Settings, o: &LoginOptions) -> Result<(), CliError> {
     progress.step(&format!("Signing in to {}…", api.server.base));
     let (resp, doc, credential) = obtain(&api, o, &progress).await?;
     progress.done();
+    let doc = accepted(s, &api, doc)?;
     if !o.stdout {
         seed_cache(&api, &resp, &doc, credential);
     }
@@ -70,6 +72,7 @@ pub async fn kubeconfig(
     ));
     let doc = poll_kubeconfig(&api, true, true, exec, &progress).await?;
     progress.done();
+    let doc = accepted(s, &api, doc)?;
     let to = match (stdout, merge) {
         (true, _) => To::Stdout,
         (false, true) => To::Merge,
@@ -97,6 +100,9 @@ fn seed_cache(
     doc: &Value,
     credential: Option<ExecCredential>,
 ) {
+    if let Err(e) = super::credential_cache::clear_server(&api.server.base) {
+        eprintln!("tka: warning: {e}");
+    }
     let mut targets = files::exec_targets(doc);
     targets.push((api.server.base.clone(), cluster_name(Some(resp), doc)));
     targets.push((api.server.base.clone(), String::new()));
@@ -249,6 +255,31 @@ pub fn normalize(doc: Value, tka_server: &str) -> Value {
     doc
 }
 
+/// The server's kubeconfig if the CLI may write it ([`kubeconfig_check`]); its warnings go to stderr even with
+/// `--quiet`, since they concern the safety of the connection to the cluster. Refused: exit 1, nothing written.
+fn accepted(s: &Settings, api: &Api, doc: Value) -> Result<Value, CliError> {
+    match kubeconfig_check::accept(&doc, &api.server.base, s.allow_insecure_clusters) {
+        Ok(a) => {
+            for w in &a.warnings {
+                eprintln!("tka: warning: {w}");
+            }
+            Ok(a.doc)
+        }
+        Err(problems) => {
+            let mut e = CliError::other(format!(
+                "refusing the kubeconfig sent by {}: it is not one tka writes; nothing was written",
+                api.server.base
+            ))
+            .advice(
+                "a kubeconfig from the tka server may only use tokens or the `tka credential` plugin; check that \
+                 --server names your tka server, and tell its administrator",
+            );
+            e.causes = problems;
+            Err(e)
+        }
+    }
+}
+
 /// The cluster the file is named after: the response's `cluster`, else the current context's cluster, else the
 /// first cluster, else `default`.
 pub fn cluster_name(resp: Option<&UserLoginResponse>, doc: &Value) -> String {
@@ -385,6 +416,7 @@ pub async fn login_for_shell(s: &Settings, o: &LoginOptions) -> Result<Vec<PathB
     progress.step(&format!("Signing in to {}…", api.server.base));
     let (resp, doc, credential) = obtain(&api, &o, &progress).await?;
     progress.done();
+    let doc = accepted(s, &api, doc)?;
     seed_cache(&api, &resp, &doc, credential);
     let (path, entries) = write_managed(s, &api, Some(&resp), &doc)?;
     if !s.quiet {

@@ -7,7 +7,7 @@ use crate::model::wire::{ErrorResponse, UserLoginResponse};
 use std::path::Path;
 
 use super::client::Method;
-use super::credential_cache::Slot;
+use super::credential_cache::{self, Slot};
 use super::error::{CliError, Exit};
 use super::kubeconfig_files::{self as files, Shell};
 use super::login::home;
@@ -103,9 +103,13 @@ pub async fn logout(s: &Settings, all: bool, print_export: bool) -> Result<(), C
     Ok(())
 }
 
-/// Deletes the exec plugin's cached tokens (and remembered failures) of the clusters this logout ends: those
-/// named by this server's managed kubeconfigs, the logout answer's cluster, and the server's default slot.
+/// Deletes the exec plugin's cached tokens (and remembered failures) of this server: every entry recorded for
+/// it, plus (for entries of older tka versions, which do not record their server) those of the clusters named
+/// by this server's managed kubeconfigs, the logout answer's cluster, and the server's default slot.
 fn forget_credentials(server_dir: &Path, base: &str, body: &[u8]) {
+    if let Err(e) = credential_cache::clear_server(base) {
+        eprintln!("tka: warning: cannot delete the cached credentials: {e}");
+    }
     let mut targets = files::exec_targets_in(server_dir);
     let cluster = serde_json::from_slice::<UserLoginResponse>(body)
         .map(|r| r.cluster)

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use crate::model::kubeconfig::MANAGED_EXTENSION;
 
 use super::error::CliError;
-use super::kubeconfig_files::{previous_entries, write_atomic};
+use super::kubeconfig_files::{
+    create_private_dir, previous_entries, replace_file, through_symlinks,
+};
 
 const LISTS: [(&str, &str); 3] = [
     ("clusters", "cluster"),
@@ -253,16 +255,24 @@ impl Drop for FileLock {
 
 /// Locks `file`, reads it (missing = empty), applies `change`, and if it returns a document, writes a `.bak`
 /// copy and then the new content. Returns whether the file changed.
+///
+/// The user's files and directories keep their shape: a symlinked kubeconfig is written through to its target
+/// (the link stays), the target keeps its mode minus any group/other bits (it holds credentials now), and no
+/// existing directory's permissions are touched; only a directory tka has to create is made 0700.
 pub fn update(
     file: &Path,
     timeout: Duration,
     change: impl FnOnce(&Value) -> Result<Option<Value>, String>,
 ) -> Result<bool, CliError> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)
-        .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))?;
+    let target = through_symlinks(file)
+        .map_err(|e| CliError::other(format!("cannot resolve {}: {e}", file.display())))?;
+    for d in [file, target.as_path()] {
+        let dir = d.parent().unwrap_or(Path::new("."));
+        create_private_dir(dir)
+            .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let _lock = FileLock::acquire(file, Instant::now() + timeout)?;
-    let old = match fs::read(file) {
+    let old = match fs::read(&target) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
@@ -289,11 +299,28 @@ pub fn update(
         let mut bak = file.as_os_str().to_owned();
         bak.push(".bak");
         let bak = PathBuf::from(bak);
-        write_atomic(dir, &bak, b).map_err(|e| write_err(e, &bak))?;
+        replace_file(&bak, b, 0o600).map_err(|e| write_err(e, &bak))?;
     }
     let yaml = render_document(&new).map_err(|e| CliError::other(e.to_string()))?;
-    write_atomic(dir, file, yaml.as_bytes()).map_err(|e| write_err(e, file))?;
+    replace_file(&target, yaml.as_bytes(), private_mode(&target))
+        .map_err(|e| write_err(e, &target))?;
     Ok(true)
+}
+
+/// The mode for the rewritten kubeconfig: the existing file's, without group/other bits; 0600 for a new file.
+fn private_mode(path: &Path) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = fs::metadata(path) {
+            let owner = m.permissions().mode() & 0o700;
+            if owner & 0o600 == 0o600 {
+                return owner;
+            }
+        }
+    }
+    let _ = path;
+    0o600
 }
 
 #[cfg(test)]
@@ -428,5 +455,59 @@ mod tests {
         fs::write(tmp.path().join("config.lock"), b"").unwrap();
         let e = update(&file, Duration::from_millis(100), |_| Ok(None)).unwrap_err();
         assert!(e.to_string().contains("stale"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn update_writes_through_a_symlink_and_leaves_directories_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        // ~/.kube/config -> ../dotfiles/kubeconfig, both directories 0755 as users have them.
+        let kube = tmp.path().join(".kube");
+        let dotfiles = tmp.path().join("dotfiles");
+        for d in [&kube, &dotfiles] {
+            fs::create_dir(d).unwrap();
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let real = dotfiles.join("kubeconfig");
+        fs::write(&real, serde_yaml::to_string(&user_doc()).unwrap()).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o644)).unwrap();
+        let link = kube.join("config");
+        std::os::unix::fs::symlink("../dotfiles/kubeconfig", &link).unwrap();
+
+        update(&link, Duration::from_secs(1), |old| {
+            merge(old, &tka_doc("https://tka", "prod", "t")).map(Some)
+        })
+        .unwrap();
+
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link stays a link"
+        );
+        let merged: Value = serde_yaml::from_slice(&fs::read(&real).unwrap()).unwrap();
+        assert_eq!(
+            merged["current-context"], "tka-context-a",
+            "the target got the entries"
+        );
+        assert_eq!(mode(&real), 0o600, "credentials: no group/other access");
+        assert_eq!(mode(&kube), 0o755, "~/.kube untouched");
+        assert_eq!(mode(&dotfiles), 0o755, "the target's directory untouched");
+        assert_eq!(
+            serde_yaml::from_slice::<Value>(&fs::read(kube.join("config.bak")).unwrap()).unwrap(),
+            user_doc()
+        );
+
+        // A kubeconfig in a directory that does not exist yet: tka creates it, privately.
+        let fresh = tmp.path().join("new/dir/config");
+        update(&fresh, Duration::from_secs(1), |old| {
+            merge(old, &tka_doc("https://tka", "prod", "t")).map(Some)
+        })
+        .unwrap();
+        assert_eq!(mode(fresh.parent().unwrap()), 0o700);
+        assert_eq!(mode(&fresh), 0o600);
     }
 }

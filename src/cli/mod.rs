@@ -20,12 +20,14 @@ mod error;
 mod generate;
 mod inspect;
 mod integration;
+mod kubeconfig_check;
 mod kubeconfig_files;
 mod login;
 mod logout;
 mod magicdns;
 mod merge;
 mod output;
+mod plain_http;
 mod progress;
 mod server_url;
 mod settings;
@@ -111,6 +113,10 @@ pub struct GlobalArgs {
     /// Extra CA bundle (PEM) for the server's certificate (client.caFile).
     #[arg(long, global = true, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Accept kubeconfigs whose clusters set insecure-skip-tls-verify (kubeconfig.allowInsecureSkipTLSVerify);
+    /// refused by default, and announced on stderr when accepted.
+    #[arg(long, global = true)]
+    allow_insecure_skip_tls_verify: bool,
     /// Print HTTP exchanges on stderr (never tokens).
     #[arg(long, global = true)]
     debug: bool,

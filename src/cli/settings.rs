@@ -28,6 +28,9 @@ pub struct Settings {
     pub exec: bool,
     /// `kubeconfig.merge`: default for `--merge`.
     pub merge: bool,
+    /// `kubeconfig.allowInsecureSkipTLSVerify` / `--allow-insecure-skip-tls-verify`: accept server-sent
+    /// clusters without certificate verification.
+    pub allow_insecure_clusters: bool,
 
     /// Config loader warnings and address warnings, printed unless quiet.
     pub warnings: Vec<String>,
@@ -80,6 +83,9 @@ pub fn load_config(g: &GlobalArgs) -> Result<(Config, Vec<String>), CliError> {
     }
     if g.debug {
         c.debug = true;
+    }
+    if g.allow_insecure_skip_tls_verify {
+        c.kubeconfig.allow_insecure_skip_tls_verify = true;
     }
     Ok((c, loaded.warnings))
 }
@@ -139,6 +145,7 @@ impl Settings {
             kubeconfig_dir,
             exec: c.kubeconfig.exec,
             merge: c.kubeconfig.merge,
+            allow_insecure_clusters: c.kubeconfig.allow_insecure_skip_tls_verify,
             warnings,
             ssl_cert_file: env_var("SSL_CERT_FILE").map(PathBuf::from),
             bind_address,

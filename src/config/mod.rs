@@ -7,11 +7,14 @@
 //! - `sections.rs`: the typed sections and their defaults;
 //! - `schema.rs`: the key table (canonical spelling and type of each key) and value checks;
 //! - `positions.rs`: line/column of each key in the source;
-//! - `load.rs`: file discovery, YAML → canonical keys, environment overrides;
+//! - `load.rs`: file discovery and the loading entry points; `host.rs`: what it reads from the host;
+//! - `builder.rs`: YAML → canonical keys with positions, environment overrides, host defaults;
 //! - `validate.rs`: cross-field rules and normalisation;
 //! - `edit.rs`: setting one key in a file's text, keeping the rest of it (`tka set config`).
 
+mod builder;
 mod edit;
+mod host;
 mod load;
 mod positions;
 mod schema;
@@ -26,8 +29,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
+pub use builder::nest;
 pub use edit::set_key;
-pub use load::{Host, Loaded, find_file, load, load_str, load_with, nest, user_file};
+pub use host::Host;
+pub use load::{Loaded, find_file, load, load_str, load_with, user_file};
 pub use sections::*;
 pub use validate::decode_ca_data;
 
@@ -202,7 +207,7 @@ pub fn unknown_key(key: &str) -> String {
     let close: Vec<&str> = keys()
         .filter(|k| {
             let k = k.to_ascii_lowercase();
-            load::edit_distance(&lower, &k) <= limit || k.rsplit('.').next() == Some(last)
+            builder::edit_distance(&lower, &k) <= limit || k.rsplit('.').next() == Some(last)
         })
         .collect();
     match close.as_slice() {

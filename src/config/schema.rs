@@ -73,6 +73,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("tailscale.tags", List),
     k("tailscale.uploadLogs", Bool),
     k("tailscale.allowTaggedNodes", Bool),
+    k("tailscale.allowSelfConnections", Bool),
     k("tailscale.startTimeout", Dur),
     k("tailscale.embedded.tagRules", TagRules),
     k("server.readTimeout", Dur),
@@ -127,6 +128,8 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("federation.requestTimeout", Dur),
     k("federation.memberTags", List),
     k("federation.memberCapName", Str),
+    k("federation.primaryTags", List),
+    k("federation.primaryCapName", Str),
     k("federation.allowDirectLogin", Bool),
     k("output.theme", Kind::Enum(Theme::NAMES)),
     k("output.quiet", Bool),
@@ -139,6 +142,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("kubeconfig.exec", Bool),
     k("kubeconfig.merge", Bool),
     k("kubeconfig.dir", Str),
+    k("kubeconfig.allowInsecureSkipTLSVerify", Bool),
 ];
 
 /// Keys accepted for compatibility with upstream files (`config.md` §12); the loader handles their meaning.

@@ -96,8 +96,37 @@ pub struct TailscaleConfig {
     pub tags: Vec<String>,
     pub upload_logs: bool,
     pub allow_tagged_nodes: bool,
+    /// Identify connections from this server's own tailnet node (local processes); refused by default.
+    pub allow_self_connections: bool,
     pub start_timeout: GoDuration,
     pub embedded: EmbeddedConfig,
+}
+
+/// `tailscale.runDir`'s default: `$XDG_RUNTIME_DIR/tka` (per user, 0700 by definition), else `tka-<uid>`
+/// under the system temp dir. Never a fixed name in a shared directory, where another local user could create
+/// it first; the supervisor still refuses any run directory that is not private to this uid.
+pub fn default_run_dir(
+    xdg_runtime_dir: Option<&str>,
+    temp_dir: &std::path::Path,
+    uid: u32,
+) -> PathBuf {
+    match xdg_runtime_dir.map(std::path::Path::new) {
+        Some(d) if d.is_absolute() => d.join("tka"),
+        _ => temp_dir.join(format!("tka-{uid}")),
+    }
+}
+
+/// The effective uid of this process (0 where there is no such thing).
+pub fn current_uid() -> u32 {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() }
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
 }
 
 impl Default for TailscaleConfig {
@@ -112,12 +141,14 @@ impl Default for TailscaleConfig {
             backend: Backend::default(),
             socket: PathBuf::new(),
             tailscaled_path: "tailscaled".into(),
-            run_dir: "/tmp/tka".into(),
+            // The loader replaces this with the host's default (`$XDG_RUNTIME_DIR/tka` when set).
+            run_dir: default_run_dir(None, std::path::Path::new("/tmp"), current_uid()),
             control_url: String::new(),
             auth_key_file: PathBuf::new(),
             tags: Vec::new(),
             upload_logs: false,
             allow_tagged_nodes: false,
+            allow_self_connections: false,
             start_timeout: GoDuration::from_secs(60),
             embedded: EmbeddedConfig::default(),
         }
@@ -358,6 +389,9 @@ pub struct FederationConfig {
     pub request_timeout: GoDuration,
     pub member_tags: Vec<String>,
     pub member_cap_name: String,
+    /// Member: the primary's node must carry one of these tags (or hold `primary_cap_name`).
+    pub primary_tags: Vec<String>,
+    pub primary_cap_name: String,
     pub allow_direct_login: bool,
 }
 
@@ -370,6 +404,8 @@ impl Default for FederationConfig {
             request_timeout: GoDuration::from_secs(10),
             member_tags: Vec::new(),
             member_cap_name: "specht-labs.de/cap/tka-federation".into(),
+            primary_tags: vec!["tag:tka".into()],
+            primary_cap_name: "specht-labs.de/cap/tka-primary".into(),
             allow_direct_login: true,
         }
     }
@@ -410,4 +446,7 @@ pub struct KubeconfigConfig {
     pub merge: bool,
     /// Empty in [`Default`]; the loader fills in the platform default (`<user config dir>/tka/kubeconfig`).
     pub dir: PathBuf,
+    /// Accept server-sent clusters with `insecure-skip-tls-verify` (refused by default).
+    #[serde(rename = "allowInsecureSkipTLSVerify")]
+    pub allow_insecure_skip_tls_verify: bool,
 }

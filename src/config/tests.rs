@@ -121,6 +121,30 @@ fn host_dependent_defaults() {
         .unwrap()
         .config;
     assert_eq!(c.kubeconfig.dir, PathBuf::from("/x/tka/kubeconfig"));
+
+    // The tailscaled run directory is private to the user: never a fixed name in a shared directory.
+    let uid = crate::config::current_uid();
+    let c = load_env("", &[("XDG_RUNTIME_DIR", "/run/user/7")])
+        .unwrap()
+        .config;
+    assert_eq!(c.tailscale.run_dir, PathBuf::from("/run/user/7/tka"));
+    let c = load_env("", &[("TMPDIR", "/var/tmp")]).unwrap().config;
+    assert_eq!(
+        c.tailscale.run_dir,
+        PathBuf::from(format!("/var/tmp/tka-{uid}"))
+    );
+    let c = load_env("", &[]).unwrap().config;
+    assert_eq!(
+        c.tailscale.run_dir,
+        PathBuf::from(format!("/tmp/tka-{uid}"))
+    );
+    let c = load_env(
+        "tailscale:\n  runDir: /srv/tka\n",
+        &[("XDG_RUNTIME_DIR", "/run/user/7")],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.tailscale.run_dir, PathBuf::from("/srv/tka"));
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Outbound federation calls (primary ↔ member) through the identity backend's `dial`, so they travel the
 //! tailnet in userspace mode too. One connection per call: calls are rare (logins, heartbeats) and a fresh
-//! connection never hits a peer that restarted. TLS when the URL is https (port 443, `federation.md` §1).
+//! connection never hits a peer that restarted. TLS when the URL is https (port 443).
+//!
+//! [`Client`] owns every call: its `federation.<operation>` span, the `tka_federation_requests_total`
+//! count and the log line of a failure; the typed calls below are the whole federation protocol.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -10,10 +13,215 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
+use super::PREFIX;
+use super::registry::Member;
 use super::trust::url_host;
+use super::wire::{
+    Heartbeat, HeartbeatAck, MemberSession, SessionRef, SessionRequest, TokenAnswer, TokenCall,
+};
 use crate::identity::{Identity, PeerStream};
-use crate::model::wire::ErrorResponse;
+use crate::model::wire::{ErrorResponse, UserLoginResponse};
+use crate::telemetry::Metrics;
+
+/// Calls to federation peers, counted and traced.
+pub struct Client {
+    identity: Arc<dyn Identity>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+}
+
+/// Who a call goes to: the cluster (for metrics and spans) and its tailnet URL.
+#[derive(Clone, Copy)]
+pub struct To<'a> {
+    pub cluster: &'a str,
+    pub url: &'a str,
+}
+
+impl<'a> To<'a> {
+    pub fn member(m: &'a Member) -> To<'a> {
+        To {
+            cluster: &m.announcement.cluster_name,
+            url: &m.announcement.member_url,
+        }
+    }
+}
+
+/// Which of a member's federated sessions to list.
+pub enum SessionQuery<'a> {
+    /// Every session the federation created there (revalidation).
+    Federated,
+    /// One user's session on one node.
+    Of { login: &'a str, node_id: &'a str },
+}
+
+impl Client {
+    pub fn new(identity: Arc<dyn Identity>, metrics: Arc<Metrics>, timeout: Duration) -> Client {
+        Client {
+            identity,
+            metrics,
+            timeout,
+        }
+    }
+
+    /// One call to a peer, bounded by `federation.requestTimeout`.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        to: To<'_>,
+        method: http::Method,
+        path: &str,
+        body: Option<&B>,
+        operation: &str,
+        rid: &str,
+    ) -> Result<Answer<T>, CallError> {
+        let cluster = to.cluster;
+        let span = tracing::info_span!("federation", otel.name = %format_args!("federation.{operation}"), operation,
+            tka.cluster = %cluster, tka.result = tracing::field::Empty);
+        let r = call(
+            self.identity.as_ref(),
+            method,
+            to.url,
+            path,
+            body,
+            self.timeout,
+            rid,
+        )
+        .instrument(span.clone())
+        .await;
+        let result = match &r {
+            Ok(_) => "success",
+            Err(e) => e.label(),
+        };
+        span.record("tka.result", result);
+        self.metrics
+            .federation_requests
+            .with_label_values(&[cluster, operation, result])
+            .inc();
+        if let Err(e) = &r {
+            tracing::info!(cluster, operation, request_id = %rid, "federation call failed: {e}");
+        }
+        r
+    }
+
+    /// Member → primary: the heartbeat, counted under the member's own cluster name.
+    pub async fn heartbeat(
+        &self,
+        primary_url: &str,
+        hb: &Heartbeat,
+        rid: &str,
+    ) -> Result<Answer<HeartbeatAck>, CallError> {
+        let path = format!("{PREFIX}/heartbeat");
+        let to = To {
+            cluster: &hb.cluster_name,
+            url: primary_url,
+        };
+        self.call(to, http::Method::POST, &path, Some(hb), "heartbeat", rid)
+            .await
+    }
+
+    /// Provision the user's session on member `m`, waiting up to `wait` for it to be ready.
+    pub async fn signin(
+        &self,
+        m: &Member,
+        req: &SessionRequest,
+        wait: Option<Duration>,
+        rid: &str,
+    ) -> Result<Answer<UserLoginResponse>, CallError> {
+        let path = match wait {
+            Some(w) => format!("{PREFIX}/sessions?wait={}ms", w.as_millis()),
+            None => format!("{PREFIX}/sessions"),
+        };
+        self.call(
+            To::member(m),
+            http::Method::POST,
+            &path,
+            Some(req),
+            "signin",
+            rid,
+        )
+        .await
+    }
+
+    /// End sessions on member `m`.
+    pub async fn signout(&self, m: &Member, r: &SessionRef, rid: &str) -> Result<(), CallError> {
+        let path = format!("{PREFIX}/sessions");
+        self.call::<_, serde_json::Value>(
+            To::member(m),
+            http::Method::DELETE,
+            &path,
+            Some(r),
+            "signout",
+            rid,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A token minted by member `m` for the user's session there; `Err(status)` when it has none ready yet.
+    pub async fn token(
+        &self,
+        m: &Member,
+        call: &TokenCall,
+        rid: &str,
+    ) -> Result<Result<TokenAnswer, u16>, CallError> {
+        let path = format!("{PREFIX}/tokens");
+        let t: Answer<Option<TokenAnswer>> = self
+            .call(
+                To::member(m),
+                http::Method::POST,
+                &path,
+                Some(call),
+                "token",
+                rid,
+            )
+            .await?;
+        Ok(match t.body {
+            Some(token) if !token.token.is_empty() => Ok(token),
+            _ => Err(t.status),
+        })
+    }
+
+    /// Member `m`'s federated sessions; `operation` names the purpose in metrics and spans.
+    pub async fn sessions(
+        &self,
+        m: &Member,
+        query: SessionQuery<'_>,
+        operation: &str,
+        rid: &str,
+    ) -> Result<Vec<MemberSession>, CallError> {
+        let path = match query {
+            SessionQuery::Federated => format!("{PREFIX}/sessions?origin=federation"),
+            SessionQuery::Of { login, node_id } => format!(
+                "{PREFIX}/sessions?login_name={}&node_id={}",
+                encode(login),
+                encode(node_id)
+            ),
+        };
+        self.call::<(), _>(
+            To::member(m),
+            http::Method::GET,
+            &path,
+            None,
+            operation,
+            rid,
+        )
+        .await
+        .map(|a| a.body)
+    }
+}
+
+/// Minimal percent-encoding for a query value (login names may hold `@`, `+`, spaces).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
 
 /// Why a call produced no usable answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,7 +268,7 @@ pub struct Answer<T> {
 }
 
 /// Sends one JSON request to `base_url` + `path`, bounded as a whole by `timeout`.
-pub async fn call<B: Serialize, T: DeserializeOwned>(
+async fn call<B: Serialize, T: DeserializeOwned>(
     identity: &dyn Identity,
     method: http::Method,
     base_url: &str,
@@ -142,7 +350,7 @@ async fn exchange<B: Serialize>(
     let mut req = req
         .body(Full::new(payload))
         .map_err(|e| unreachable(e.to_string()))?;
-    // W3C trace context: the member's spans join the primary's trace (federation.md §1).
+    // W3C trace context: the member's spans join the primary's trace.
     crate::telemetry::otel::inject(&tracing::Span::current(), req.headers_mut());
     let resp = sender
         .send_request(req)

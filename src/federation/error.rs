@@ -11,6 +11,16 @@ pub enum FedError {
     /// Another healthy node already holds the announced cluster name.
     #[error("cluster name {cluster:?} is held by another node ({holder})")]
     ClusterNameConflict { cluster: String, holder: String },
+    /// A member's kubeconfig names (prefixes) would equal the primary's or another member's.
+    #[error("cluster {cluster:?} announces {what}, which {holder} already uses")]
+    NamesConflict {
+        cluster: String,
+        what: String,
+        holder: String,
+    },
+    /// The pins (who the primary is, who holds which cluster name) cannot be read or written now.
+    #[error("the federation's pinned identities cannot be read or written: {0}")]
+    PinsUnavailable(String),
     /// A heartbeat with a missing or malformed field.
     #[error("invalid heartbeat: {0}")]
     InvalidHeartbeat(String),
@@ -49,6 +59,8 @@ impl FedError {
         match self {
             FedError::MemberNotAllowed { .. } => "member_not_allowed",
             FedError::ClusterNameConflict { .. } => "cluster_name_conflict",
+            FedError::NamesConflict { .. } => "kubeconfig_names_conflict",
+            FedError::PinsUnavailable(_) => "federation_state_unavailable",
             FedError::InvalidHeartbeat(_) => "invalid_heartbeat",
             FedError::NotPrimary { .. } => "not_primary",
             FedError::WrongRole(_) => "not_federated",
@@ -63,13 +75,15 @@ impl FedError {
         match self {
             FedError::MemberNotAllowed { .. } => "give the member's node a tag from federation.memberTags, or the federation capability for this cluster name".into(),
             FedError::ClusterNameConflict { .. } => "give every cluster of the federation its own operator.clusterName".into(),
+            FedError::NamesConflict { .. } => "give every cluster of the federation its own operator.userPrefix and operator.contextPrefix".into(),
+            FedError::PinsUnavailable(_) => "try again in a moment; the server cannot reach its Kubernetes API".into(),
             FedError::InvalidHeartbeat(_) => "check the member's clusterInfo (apiEndpoint) and operator settings".into(),
             FedError::NotPrimary { .. } => "only the server named in federation.loginServer may call a member".into(),
             FedError::WrongRole(_) => "check federation.loginServer on both servers".into(),
             FedError::UnknownCluster(_) => "run `tka get clusters` to list the clusters you can use".into(),
             FedError::Unreachable { .. } => "try again later; the member cluster's tka-server may be down".into(),
             FedError::AllFailed(_) => "see the per-cluster errors; try again later or ask the cluster admins".into(),
-            FedError::InvalidBody(_) => "send the JSON body federation.md §7 describes".into(),
+            FedError::InvalidBody(_) => "send the JSON body the federation API defines (see /openapi.json)".into(),
         }
     }
 }

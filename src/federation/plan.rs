@@ -1,4 +1,4 @@
-//! Which clusters a login reaches and with which rule (federation.md §4 step 2). Rules without `clusters`
+//! Which clusters a login reaches and with which rule. Rules without `clusters`
 //! apply only to the primary's own cluster; a member's announced `allowed_roles` rejects early (the member
 //! enforces its own limits again).
 
@@ -37,10 +37,21 @@ pub fn plan(
             cluster: own.cluster.clone(),
             allowed_roles: m.allowed_roles.clone(),
             max_period: own.max_period,
+            ..Policy::default()
         };
         out.push((m.name.clone(), select_for(rules, &policy, &m.name, role)));
     }
     out
+}
+
+impl super::Member {
+    /// The member as a login target: its name and its announced allow-list.
+    pub fn target(&self) -> Target {
+        Target {
+            name: self.announcement.cluster_name.clone(),
+            allowed_roles: self.announcement.allowed_roles.clone(),
+        }
+    }
 }
 
 /// `forbidden` or `conflict`: the status a rejected cluster gets in `clusters`.

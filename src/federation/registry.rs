@@ -51,10 +51,6 @@ impl Registry {
         }
     }
 
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
     /// `None`: past the removal age (treated as gone even before [`Registry::prune`] runs).
     pub fn health(&self, m: &Member, now: Instant) -> Option<Health> {
         let age = now.saturating_duration_since(m.last_seen);

@@ -1,5 +1,8 @@
-//! Who may take part (federation.md §2), decided on WhoIs results only: the primary admits members by tag
-//! or capability, a member accepts calls only from the node named in `federation.loginServer`.
+//! Who may take part, decided on WhoIs results only (pure: the pinning on top is in [`super::Federation`]).
+//! The primary admits members by tag or capability; a member accepts calls only from the node named in
+//! `federation.loginServer` that also carries a primary tag or capability, because a name alone can be
+//! re-registered by another device. Cluster names and kubeconfig prefixes are checked so that no member can
+//! take the primary's or another member's entries in a user's kubeconfig.
 
 use serde::Deserialize;
 
@@ -30,13 +33,94 @@ pub fn normalize(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Member side: is the caller the configured primary?
-pub fn check_primary(peer: &PeerIdentity, primary_host: &str) -> Result<(), FedError> {
+/// What marks the primary's node besides its name: a tag the tailnet policy controls, or a capability.
+#[derive(Debug, Clone, Default)]
+pub struct PrimaryMarks {
+    /// `federation.primaryTags`; empty: the name and the pinned node ID only.
+    pub tags: Vec<String>,
+    /// `federation.primaryCapName`.
+    pub cap_name: String,
+}
+
+/// Member side: is the caller the configured primary by name and by tag or capability? (Its node ID is
+/// compared with the pinned one by the caller of this.)
+pub fn check_primary(
+    peer: &PeerIdentity,
+    primary_host: &str,
+    marks: &PrimaryMarks,
+) -> Result<(), FedError> {
+    let not_primary = || FedError::NotPrimary {
+        primary: primary_host.to_string(),
+        caller: peer.node_fqdn.clone(),
+    };
     if peer.via_funnel || normalize(&peer.node_fqdn) != normalize(primary_host) {
-        return Err(FedError::NotPrimary {
-            primary: primary_host.to_string(),
-            caller: peer.node_fqdn.clone(),
-        });
+        return Err(not_primary());
+    }
+    let tagged = peer.tags.iter().any(|t| marks.tags.contains(t));
+    let capable = !marks.cap_name.is_empty() && peer.cap_map.contains_key(&marks.cap_name);
+    if !marks.tags.is_empty() && !tagged && !capable {
+        return Err(not_primary());
+    }
+    Ok(())
+}
+
+/// The kubeconfig names a cluster's entries get: its cluster entry, `user_prefix + login`, `context_prefix +
+/// login`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryNames {
+    pub cluster: String,
+    pub user_prefix: String,
+    pub context_prefix: String,
+}
+
+/// Primary side: may a member with `names` join, next to the primary's own names and those other members
+/// hold (bound to other nodes)? For one user's kubeconfig, entries collide exactly when cluster names or
+/// prefixes are equal, so every one must be distinct, and prefixes must not be empty (an empty prefix would
+/// name the user's entry after the bare login).
+pub fn check_names(
+    names: &EntryNames,
+    own: &EntryNames,
+    others: &[EntryNames],
+) -> Result<(), FedError> {
+    if names.user_prefix.is_empty() || names.context_prefix.is_empty() {
+        return Err(FedError::InvalidHeartbeat(
+            "context_prefix and user_prefix must not be empty: set operator.contextPrefix and operator.userPrefix"
+                .into(),
+        ));
+    }
+    let conflict = |what: String, holder: &str| FedError::NamesConflict {
+        cluster: names.cluster.clone(),
+        what,
+        holder: holder.to_string(),
+    };
+    for (other, holder) in
+        std::iter::once((own, "the primary")).chain(others.iter().map(|o| (o, "")))
+    {
+        let holder = if holder.is_empty() {
+            format!("cluster {}", other.cluster)
+        } else {
+            holder.to_string()
+        };
+        if names.cluster == other.cluster {
+            return Err(FedError::ClusterNameConflict {
+                cluster: names.cluster.clone(),
+                holder,
+            });
+        }
+        for (mine, theirs, what) in [
+            (&names.user_prefix, &other.user_prefix, "user_prefix"),
+            (&names.user_prefix, &other.context_prefix, "user_prefix"),
+            (
+                &names.context_prefix,
+                &other.context_prefix,
+                "context_prefix",
+            ),
+            (&names.context_prefix, &other.user_prefix, "context_prefix"),
+        ] {
+            if mine == theirs {
+                return Err(conflict(format!("{what} {mine:?}"), &holder));
+            }
+        }
     }
     Ok(())
 }
@@ -187,19 +271,79 @@ mod tests {
     }
 
     #[test]
-    fn members_accept_only_their_primary() {
+    fn members_accept_only_their_primary_by_name_and_mark() {
         let primary = url_host("https://tka.your-tailnet.ts.net").unwrap().1;
-        assert!(check_primary(&peer("TKA.your-tailnet.ts.net.", &[], None), &primary).is_ok());
+        let marks = PrimaryMarks {
+            tags: vec!["tag:tka".into()],
+            cap_name: "specht-labs.de/cap/tka-primary".into(),
+        };
+        let tagged = |fqdn| peer(fqdn, &["tag:tka"], None);
+        assert!(check_primary(&tagged("TKA.your-tailnet.ts.net."), &primary, &marks).is_ok());
         assert_eq!(
-            check_primary(&peer("tka-east.your-tailnet.ts.net", &[], None), &primary)
+            check_primary(&tagged("tka-east.your-tailnet.ts.net"), &primary, &marks)
                 .unwrap_err()
                 .code(),
             "not_primary"
         );
+        // The right name without the tag: a device that took the name over.
+        let untagged = peer("tka.your-tailnet.ts.net", &[], None);
+        assert!(check_primary(&untagged, &primary, &marks).is_err());
+        let mut capable = untagged.clone();
+        capable
+            .cap_map
+            .insert("specht-labs.de/cap/tka-primary".into(), vec![json!({})]);
+        assert!(check_primary(&capable, &primary, &marks).is_ok());
+        // No tags configured: the name (and the pinned node ID) only.
+        assert!(check_primary(&untagged, &primary, &PrimaryMarks::default()).is_ok());
         assert_eq!(
             url_host("http://p.ts.net:8443/x"),
             Some(("http".into(), "p.ts.net".into(), 8443))
         );
         assert!(url_host("tka.example").is_none());
+    }
+
+    #[test]
+    fn member_names_never_equal_the_primarys_or_another_members() {
+        let n = |cluster: &str, user: &str, ctx: &str| EntryNames {
+            cluster: cluster.into(),
+            user_prefix: user.into(),
+            context_prefix: ctx.into(),
+        };
+        let own = n("prod", "tka-user-", "tka-context-");
+        let west = n("prod-west", "west-user-", "west-");
+        assert!(
+            check_names(
+                &n("prod-east", "east-user-", "east-"),
+                &own,
+                std::slice::from_ref(&west)
+            )
+            .is_ok()
+        );
+        let code = |r: Result<(), FedError>| r.unwrap_err().code();
+        assert_eq!(
+            code(check_names(
+                &n("prod-east", "tka-user-", "tka-context-"),
+                &own,
+                &[]
+            )),
+            "kubeconfig_names_conflict"
+        );
+        assert_eq!(
+            code(check_names(&n("prod", "p-", "q-"), &own, &[])),
+            "cluster_name_conflict"
+        );
+        assert_eq!(
+            code(check_names(
+                &n("prod-east", "west-", "east-"),
+                &own,
+                std::slice::from_ref(&west)
+            )),
+            "kubeconfig_names_conflict",
+            "a user prefix equal to another member's context prefix"
+        );
+        assert_eq!(
+            code(check_names(&n("prod-east", "", "east-"), &own, &[])),
+            "invalid_heartbeat"
+        );
     }
 }

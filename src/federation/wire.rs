@@ -96,6 +96,9 @@ pub struct MemberSession {
     #[serde(default)]
     pub node_ip: String,
     pub role: String,
+    /// The session's RoleBinding namespaces (empty: cluster-wide); the primary revalidates the scope too.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
     pub until: String,
     pub provisioned: bool,
 }

@@ -75,6 +75,7 @@ impl Identity for StaticIdentity {
                 .expect("lock poisoned")
                 .as_ref()
                 .map_or_else(|| "tka.test.ts.net".into(), |(f, _)| f.clone()),
+            self_stable_id: String::new(),
             tailnet_ips: vec![],
             magic_dns_suffix: "test.ts.net".into(),
         }

@@ -41,6 +41,8 @@ pub enum BackendState {
 pub struct BackendStatus {
     pub state: BackendState,
     pub self_fqdn: String,
+    /// This node's stable ID (LocalAPI status `Self.ID`); empty while unknown.
+    pub self_stable_id: String,
     pub tailnet_ips: Vec<IpAddr>,
     pub magic_dns_suffix: String,
 }
@@ -50,6 +52,23 @@ pub enum IdentityError {
     /// The backend cannot answer now (daemon down, socket missing): 503, never a guess.
     #[error("identity backend unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Connections from this server's own node are not a caller the tailnet vouches for: with a kernel-TUN daemon on
+/// a shared host, any local process reaching the node's own address is WhoIs'd as the node's owner (and in
+/// userspace mode, anything that can dial through the daemon). So a peer whose node is the server's own node
+/// (same stable ID, which a name or address change cannot fake) is treated as unknown, unless
+/// `tailscale.allowSelfConnections` says otherwise. Pure; `own_stable_id` must be known (non-empty).
+pub fn screen_own_node(
+    peer: PeerIdentity,
+    own_stable_id: &str,
+    allow: bool,
+) -> Option<PeerIdentity> {
+    if allow || peer.node_stable_id != own_stable_id {
+        Some(peer)
+    } else {
+        None
+    }
 }
 
 /// An outbound byte stream to a tailnet peer (federation calls).
@@ -63,12 +82,40 @@ pub trait Identity: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Current state of the node.
     fn status(&self) -> BackendStatus;
-    /// `Ok(None)`: no such peer (403 `unknown_peer`); `Err`: cannot tell now (503).
+    /// `Ok(None)`: no such peer, or the server's own node ([`screen_own_node`]) (403 `unknown_peer`); `Err`:
+    /// cannot tell now (503).
     async fn whois(&self, remote: SocketAddr) -> Result<Option<PeerIdentity>, IdentityError>;
     /// Outbound TCP to a tailnet peer; `host` may be a MagicDNS name. The default uses the host's own
     /// sockets (kernel TUN); backends in userspace mode route through the tailnet node instead.
     async fn dial(&self, host: &str, port: u16) -> std::io::Result<Box<dyn PeerStream>> {
         let s = tokio::net::TcpStream::connect((host, port)).await?;
         Ok(Box::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str) -> PeerIdentity {
+        PeerIdentity {
+            login_name: Some("alice@example.com".into()),
+            node_fqdn: "laptop.tailnet.test".into(),
+            node_stable_id: id.into(),
+            ..PeerIdentity::default()
+        }
+    }
+
+    #[test]
+    fn the_servers_own_node_is_refused_unless_allowed() {
+        assert_eq!(
+            screen_own_node(peer("nOTHER"), "nSELF", false),
+            Some(peer("nOTHER"))
+        );
+        assert_eq!(screen_own_node(peer("nSELF"), "nSELF", false), None);
+        assert_eq!(
+            screen_own_node(peer("nSELF"), "nSELF", true),
+            Some(peer("nSELF"))
+        );
     }
 }

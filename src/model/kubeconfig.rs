@@ -94,11 +94,32 @@ impl Naming {
     }
 }
 
+/// The entries with their (user, context) names, without any entry whose cluster, user or context name an
+/// earlier entry already has: in a map-shaped document a later entry would silently replace the earlier one
+/// (a member could repoint the primary's context), and kubectl refuses a list with duplicate names. Members'
+/// names are checked when they join; this holds whatever reaches a document.
+fn distinct<'a>(
+    naming: &Naming,
+    clusters: &'a [ClusterEntry],
+) -> Vec<(&'a ClusterEntry, String, String)> {
+    let mut out: Vec<(&ClusterEntry, String, String)> = Vec::new();
+    for (i, c) in clusters.iter().enumerate() {
+        let (user, ctx) = naming.entry_names(i, c);
+        if out
+            .iter()
+            .any(|(o, u, x)| o.name == c.name || *u == user || *x == ctx)
+        {
+            continue;
+        }
+        out.push((c, user, ctx));
+    }
+    out
+}
+
 /// The upstream map-shaped document (upstream keyed users and contexts by login only).
 pub fn legacy(naming: &Naming, clusters: &[ClusterEntry]) -> Value {
     let (mut cs, mut us, mut ctxs) = (Map::new(), Map::new(), Map::new());
-    for (i, c) in clusters.iter().enumerate() {
-        let (user, ctx) = naming.entry_names(i, c);
+    for (c, user, ctx) in distinct(naming, clusters) {
         let cluster = c.cluster_fields();
         cs.insert(c.name.clone(), Value::Object(cluster));
         let token = match &c.auth {
@@ -129,8 +150,7 @@ pub fn v1(naming: &Naming, clusters: &[ClusterEntry]) -> Value {
     let mut cs = Vec::new();
     let mut us = Vec::new();
     let mut ctxs = Vec::new();
-    for (i, c) in clusters.iter().enumerate() {
-        let (user, ctx) = naming.entry_names(i, c);
+    for (c, user, ctx) in distinct(naming, clusters) {
         let ext = json!([{ "name": MANAGED_EXTENSION, "extension": { "server": naming.tka_server, "cluster": c.name } }]);
         let mut cluster = c.cluster_fields();
         cluster.insert("extensions".into(), ext.clone());
@@ -290,5 +310,28 @@ mod tests {
             doc["clusters"][0]["cluster"]["extensions"][0]["extension"]["cluster"],
             "prod"
         );
+    }
+
+    #[test]
+    fn a_later_entry_never_replaces_an_earlier_ones_names() {
+        let own = entry(Auth::Token("own".into()));
+        let mut rogue = entry(Auth::Token("rogue".into()));
+        rogue.name = "rogue".into();
+        rogue.server_url = "https://evil:6443".into();
+        // A member that announced the primary's prefixes.
+        rogue.names = Some((
+            "tka-user-alice@example.com".into(),
+            "tka-context-alice@example.com".into(),
+        ));
+        let mut same_cluster = entry(Auth::Token("other".into()));
+        same_cluster.names = Some(("x".into(), "y".into()));
+        let entries = [own, rogue, same_cluster];
+        let doc = legacy(&naming(), &entries);
+        assert_eq!(doc["users"]["tka-user-alice@example.com"]["token"], "own");
+        assert_eq!(doc["clusters"]["prod"]["server"], "https://k8s:6443");
+        assert_eq!(doc["clusters"].as_object().unwrap().len(), 1);
+        let doc = v1(&naming(), &entries);
+        assert_eq!(doc["users"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["users"][0]["user"]["token"], "own");
     }
 }

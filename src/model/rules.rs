@@ -44,6 +44,9 @@ pub struct Policy {
     pub allowed_roles: Vec<String>,
     /// `operator.maxPeriod`; `None` means no cap.
     pub max_period: Option<Duration>,
+    /// `operator.namespace` of the evaluating server: where its ServiceAccount, the sessions' Secrets and the
+    /// tailnet state live. A rule naming it would let users run pods as the server, so it is refused.
+    pub protected_namespace: Option<String>,
 }
 
 /// Why a grant did not yield a rule. Each variant is one stable `code` of the API.
@@ -59,6 +62,12 @@ pub enum Reject {
     AmbiguousGrant { priority: i64, roles: Vec<String> },
     #[error("role {role:?} is not in this server's allow-list")]
     RoleNotAllowed { role: String, allowed: Vec<String> },
+    #[error("your grant no longer includes role {role:?}")]
+    GrantChanged { role: String },
+    #[error(
+        "the rule for role {role:?} names namespace {namespace:?}, where this tka server keeps its own state; no grant may reach it"
+    )]
+    ProtectedNamespace { role: String, namespace: String },
 }
 
 impl Reject {
@@ -70,6 +79,8 @@ impl Reject {
             Reject::RoleNotGranted { .. } => "role_not_granted",
             Reject::AmbiguousGrant { .. } => "ambiguous_grant",
             Reject::RoleNotAllowed { .. } => "role_not_allowed",
+            Reject::GrantChanged { .. } => "grant_changed",
+            Reject::ProtectedNamespace { .. } => "invalid_grant",
         }
     }
 
@@ -98,6 +109,13 @@ impl Reject {
             Reject::RoleNotAllowed { allowed, .. } => vec![format!(
                 "this server only grants: {}; ask the cluster admin to allow the role",
                 allowed.join(", ")
+            )],
+            Reject::GrantChanged { .. } => {
+                vec!["run `tka login` to start a session with your current grant".into()]
+            }
+            Reject::ProtectedNamespace { namespace, .. } => vec![format!(
+                "ask your tailnet admin to remove {namespace:?} from the rule's namespaces: anyone who can create \
+                 pods there can act as the tka server"
             )],
         }
     }
@@ -185,14 +203,14 @@ pub fn select_for(
     cluster: &str,
     requested_role: Option<&str>,
 ) -> Result<Rule, Reject> {
-    let for_cluster: Vec<&Rule> = rules
-        .iter()
-        .filter(|r| r.applies_to(cluster, &policy.cluster))
-        .collect();
-    if for_cluster.is_empty() {
-        return Err(Reject::NoGrant {
-            cluster: cluster.to_string(),
-        });
+    let for_cluster = applicable(rules, policy, cluster)?;
+    // Like a malformed rule, a rule reaching the server's own namespace rejects the whole grant, not just
+    // itself: skipping it could hand the caller a role the admin did not mean to be the winner. Only the own
+    // cluster's namespace is known here; members check theirs when the primary asks them.
+    if cluster == policy.cluster {
+        for r in &for_cluster {
+            check_protected(&r.role, &r.namespaces, policy)?;
+        }
     }
     let candidates: Vec<&Rule> = match requested_role {
         Some(role) => for_cluster
@@ -226,19 +244,113 @@ pub fn select_for(
             roles: distinct(winners.iter().map(|r| r.role.clone())),
         });
     }
-    let mut chosen = winners[0].clone();
-    if !policy.allowed_roles.is_empty() && !policy.allowed_roles.contains(&chosen.role) {
+    within_policy(winners[0], policy)
+}
+
+/// The rules that apply to `cluster`: at least one, else `no_grant`.
+fn applicable<'a>(
+    rules: &'a [Rule],
+    policy: &Policy,
+    cluster: &str,
+) -> Result<Vec<&'a Rule>, Reject> {
+    let for_cluster: Vec<&Rule> = rules
+        .iter()
+        .filter(|r| r.applies_to(cluster, &policy.cluster))
+        .collect();
+    if for_cluster.is_empty() {
+        return Err(Reject::NoGrant {
+            cluster: cluster.to_string(),
+        });
+    }
+    Ok(for_cluster)
+}
+
+/// The server's own limits on a chosen rule: the role must be allowed, the period is clamped.
+fn within_policy(rule: &Rule, policy: &Policy) -> Result<Rule, Reject> {
+    if !policy.allowed_roles.is_empty() && !policy.allowed_roles.contains(&rule.role) {
         return Err(Reject::RoleNotAllowed {
-            role: chosen.role,
+            role: rule.role.clone(),
             allowed: policy.allowed_roles.clone(),
         });
     }
+    let mut chosen = rule.clone();
     if let Some(max) = policy.max_period.filter(|m| !m.is_zero())
         && chosen.period.as_std() > max
     {
         chosen.period = GoDuration::from_std(max);
     }
     Ok(chosen)
+}
+
+/// Does the grant still give a session on `cluster` what it holds (`role` with exactly `namespaces`)? The
+/// one check behind every token mint (local or relayed), grant revalidation and the primary's verdict on
+/// its members' sessions. Returns the best matching rule (its period clamped), so callers can compare it.
+pub fn verdict(
+    rules: &[Rule],
+    policy: &Policy,
+    cluster: &str,
+    role: &str,
+    namespaces: &[String],
+) -> Result<Rule, Reject> {
+    let for_cluster = applicable(rules, policy, cluster)?;
+    let Some(best) = for_cluster
+        .into_iter()
+        .filter(|r| r.role == role && r.namespaces == namespaces)
+        .max_by_key(|r| r.priority)
+    else {
+        return Err(Reject::GrantChanged { role: role.into() });
+    };
+    within_policy(best, policy)
+}
+
+/// Why a federation member refuses what its primary asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// The member's own allow-list does not have the role.
+    Role(Reject),
+    /// The request itself is malformed.
+    Invalid(String),
+}
+
+/// A member's own limits on a session its primary asks for: the role must be in the member's allow-list,
+/// the period at least the minimum (clamped to the member's maximum), the namespaces valid names. The member
+/// trusts the primary's word on the user and the rule, never on these.
+pub fn member_limits(
+    policy: &Policy,
+    role: &str,
+    period: Duration,
+    namespaces: &[String],
+) -> Result<Duration, Refused> {
+    if !policy.allowed_roles.is_empty() && !policy.allowed_roles.iter().any(|a| a == role) {
+        return Err(Refused::Role(Reject::RoleNotAllowed {
+            role: role.into(),
+            allowed: policy.allowed_roles.clone(),
+        }));
+    }
+    if period < MIN_PERIOD {
+        return Err(Refused::Invalid("period is shorter than 10m".into()));
+    }
+    if let Some(bad) = namespaces
+        .iter()
+        .find(|n| !super::naming::is_dns1123_label(n))
+    {
+        return Err(Refused::Invalid(format!("namespace {bad:?} is not valid")));
+    }
+    Ok(match policy.max_period.filter(|m| !m.is_zero()) {
+        Some(max) => period.min(max),
+        None => period,
+    })
+}
+
+/// Refuses `namespaces` when they include the server's own namespace (`policy.protected_namespace`).
+pub fn check_protected(role: &str, namespaces: &[String], policy: &Policy) -> Result<(), Reject> {
+    match &policy.protected_namespace {
+        Some(p) if namespaces.iter().any(|n| n == p) => Err(Reject::ProtectedNamespace {
+            role: role.to_string(),
+            namespace: p.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
@@ -435,6 +547,110 @@ mod tests {
         assert!(glob_match("*-west", "x*-west"));
         assert!(glob_match("?*", "**"));
         assert!(!glob_match("a*c", "a*b"));
+    }
+
+    #[test]
+    fn verdict_holds_only_for_the_exact_role_and_scope() {
+        let p = policy();
+        let r = rules(json!([
+            {"role": "view", "period": "8h", "priority": 1},
+            {"role": "edit", "period": "1h", "namespaces": ["dev"], "priority": 2},
+        ]));
+        assert_eq!(
+            verdict(&r, &p, "prod-login-cluster", "view", &[])
+                .unwrap()
+                .role,
+            "view"
+        );
+        assert_eq!(
+            verdict(&r, &p, "prod-login-cluster", "edit", &["dev".into()])
+                .unwrap()
+                .period
+                .to_string(),
+            "1h0m0s"
+        );
+        assert_eq!(
+            verdict(&r, &p, "prod-login-cluster", "edit", &[])
+                .unwrap_err()
+                .code(),
+            "grant_changed",
+            "a narrowed or widened scope is a changed grant"
+        );
+        assert_eq!(
+            verdict(&r, &p, "prod-login-cluster", "admin", &[])
+                .unwrap_err()
+                .code(),
+            "grant_changed"
+        );
+        assert_eq!(
+            verdict(&r, &p, "dev", "view", &[]).unwrap_err().code(),
+            "no_grant"
+        );
+        let only_edit = Policy {
+            allowed_roles: vec!["edit".into()],
+            ..policy()
+        };
+        assert_eq!(
+            verdict(&r, &only_edit, "prod-login-cluster", "view", &[])
+                .unwrap_err()
+                .code(),
+            "role_not_allowed"
+        );
+    }
+
+    #[test]
+    fn members_keep_their_own_limits() {
+        let h = Duration::from_secs(3600);
+        let p = Policy {
+            allowed_roles: vec!["view".into()],
+            max_period: Some(h),
+            ..policy()
+        };
+        assert_eq!(member_limits(&p, "view", 8 * h, &[]), Ok(h));
+        assert!(matches!(
+            member_limits(&p, "admin", h, &[]),
+            Err(Refused::Role(Reject::RoleNotAllowed { .. }))
+        ));
+        assert!(matches!(
+            member_limits(&p, "view", Duration::from_secs(60), &[]),
+            Err(Refused::Invalid(_))
+        ));
+        assert!(matches!(
+            member_limits(&p, "view", h, &["Not_A_Name".into()]),
+            Err(Refused::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_rule_naming_the_servers_own_namespace_rejects_the_grant() {
+        let guarded = Policy {
+            protected_namespace: Some("tka-system".into()),
+            ..policy()
+        };
+        let r = rules(json!([
+            {"role": "view", "period": "8h", "priority": 9},
+            {"role": "edit", "period": "8h", "namespaces": ["team-a", "tka-system"]}
+        ]));
+        let err = select(&r, &guarded, None).unwrap_err();
+        assert_eq!(
+            err,
+            Reject::ProtectedNamespace {
+                role: "edit".into(),
+                namespace: "tka-system".into()
+            }
+        );
+        assert_eq!(err.code(), "invalid_grant");
+        assert!(err.to_string().contains("\"edit\"") && err.to_string().contains("\"tka-system\""));
+        // Other namespaces are fine, and so is the rule when the server lives elsewhere.
+        let fine = rules(json!([{"role": "edit", "period": "8h", "namespaces": ["team-a"]}]));
+        assert!(select(&fine, &guarded, None).is_ok());
+        assert!(select(&r, &policy(), None).is_ok());
+        // A member's namespace is the member's business: rules for other clusters are not judged here.
+        let for_member = rules(json!([
+            {"role": "edit", "period": "8h", "namespaces": ["tka-system"], "clusters": ["prod-west"]}
+        ]));
+        assert!(select_for(&for_member, &guarded, "prod-west", None).is_ok());
+        assert!(check_protected("edit", &["tka-system".into()], &guarded).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Wiring of the kube-runtime Controller (spec: kubernetes.md §4): what is watched, how events on owned
-//! objects map back to TkaSignins, periodic sweeps. The reconcile logic itself is in [`super::reconcile`].
+//! Wiring of the kube-runtime Controller: what is watched, how events on owned objects map back to
+//! TkaSignins, periodic sweeps. The reconcile logic itself is in [`super::reconcile`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
+use super::context::Context;
 use super::crd::TkaSignin;
 use super::objects::{self, USER_KEY};
-use super::reconcile::{Context, error_policy, reconcile};
+use super::reconcile::{error_policy, reconcile};
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first (every step is
 /// idempotent, so stopping between reconciles never leaves half-applied state).
@@ -30,6 +31,7 @@ pub async fn run(
 
     let controller = Controller::new(signins, watcher::Config::default());
     let store = controller.store();
+    let _ = ctx.cache.set(store.clone());
     let by_user = |store: Store<TkaSignin>| {
         move |labels: &std::collections::BTreeMap<String, String>| -> Vec<ObjectRef<TkaSignin>> {
             let Some(key) = labels.get(USER_KEY) else {
@@ -81,4 +83,26 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The controller's gauges from a cache of all TkaSignins (computed on every scrape, so they cannot drift):
+/// sessions by role, objects managed, objects waiting for the controller. Only provisioned sessions count by
+/// role: their roles are the ones the server may bind, so whoever writes TkaSignins (a federation primary, a
+/// grant) cannot add label values. kube-runtime keeps its work queue
+/// private, so the queue depth counts what the cache shows as waiting.
+pub fn refresh_gauges(signins: &[Arc<TkaSignin>], metrics: &crate::telemetry::Metrics) {
+    let now = jiff::Timestamp::now();
+    metrics.active_sessions.reset();
+    metrics.managed_signins.set(signins.len() as i64);
+    let waiting = signins.iter().filter(|s| s.awaits_controller()).count();
+    metrics.queue_depth.set(waiting as i64);
+    for s in signins
+        .iter()
+        .filter(|s| s.is_live(now) && s.is_provisioned())
+    {
+        metrics
+            .active_sessions
+            .with_label_values(&[&s.spec.role])
+            .inc();
+    }
 }

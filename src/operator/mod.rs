@@ -1,19 +1,27 @@
 //! The operator: turns `TkaSignin` objects into a ServiceAccount, a session Secret and RBAC bindings, expires
-//! them on time and mints tokens (spec: kubernetes.md).
+//! them on time, and mints their tokens. It knows Kubernetes and nothing of HTTP or the tailnet.
 //!
-//! Layout follows fetch → validate → build (pure, [`objects`]) → apply → status ([`reconcile`]).
+//! Layout follows fetch → validate → build → apply → status: [`signin`] (what an object says), [`objects`]
+//! and [`status`] (pure builders), [`provision`] and [`cleanup`] (apply), [`reconcile`] (one pass),
+//! [`controller`] (the kube-runtime wiring), [`sweep`] (garbage), [`token`] and [`expiry`] (tokens),
+//! [`cluster_info`] (the endpoint users get), [`rbac`] (the server's own permissions).
 
 pub mod cleanup;
+pub mod cluster_info;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod error;
-pub mod leader;
+pub mod expiry;
 pub mod objects;
 pub mod provision;
 pub mod rbac;
 pub mod reconcile;
+pub mod signin;
+pub mod status;
 pub mod sweep;
 pub mod token;
 
 pub use crd::{TkaSignin, TkaSigninSpec, TkaSigninStatus};
 pub use error::Error;
+pub use signin::{OriginKind, SessionState};

@@ -62,6 +62,29 @@ impl Session {
         naming::user_object_name(&self.subject_key)
     }
 
+    /// Name of the user's (Cluster)RoleBindings: per user *and* instance, since they live outside the
+    /// instance's namespace.
+    pub fn binding_name(&self) -> String {
+        naming::binding_name(&self.subject_key, &self.namespace)
+    }
+
+    /// Whether an existing object with one of this session's names is ours to update or replace: written for
+    /// the same login name (never adopt another user's object after a key collision) and, when it says so, by
+    /// this instance (never take over another tka instance's binding).
+    pub fn owns(&self, meta: &ObjectMeta) -> bool {
+        let login_ok = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(LOGIN_NAME))
+            .is_none_or(|l| *l == self.login);
+        let instance_ok = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(INSTANCE))
+            .is_none_or(|i| *i == self.namespace);
+        login_ok && instance_ok
+    }
+
     /// Labels of the per-user objects (SA, bindings).
     pub fn user_labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -87,9 +110,9 @@ impl Session {
         ])
     }
 
-    fn user_meta(&self, namespace: Option<&str>) -> ObjectMeta {
+    fn user_meta(&self, name: String, namespace: Option<&str>) -> ObjectMeta {
         ObjectMeta {
-            name: Some(self.user_object_name()),
+            name: Some(name),
             namespace: namespace.map(str::to_string),
             labels: Some(self.user_labels()),
             annotations: Some(self.annotations()),
@@ -100,7 +123,7 @@ impl Session {
     /// The per-user ServiceAccount: no owner, no finalizer, no automounted token.
     pub fn service_account(&self) -> ServiceAccount {
         ServiceAccount {
-            metadata: self.user_meta(Some(&self.namespace)),
+            metadata: self.user_meta(self.user_object_name(), Some(&self.namespace)),
             automount_service_account_token: Some(false),
             ..ServiceAccount::default()
         }
@@ -151,7 +174,7 @@ impl Session {
     /// Desired binding when the session has no namespaces.
     pub fn cluster_role_binding(&self) -> ClusterRoleBinding {
         ClusterRoleBinding {
-            metadata: self.user_meta(None),
+            metadata: self.user_meta(self.binding_name(), None),
             role_ref: self.role_ref(),
             subjects: Some(self.subjects()),
         }
@@ -160,7 +183,7 @@ impl Session {
     /// Desired binding in `namespace` for a namespace-scoped session (references the ClusterRole).
     pub fn role_binding(&self, namespace: &str) -> RoleBinding {
         RoleBinding {
-            metadata: self.user_meta(Some(namespace)),
+            metadata: self.user_meta(self.binding_name(), Some(namespace)),
             role_ref: self.role_ref(),
             subjects: Some(self.subjects()),
         }
@@ -223,10 +246,50 @@ mod tests {
         assert_eq!(crb.role_ref.kind, "ClusterRole");
         assert_eq!(crb.role_ref.name, "view");
         assert!(crb.metadata.owner_references.is_none());
+        assert_eq!(
+            crb.metadata.name.as_deref(),
+            Some("tka-user-alice-example-com-abcdefgh-tka-system"),
+            "the instance is part of the name"
+        );
         let rb = session().role_binding("team-a");
         assert_eq!(rb.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(rb.metadata.name, crb.metadata.name);
         let subject = &rb.subjects.unwrap()[0];
         assert_eq!(subject.namespace.as_deref(), Some("tka-system"));
         assert_eq!(subject.name, "tka-user-alice-example-com-abcdefgh");
+    }
+
+    #[test]
+    fn ownership_needs_the_same_login_and_instance() {
+        let s = session();
+        let mine = s.cluster_role_binding().metadata;
+        assert!(s.owns(&mine));
+        let mut other_instance = mine.clone();
+        other_instance
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(INSTANCE.into(), "tka-other".into());
+        assert!(!s.owns(&other_instance));
+        let mut other_login = mine.clone();
+        other_login
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(LOGIN_NAME.into(), "mallory@example.com".into());
+        assert!(!s.owns(&other_login));
+        assert!(
+            s.owns(&ObjectMeta::default()),
+            "unlabelled: decided by name alone"
+        );
+        // Two instances never name the same binding for one user.
+        let mut b = session();
+        b.namespace = "tka-other".into();
+        assert_ne!(b.binding_name(), s.binding_name());
+        assert_eq!(
+            b.user_object_name(),
+            s.user_object_name(),
+            "SAs are namespaced anyway"
+        );
     }
 }

@@ -1,118 +1,51 @@
-//! Provisioning one session, idempotently (spec: kubernetes.md §4 step 5): the role must exist, then the
-//! user's ServiceAccount, the session Secret and the bindings are applied. Pure object builders are in
-//! [`super::objects`]; this is the apply step.
+//! Provisioning one session, idempotently: the role must exist, then the user's ServiceAccount, the session
+//! Secret and the bindings are applied. Pure object builders are in [`super::objects`]; this is the apply
+//! step.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::ops::ControlFlow::{self, Break, Continue};
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use super::context::{Context, FIELD_MANAGER};
 use super::crd::{BindingRef, SecretRef, TkaSignin};
-use super::error::{Error, ignore_not_found, is_status};
-use super::objects::{LOGIN_NAME, Session};
-use super::reconcile::{Context, FIELD_MANAGER};
+use super::error::{At, Error, Step, ignore_not_found, is_status};
+use super::objects::Session;
+use super::status::Provisioned;
 
-/// The outcome of provisioning: ready, or a definite reason why not (written as `Ready=False`).
-pub(super) enum Provisioned {
-    Ready {
-        secret: SecretRef,
-        bindings: Vec<BindingRef>,
-        missing_namespaces: Vec<String>,
-    },
-    NotReady {
-        reason: &'static str,
-        message: String,
-        retry: Option<Duration>,
-    },
-}
-
+/// Applies everything a session needs, in order; stops at the first definite reason why it cannot be ready.
 pub(super) async fn provision(
     s: &Session,
     signin: &TkaSignin,
     ctx: &Context,
 ) -> Result<Provisioned, Error> {
-    let client = &ctx.client;
-    // The role must exist and be grantable; the server may only `get` allow-listed roles, so 403 here
-    // already tells us the role is outside the allow-list.
-    match Api::<ClusterRole>::all(client.clone())
-        .get_opt(&s.role)
-        .await
-    {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Ok(not_ready(
-                "RoleNotFound",
-                format!("ClusterRole {:?} does not exist", s.role),
-                60,
-            ));
-        }
-        Err(e) if is_status(&e, 403) => {
-            return Ok(not_ready(
-                "RoleNotGrantable",
-                format!("this server may not grant ClusterRole {:?}", s.role),
-                60,
-            ));
-        }
-        Err(e) => return Err(e.into()),
+    // The API refuses such grants; this holds whoever wrote the TkaSignin.
+    if s.namespaces.contains(&s.namespace) {
+        return Ok(Provisioned::NotReady {
+            reason: "NamespaceProtected",
+            message: format!(
+                "namespace {:?} is this tka server's own; no session may be bound there",
+                s.namespace
+            ),
+            retry: None,
+        });
     }
-
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let sa_name = s.user_object_name();
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &s.namespace);
-    if let Some(existing) = sas.get_opt(&sa_name).await?
-        && !owned_by_login(existing.annotations(), &s.login)
-    {
-        return Ok(collision(s));
+    if let Break(not_ready) = check_role(s, ctx).await? {
+        return Ok(not_ready);
     }
-    sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
-        .await?;
-
+    if let Break(not_ready) = apply_service_account(s, ctx).await? {
+        return Ok(not_ready);
+    }
     let secret = ensure_session_secret(s, signin, ctx).await?;
-
-    let mut bindings = Vec::new();
-    let mut missing = Vec::new();
-    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    if s.namespaces.is_empty() {
-        match ensure_binding(&crbs, s, s.cluster_role_binding()).await? {
-            BindingOutcome::Applied => bindings.push(binding_ref("ClusterRoleBinding", None, s)),
-            BindingOutcome::Collision => return Ok(collision(s)),
-            BindingOutcome::Forbidden => return Ok(not_grantable(s)),
-            BindingOutcome::NamespaceMissing => unreachable!("cluster-scoped"),
-        }
-    } else {
-        ignore_not_found(crbs.delete(&sa_name, &DeleteParams::default()).await)?;
-        for ns in &s.namespaces {
-            let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-            match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
-                BindingOutcome::Applied => bindings.push(binding_ref("RoleBinding", Some(ns), s)),
-                BindingOutcome::Collision => return Ok(collision(s)),
-                BindingOutcome::Forbidden => return Ok(not_grantable(s)),
-                BindingOutcome::NamespaceMissing => missing.push(ns.clone()),
-            }
-        }
-    }
-    // RoleBindings recorded earlier that are no longer wanted (namespaces removed from the grant). The sweep
-    // catches any that were never recorded.
-    let previous = signin
-        .status
-        .as_ref()
-        .map(|st| st.bindings.clone())
-        .unwrap_or_default();
-    for old in previous.iter().filter(|b| b.kind == "RoleBinding") {
-        let ns = old.namespace.clone().unwrap_or_default();
-        if !bindings
-            .iter()
-            .any(|b| b.namespace.as_deref() == Some(ns.as_str()))
-        {
-            let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)?;
-        }
-    }
+    let (bindings, missing) = match apply_bindings(s, ctx).await? {
+        Continue(applied) => applied,
+        Break(not_ready) => return Ok(not_ready),
+    };
+    remove_unwanted_role_bindings(signin, &bindings, ctx).await?;
     if !s.namespaces.is_empty() && bindings.is_empty() {
-        return Ok(not_ready(
+        return Ok(Provisioned::not_ready(
             "NamespacesNotFound",
             format!("none of the namespaces {:?} exist", s.namespaces),
             60,
@@ -125,43 +58,135 @@ pub(super) async fn provision(
     })
 }
 
-pub(super) fn not_ready(reason: &'static str, message: String, retry_secs: u64) -> Provisioned {
-    Provisioned::NotReady {
-        reason,
-        message,
-        retry: Some(Duration::from_secs(retry_secs)),
+/// The role must exist and be grantable; the server may only `get` allow-listed roles, so 403 here already
+/// tells us the role is outside the allow-list.
+async fn check_role(s: &Session, ctx: &Context) -> Result<ControlFlow<Provisioned>, Error> {
+    match Api::<ClusterRole>::all(ctx.client.clone())
+        .get_opt(&s.role)
+        .await
+    {
+        Ok(Some(_)) => Ok(Continue(())),
+        Ok(None) => Ok(Break(Provisioned::not_ready(
+            "RoleNotFound",
+            format!("ClusterRole {:?} does not exist", s.role),
+            60,
+        ))),
+        Err(e) if is_status(&e, 403) => Ok(Break(Provisioned::not_ready(
+            "RoleNotGrantable",
+            format!("this server may not grant ClusterRole {:?}", s.role),
+            60,
+        ))),
+        Err(e) => Err(e).at(Step::GetRole),
     }
 }
 
+/// The user's ServiceAccount; one named for this subject key but owned by another login is never adopted.
+async fn apply_service_account(
+    s: &Session,
+    ctx: &Context,
+) -> Result<ControlFlow<Provisioned>, Error> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let sa_name = s.user_object_name();
+    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &s.namespace);
+    if let Some(existing) = sas.get_opt(&sa_name).await.at(Step::ApplyServiceAccount)?
+        && !s.owns(existing.meta())
+    {
+        return Ok(Break(collision(s)));
+    }
+    sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
+        .await
+        .at(Step::ApplyServiceAccount)?;
+    Ok(Continue(()))
+}
+
+/// One ClusterRoleBinding, or a RoleBinding per namespace of the grant (the ClusterRoleBinding of an
+/// earlier cluster-wide session is removed). Returns the bindings applied and the namespaces missing.
+async fn apply_bindings(
+    s: &Session,
+    ctx: &Context,
+) -> Result<ControlFlow<Provisioned, (Vec<BindingRef>, Vec<String>)>, Error> {
+    let client = &ctx.client;
+    let mut bindings = Vec::new();
+    let mut missing = Vec::new();
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    if s.namespaces.is_empty() {
+        match ensure_binding(&crbs, s, s.cluster_role_binding()).await? {
+            BindingOutcome::Applied => bindings.push(binding_ref("ClusterRoleBinding", None, s)),
+            BindingOutcome::Collision => return Ok(Break(collision(s))),
+            BindingOutcome::Forbidden => return Ok(Break(not_grantable(s))),
+            BindingOutcome::NamespaceMissing => unreachable!("cluster-scoped"),
+        }
+        return Ok(Continue((bindings, missing)));
+    }
+    ignore_not_found(
+        crbs.delete(&s.user_object_name(), &DeleteParams::default())
+            .await,
+    )
+    .at(Step::DeleteBinding)?;
+    for ns in &s.namespaces {
+        let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+        match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
+            BindingOutcome::Applied => bindings.push(binding_ref("RoleBinding", Some(ns), s)),
+            BindingOutcome::Collision => return Ok(Break(collision(s))),
+            BindingOutcome::Forbidden => return Ok(Break(not_grantable(s))),
+            BindingOutcome::NamespaceMissing => missing.push(ns.clone()),
+        }
+    }
+    Ok(Continue((bindings, missing)))
+}
+
+/// RoleBindings recorded earlier that are no longer wanted (namespaces removed from the grant). The sweep
+/// catches any that were never recorded.
+async fn remove_unwanted_role_bindings(
+    signin: &TkaSignin,
+    wanted: &[BindingRef],
+    ctx: &Context,
+) -> Result<(), Error> {
+    let previous = signin
+        .status
+        .as_ref()
+        .map(|st| st.bindings.clone())
+        .unwrap_or_default();
+    for old in previous.iter().filter(|b| b.kind == "RoleBinding") {
+        let ns = old.namespace.clone().unwrap_or_default();
+        if !wanted
+            .iter()
+            .any(|b| b.namespace.as_deref() == Some(ns.as_str()))
+        {
+            let api: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &ns);
+            ignore_not_found(api.delete(&old.name, &DeleteParams::default()).await)
+                .at(Step::DeleteBinding)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn collision(s: &Session) -> Provisioned {
-    tracing::error!(user_key = %s.subject_key, "an object named for this subject key belongs to another login name; not adopting it");
+    tracing::error!(user_key = %s.subject_key, "an object named for this subject key belongs to another login name or tka instance; not adopting it");
     Provisioned::NotReady {
         reason: "SubjectKeyCollision",
         message: format!(
-            "objects named {} belong to another user",
-            s.user_object_name()
+            "objects named {} or {} belong to another user or tka instance",
+            s.user_object_name(),
+            s.binding_name()
         ),
         retry: None,
     }
 }
 
 pub(super) fn not_grantable(s: &Session) -> Provisioned {
-    not_ready(
+    Provisioned::not_ready(
         "RoleNotGrantable",
         format!("this server may not bind ClusterRole {:?}", s.role),
         60,
     )
 }
 
-pub(super) fn owned_by_login(annotations: &BTreeMap<String, String>, login: &str) -> bool {
-    annotations.get(LOGIN_NAME).is_none_or(|l| l == login)
-}
-
 pub(super) fn binding_ref(kind: &str, namespace: Option<&String>, s: &Session) -> BindingRef {
     BindingRef {
         kind: kind.into(),
         namespace: namespace.cloned(),
-        name: s.user_object_name(),
+        name: s.binding_name(),
         role: s.role.clone(),
     }
 }
@@ -174,7 +199,7 @@ pub(super) enum BindingOutcome {
 }
 
 /// Applies a (Cluster)RoleBinding. `roleRef` is immutable, so a binding with another role is deleted and
-/// recreated (upstream updated it in place and got stuck: bug B2).
+/// recreated (updating it in place gets stuck forever).
 pub(super) async fn ensure_binding<K>(
     api: &Api<K>,
     s: &Session,
@@ -188,19 +213,20 @@ where
         + std::fmt::Debug
         + RoleRefOf,
 {
-    let name = s.user_object_name();
+    let name = s.binding_name();
     match api.get_opt(&name).await {
         Ok(Some(existing)) => {
-            if !owned_by_login(existing.annotations(), &s.login) {
+            if !s.owns(existing.meta()) {
                 return Ok(BindingOutcome::Collision);
             }
             if existing.role_name() != s.role {
-                ignore_not_found(api.delete(&name, &DeleteParams::default()).await)?;
+                ignore_not_found(api.delete(&name, &DeleteParams::default()).await)
+                    .at(Step::DeleteBinding)?;
             }
         }
         Ok(None) => {}
         Err(e) if is_status(&e, 403) => return Ok(BindingOutcome::Forbidden),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e).at(Step::ApplyBinding),
     }
     match api
         .patch(
@@ -214,7 +240,7 @@ where
         // RBAC escalation prevention: the server holds neither the role nor `bind` on it.
         Err(e) if is_status(&e, 403) => Ok(BindingOutcome::Forbidden),
         Err(e) if is_status(&e, 404) => Ok(BindingOutcome::NamespaceMissing),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e).at(Step::ApplyBinding),
     }
 }
 
@@ -254,7 +280,11 @@ pub(super) async fn ensure_session_secret(
         .as_ref()
         .and_then(|st| st.session_secret.clone());
     for candidate in remembered.into_iter().chain(recorded) {
-        if let Some(secret) = secrets.get_opt(&candidate.name).await? {
+        if let Some(secret) = secrets
+            .get_opt(&candidate.name)
+            .await
+            .at(Step::GetSessionSecret)?
+        {
             let recorded = candidate;
             let owned = secret
                 .owner_references()
@@ -272,7 +302,8 @@ pub(super) async fn ensure_session_secret(
     // minted for the recorded Secret); cleanup removes every Secret labelled with the session.
     let created = secrets
         .create(&PostParams::default(), &s.session_secret())
-        .await?;
+        .await
+        .at(Step::CreateSessionSecret)?;
     let r = SecretRef {
         name: created.name_any(),
         uid: created.uid().unwrap_or_default(),

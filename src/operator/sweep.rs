@@ -1,5 +1,4 @@
-//! Periodic garbage sweep (spec: kubernetes.md §4 "Sweep"): removes managed objects that no live session
-//! needs any more, e.g. after a crash between two cleanup steps or a TkaSignin deleted with its finalizer
+//! Periodic garbage sweep: removes managed objects that no live session needs any more, e.g. after a crash between two cleanup steps or a TkaSignin deleted with its finalizer
 //! stripped by hand.
 
 use std::collections::BTreeSet;
@@ -13,18 +12,20 @@ use kube::{Api, Client, ResourceExt};
 
 use super::cleanup::delete_user_objects;
 use super::crd::TkaSignin;
-use super::error::{Error, ignore_not_found};
+use super::error::{At, Error, Step, ignore_not_found};
 use super::objects::{self, SESSION, USER_KEY};
-use super::reconcile::is_live;
 
 /// One sweep. Returns how many users' objects and how many Secrets were removed.
 pub async fn sweep_once(client: &Client, namespace: &str) -> Result<(usize, usize), Error> {
     let now = Timestamp::now();
     let signins: Api<TkaSignin> = Api::namespaced(client.clone(), namespace);
-    let all = signins.list(&ListParams::default()).await?;
+    let all = signins
+        .list(&ListParams::default())
+        .await
+        .at(Step::ListSignins)?;
     let live_users: BTreeSet<String> = all
         .iter()
-        .filter(|s| is_live(s, now))
+        .filter(|s| s.is_live(now))
         .map(|s| s.spec.subject_key.clone())
         .collect();
     // A user with any TkaSignin left (even one being cleaned up) is the reconciler's business, not ours.
@@ -41,7 +42,8 @@ pub async fn sweep_once(client: &Client, namespace: &str) -> Result<(usize, usiz
     let mut users: BTreeSet<String> = BTreeSet::new();
     for sa in Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .list(&lp)
-        .await?
+        .await
+        .at(Step::ListManaged)?
     {
         if settled(&sa.metadata) {
             users.extend(sa.labels().get(USER_KEY).cloned());
@@ -49,7 +51,8 @@ pub async fn sweep_once(client: &Client, namespace: &str) -> Result<(usize, usiz
     }
     for crb in Api::<ClusterRoleBinding>::all(client.clone())
         .list(&lp)
-        .await?
+        .await
+        .at(Step::ListManaged)?
     {
         if settled(&crb.metadata) {
             users.extend(crb.labels().get(USER_KEY).cloned());
@@ -67,7 +70,7 @@ pub async fn sweep_once(client: &Client, namespace: &str) -> Result<(usize, usiz
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut removed_secrets = 0;
-    for secret in secrets.list(&lp).await? {
+    for secret in secrets.list(&lp).await.at(Step::ListManaged)? {
         let orphan = settled(&secret.metadata)
             && secret
                 .labels()
@@ -78,7 +81,8 @@ pub async fn sweep_once(client: &Client, namespace: &str) -> Result<(usize, usiz
                 secrets
                     .delete(&secret.name_any(), &DeleteParams::default())
                     .await,
-            )?;
+            )
+            .at(Step::Revoke)?;
             removed_secrets += 1;
         }
     }

@@ -1,9 +1,10 @@
-//! `tka-server serve`: starts the parts in order and stops them in reverse (spec: observability.md §6).
+//! `tka-server serve`: starts the parts in order and stops them in reverse.
 //!
 //! Startup: check the apiserver (≥ 1.28) and the CRD, fill the session cache, then run the controller,
 //! the sweep, the API listener and the health server. Shutdown: not ready → stop accepting and release
 //! long-poll waiters → drain → stop the controller after its current reconciles.
 
+pub mod leader;
 pub mod run;
 pub mod tailnet;
 
@@ -18,17 +19,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::auth::AuthSettings;
-use crate::api::cluster_info::{ClusterInfoSettings, ClusterInfoSource, ConfigMapRef};
 use crate::api::serve::{ServeOptions, serve};
-use crate::api::sessions::Sessions;
+use crate::api::service::{self, AuthSettings, Service, Store};
 use crate::api::tls::CurrentCert;
-use crate::api::{ApiSettings, App};
 use crate::config::Config;
+use crate::federation::Federation;
 use crate::identity::Identity;
 use crate::model::rules::Policy;
+use crate::operator::cluster_info::{ClusterInfoSettings, ClusterInfoSource, ConfigMapRef};
+use crate::operator::context::Context;
 use crate::operator::crd::TkaSignin;
-use crate::operator::reconcile::Context;
+use crate::operator::expiry::ExpiryNotifier;
 use crate::telemetry::Metrics;
 use crate::telemetry::health::{self, Health};
 use tokio_rustls::TlsAcceptor;
@@ -76,9 +77,9 @@ pub struct Running {
 }
 
 /// API settings from the configuration.
-pub fn api_settings(config: &Config, self_url: String) -> ApiSettings {
+pub fn api_settings(config: &Config, self_url: String) -> service::Settings {
     let op = &config.operator;
-    ApiSettings {
+    service::Settings {
         auth: AuthSettings {
             cap_name: config.tailscale.cap_name.clone(),
             allow_tagged_nodes: config.tailscale.allow_tagged_nodes,
@@ -86,6 +87,7 @@ pub fn api_settings(config: &Config, self_url: String) -> ApiSettings {
                 cluster: op.cluster_name.clone(),
                 allowed_roles: op.allowed_roles.clone(),
                 max_period: Some(op.max_period.as_std()).filter(|d| !d.is_zero()),
+                protected_namespace: Some(op.namespace.clone()),
             },
             retry_after: config.api.retry_after_seconds.max(1) as u64,
         },
@@ -126,16 +128,20 @@ fn cluster_info_settings(config: &Config) -> ClusterInfoSettings {
 
 /// The tailnet URL of this server as clients reach it.
 pub fn self_url(config: &Config, fqdn: &str) -> String {
+    url_of(&config.tailscale, fqdn)
+}
+
+fn url_of(ts: &crate::config::TailscaleConfig, fqdn: &str) -> String {
     let host = if fqdn.is_empty() {
-        if config.tailscale.tailnet.is_empty() {
-            config.tailscale.hostname.clone()
+        if ts.tailnet.is_empty() {
+            ts.hostname.clone()
         } else {
-            format!("{}.{}", config.tailscale.hostname, config.tailscale.tailnet)
+            format!("{}.{}", ts.hostname, ts.tailnet)
         }
     } else {
         fqdn.to_string()
     };
-    match config.tailscale.port {
+    match ts.port {
         443 => format!("https://{host}"),
         p => format!("http://{host}:{p}"),
     }
@@ -254,6 +260,17 @@ pub async fn start_base(
 /// Starts everything on one replica that is (or need not be) elected; returns once the API accepts.
 pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(parts.identity.backend()));
+    start_with_metrics(config, parts, metrics).await
+}
+
+/// [`start`] recording into `metrics`: the registries whose Kubernetes API series the caller's client
+/// already feeds (built with `KubeApiMetricsLayer(metrics)`, as `serve` builds its own), so they appear on
+/// `/metrics/controller`.
+pub async fn start_with_metrics(
+    config: &Config,
+    parts: Parts,
+    metrics: Arc<Metrics>,
+) -> Result<Running, StartError> {
     let base = start_base(config, &parts.client, metrics, parts.health_listener).await?;
     start_leader(
         config,
@@ -266,7 +283,7 @@ pub async fn start(config: &Config, parts: Parts) -> Result<Running, StartError>
     .await
 }
 
-/// The leader's work: session cache, controller, sweep, cluster info, the API listener(s).
+/// The leader's work: session cache, controller, sweep, cluster info, federation, the API listener(s).
 pub async fn start_leader(
     config: &Config,
     base: Base,
@@ -275,7 +292,6 @@ pub async fn start_leader(
     api_listeners: Vec<TcpListener>,
     tls: Option<(TlsAcceptor, Arc<CurrentCert>)>,
 ) -> Result<Running, StartError> {
-    let namespace = config.operator.namespace.clone();
     let Base {
         health,
         metrics,
@@ -287,98 +303,48 @@ pub async fn start_leader(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     health.leader.store(true, Ordering::SeqCst);
 
-    let sessions = Sessions::start(client.clone(), &namespace).await;
-    let _ = health.sessions.set(sessions.clone());
-
-    let ctx = Arc::new(Context::new(client.clone(), &namespace, metrics.clone()));
-    let sweep = config
-        .operator
-        .sweep_interval
-        .as_std()
-        .max(Duration::from_secs(10));
-    let mut stop_controller = shutdown_rx.clone();
-    let controller_task = tokio::spawn(crate::operator::controller::run(ctx, sweep, async move {
-        let _ = stop_controller.wait_for(|s| *s).await;
-    }));
-    background.push(tokio::spawn(crate::operator::sweep::run(
-        client.clone(),
-        namespace.clone(),
-        sweep,
-    )));
-
+    let store = start_cache(config, &client, &health).await;
+    let (controller_task, expiries) =
+        start_operator(config, &client, &metrics, &shutdown_rx, &mut background);
     let cluster_info = ClusterInfoSource::start(cluster_info_settings(config), client.clone());
     let self_url = self_url(config, &identity.status().self_fqdn);
-    let mut app = App::new(
-        api_settings(config, self_url),
+    let pins =
+        crate::federation::pins::ConfigMapPins::new(client.clone(), &config.operator.namespace);
+    let federation = Arc::new(Federation::new(
+        federation_settings(config),
         identity.clone(),
-        client,
-        sessions,
         metrics.clone(),
-        cluster_info.clone(),
-        shutdown_rx.clone(),
-    );
-    let federation = Arc::new(crate::federation::Federation::new(federation_settings(
+        Arc::new(pins),
+    ));
+    background.push(start_federation(
         config,
-    )));
-    app.federation = federation.clone();
-    let app = Arc::new(app);
-    // Federation runs on the leader only: the registry lives in its memory, heartbeats come from it.
-    if federation.is_member() {
-        let announce = crate::federation::heartbeat::Announce {
-            cluster_name: config.operator.cluster_name.clone(),
-            context_prefix: config.operator.context_prefix.clone(),
-            user_prefix: config.operator.user_prefix.clone(),
-            allowed_roles: config.operator.allowed_roles.clone(),
-            member_url: crate::server::self_url,
-            config: Arc::new(config.clone()),
-        };
-        background.push(tokio::spawn(crate::federation::heartbeat::run(
-            federation,
-            identity,
-            announce,
-            cluster_info,
-            metrics.clone(),
-        )));
-    } else {
-        background.push(tokio::spawn(prune_members(federation, metrics.clone())));
-    }
-    let api_addr = api_listeners
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .ok_or_else(|| start_error("no API listener", "check server.listenAddresses"))?;
-    let opts = ServeOptions {
-        read_header_timeout: config.server.read_header_timeout.as_std(),
-        drain: config.server.shutdown_timeout.as_std(),
+        &federation,
+        &cluster_info,
+        &identity,
+    ));
+    let parts = service::Parts {
+        identity,
+        client,
+        store,
+        metrics: metrics.clone(),
+        cluster_info,
+        expiries,
+        federation,
+        shutdown: shutdown_rx.clone(),
     };
-    let acceptor = tls.map(|(acceptor, cert)| {
-        let _ = health.tls.set(cert);
-        acceptor
-    });
+    let svc = Arc::new(Service::new(api_settings(config, self_url), parts));
     let revalidate = config.operator.revalidate_interval.as_std();
     if !revalidate.is_zero() {
-        background.push(tokio::spawn(crate::api::revalidate::run(
-            app.clone(),
-            revalidate,
-        )));
+        let task = service::revalidate::run(svc.clone(), revalidate);
+        background.push(tokio::spawn(task));
     }
-    let router = crate::api::router(app);
-    let serving: Vec<_> = api_listeners
-        .into_iter()
-        .map(|l| {
-            tokio::spawn(serve(
-                l,
-                router.clone(),
-                opts,
-                acceptor.clone(),
-                shutdown_rx.clone(),
-            ))
-        })
-        .collect();
-    let api_task = tokio::spawn(async move {
-        futures::future::join_all(serving).await;
+    let acceptor = tls.map(|(acceptor, cert)| {
+        let _ = health.tls_loaded.set(Box::new(move || cert.is_loaded()));
+        acceptor
     });
+    let (api_addr, api_task) = start_api(config, svc, api_listeners, acceptor, &shutdown_rx)?;
     health.listener_bound.store(true, Ordering::SeqCst);
-    tracing::info!(%api_addr, namespace = %namespace, cluster = %config.operator.cluster_name, "tka-server started");
+    tracing::info!(%api_addr, namespace = %config.operator.namespace, cluster = %config.operator.cluster_name, "tka-server started");
 
     Ok(Running {
         api_addr,
@@ -393,6 +359,104 @@ pub async fn start_leader(
     })
 }
 
+/// The session cache the API reads; the controller's gauges are computed from it on every scrape.
+async fn start_cache(config: &Config, client: &kube::Client, health: &Health) -> Store {
+    let store = Store::start(client.clone(), &config.operator.namespace).await;
+    health.caches_ready.store(true, Ordering::SeqCst);
+    let cache = store.clone();
+    let _ = health.controller_gauges.set(Box::new(move |metrics| {
+        crate::operator::controller::refresh_gauges(&cache.all(), metrics)
+    }));
+    store
+}
+
+/// The operator's parts on the leader: the controller (stopped by the shutdown signal after its current
+/// reconciles), the sweep, and the recorder of token expiries (the status writes the API asks for).
+fn start_operator(
+    config: &Config,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+    background: &mut Vec<JoinHandle<()>>,
+) -> (JoinHandle<()>, ExpiryNotifier) {
+    let namespace = &config.operator.namespace;
+    let ctx = Arc::new(Context::new(client.clone(), namespace, metrics.clone()));
+    let sweep = config
+        .operator
+        .sweep_interval
+        .as_std()
+        .max(Duration::from_secs(10));
+    let mut stop = shutdown.clone();
+    let controller = tokio::spawn(crate::operator::controller::run(ctx, sweep, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    background.push(tokio::spawn(crate::operator::sweep::run(
+        client.clone(),
+        namespace.clone(),
+        sweep,
+    )));
+    (controller, ExpiryNotifier::start(client.clone(), namespace))
+}
+
+/// Federation runs on the leader only: a member's heartbeats come from it, a primary's registry lives in
+/// its memory (pruned here).
+fn start_federation(
+    config: &Config,
+    federation: &Arc<Federation>,
+    cluster_info: &ClusterInfoSource,
+    identity: &Arc<dyn Identity>,
+) -> JoinHandle<()> {
+    if !federation.is_member() {
+        return tokio::spawn(prune_members(federation.clone()));
+    }
+    let op = &config.operator;
+    let announce = crate::federation::heartbeat::Announce {
+        cluster_name: op.cluster_name.clone(),
+        context_prefix: op.context_prefix.clone(),
+        user_prefix: op.user_prefix.clone(),
+        allowed_roles: op.allowed_roles.clone(),
+    };
+    let info = cluster_info.clone();
+    let (identity, tailscale) = (identity.clone(), config.tailscale.clone());
+    let member_url = move || url_of(&tailscale, &identity.status().self_fqdn);
+    tokio::spawn(crate::federation::heartbeat::run(
+        federation.clone(),
+        announce,
+        member_url,
+        move || info.get(),
+    ))
+}
+
+/// Serves the API on every listener until shutdown.
+fn start_api(
+    config: &Config,
+    svc: Arc<Service>,
+    listeners: Vec<TcpListener>,
+    acceptor: Option<TlsAcceptor>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
+    let api_addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .ok_or_else(|| start_error("no API listener", "check server.listenAddresses"))?;
+    let opts = ServeOptions {
+        read_header_timeout: config.server.read_header_timeout.as_std(),
+        drain: config.server.shutdown_timeout.as_std(),
+    };
+    let router = crate::api::router(svc);
+    let serving: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let task = serve(l, router.clone(), opts, acceptor.clone(), shutdown.clone());
+            tokio::spawn(task)
+        })
+        .collect();
+    let task = tokio::spawn(async move {
+        futures::future::join_all(serving).await;
+    });
+    Ok((api_addr, task))
+}
+
 /// Federation settings from the configuration.
 pub fn federation_settings(config: &Config) -> crate::federation::Settings {
     let f = &config.federation;
@@ -403,31 +467,27 @@ pub fn federation_settings(config: &Config) -> crate::federation::Settings {
         request_timeout: f.request_timeout.as_std().max(Duration::from_millis(100)),
         member_tags: f.member_tags.clone(),
         member_cap_name: f.member_cap_name.clone(),
+        primary: crate::federation::trust::PrimaryMarks {
+            tags: f.primary_tags.clone(),
+            cap_name: f.primary_cap_name.clone(),
+        },
+        own_names: crate::federation::trust::EntryNames {
+            cluster: config.operator.cluster_name.clone(),
+            user_prefix: config.operator.user_prefix.clone(),
+            context_prefix: config.operator.context_prefix.clone(),
+        },
         allow_direct_login: f.allow_direct_login,
     }
 }
 
-/// Primary: drops members that missed their heartbeats and keeps `tka_federation_members` current.
-async fn prune_members(fed: Arc<crate::federation::Federation>, metrics: Arc<Metrics>) {
-    let tick = (fed.settings.heartbeat_interval / 2).max(Duration::from_millis(500));
+/// Primary: drops members that missed their heartbeats (the federation keeps its gauge current).
+async fn prune_members(fed: Arc<Federation>) {
+    let tick = (fed.settings().heartbeat_interval / 2).max(Duration::from_millis(500));
     loop {
         tokio::time::sleep(tick).await;
-        let now = std::time::Instant::now();
-        let (removed, (healthy, stale)) = {
-            let mut reg = fed.registry.lock().expect("lock poisoned");
-            (reg.prune(now), reg.counts(now))
-        };
-        for name in removed {
+        for name in fed.prune() {
             tracing::warn!(cluster = %name, "federation member removed after missed heartbeats");
         }
-        metrics
-            .federation_members
-            .with_label_values(&["healthy"])
-            .set(healthy as i64);
-        metrics
-            .federation_members
-            .with_label_values(&["stale"])
-            .set(stale as i64);
     }
 }
 

@@ -14,8 +14,8 @@ use super::tailnet::{self, Tailnet};
 use super::{StartError, start_base, start_error, start_leader};
 use std::sync::Arc;
 
+use super::leader::{Elector, Settings};
 use crate::config::Config;
-use crate::operator::leader::{Elector, Settings};
 use crate::telemetry::Metrics;
 use crate::telemetry::kube_api::KubeApiMetricsLayer;
 
@@ -41,10 +41,13 @@ async fn kube_client(metrics: &Arc<Metrics>) -> Result<kube::Client, StartError>
         .build())
 }
 
-/// Runs until a signal; returns the process exit code.
+type Signals = signal_hook_tokio::Signals;
+
+/// Runs until a signal; returns the process exit code. Every replica serves health and metrics; a standby
+/// waits for leadership; the leader starts the tailnet and the server, and stops them in order.
 pub async fn serve(config: Config) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
-    let mut signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGQUIT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGQUIT]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot install signal handlers: {e}");
@@ -60,25 +63,13 @@ pub async fn serve(config: Config) -> ExitCode {
             }
         };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Every replica: health port, apiserver and CRD checks.
-    let prepared = async {
-        let health = TcpListener::bind(health_addr).await.map_err(|e| {
-            start_error(
-                format!("cannot bind the health port {health_addr}: {e}"),
-                "set health.port",
-            )
-        })?;
-        let metrics = Arc::new(Metrics::new(&config.tailscale.backend.to_string()));
-        let client = kube_client(&metrics).await?;
-        let base = start_base(&config, &client, metrics, Some(health)).await?;
-        Ok::<_, StartError>((client, base))
-    };
+    // A first signal before anything serves is a clean stop.
     let (client, base) = tokio::select! {
-        r = prepared => match r {
+        r = prepare(&config, health_addr) => match r {
             Ok(p) => p,
             Err(e) => return fail(e),
         },
-        _ = signals.next() => return ExitCode::SUCCESS, // first signal: nothing serves yet, a clean stop
+        _ = signals.next() => return ExitCode::SUCCESS,
     };
     // A standby waits here, serving health (ready, reason `standby`) and metrics.
     let elector = config
@@ -93,46 +84,19 @@ pub async fn serve(config: Config) -> ExitCode {
             _ = signals.next() => return ExitCode::SUCCESS,
         }
     }
-    // Elected (or election disabled): from now on /ready reports the leader's checks (tailnet, listener,
-    // caches), not `standby`.
+    // Elected (or election disabled): from now on /ready reports the leader's checks.
     base.health
         .leader
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    // The leader: tailnet, listeners, TLS, API, controller.
-    let leader_parts = async {
-        let span = tracing::info_span!("tailnet.start", tka.backend = %config.tailscale.backend, tka.state = tracing::field::Empty, tka.result = tracing::field::Empty);
-        let tailnet = Tailnet::start(&config, &env).instrument(span.clone()).await;
-        span.record("tka.result", if tailnet.is_ok() { "ok" } else { "error" });
-        let tailnet = tailnet?;
-        span.record(
-            "tka.state",
-            format!(
-                "{:?}",
-                crate::identity::Identity::status(tailnet.identity.as_ref()).state
-            )
-            .as_str(),
-        );
-        let listeners = tailnet::listeners(&config, &tailnet).await?;
-        let tls = tailnet::tls(&config, &tailnet).await?;
-        Ok::<_, StartError>((tailnet, listeners, tls))
-    };
     let (mut tailnet, listeners, tls) = tokio::select! {
-        r = leader_parts => match r {
+        r = start_tailnet(&config, &env) => match r {
             Ok(p) => p,
             Err(e) => return fail(e),
         },
-        _ = signals.next() => return ExitCode::SUCCESS, // first signal: nothing serves yet, a clean stop
+        _ = signals.next() => return ExitCode::SUCCESS,
     };
-    let running = match start_leader(
-        &config,
-        base,
-        client,
-        tailnet.identity.clone(),
-        listeners,
-        tls,
-    )
-    .await
-    {
+    let identity = tailnet.identity.clone();
+    let running = match start_leader(&config, base, client, identity, listeners, tls).await {
         Ok(r) => r,
         Err(e) => {
             tailnet.shutdown().await;
@@ -140,6 +104,61 @@ pub async fn serve(config: Config) -> ExitCode {
         }
     };
     let mut supervisor = tailnet.supervisor.take();
+    let (code, release) =
+        until_stopped(&mut signals, &mut supervisor, elector.as_ref(), &stop_rx).await;
+    let _ = stop_tx.send(true);
+    tracing::info!("shutting down");
+    tailnet.supervisor = supervisor;
+    let timeout = config.server.shutdown_timeout.as_std();
+    let release = elector.as_ref().filter(|_| release);
+    tokio::select! {
+        _ = stop_in_order(running, tailnet, release, timeout) => code,
+        _ = signals.next() => ExitCode::from(130),
+        _ = tokio::time::sleep(timeout + Duration::from_secs(6)) => ExitCode::FAILURE,
+    }
+}
+
+/// Every replica: the health port, the Kubernetes client, the apiserver and CRD checks.
+async fn prepare(
+    config: &Config,
+    health_addr: SocketAddr,
+) -> Result<(kube::Client, super::Base), StartError> {
+    let health = TcpListener::bind(health_addr).await.map_err(|e| {
+        start_error(
+            format!("cannot bind the health port {health_addr}: {e}"),
+            "set health.port",
+        )
+    })?;
+    let metrics = Arc::new(Metrics::new(&config.tailscale.backend.to_string()));
+    let client = kube_client(&metrics).await?;
+    let base = start_base(config, &client, metrics, Some(health)).await?;
+    Ok((client, base))
+}
+
+/// The leader's tailnet side: tailscaled, the listener(s) connections arrive on, TLS.
+async fn start_tailnet(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Tailnet, Vec<TcpListener>, tailnet::Tls), StartError> {
+    let span = tracing::info_span!("tailnet.start", tka.backend = %config.tailscale.backend, tka.state = tracing::field::Empty, tka.result = tracing::field::Empty);
+    let tailnet = Tailnet::start(config, env).instrument(span.clone()).await;
+    span.record("tka.result", if tailnet.is_ok() { "ok" } else { "error" });
+    let tailnet = tailnet?;
+    let state = crate::identity::Identity::status(tailnet.identity.as_ref()).state;
+    span.record("tka.state", format!("{state:?}").as_str());
+    let listeners = tailnet::listeners(config, &tailnet).await?;
+    let tls = tailnet::tls(config, &tailnet).await?;
+    Ok((tailnet, listeners, tls))
+}
+
+/// Serves until a signal, a tailscaled that keeps failing, or lost leadership. Returns the exit code and
+/// whether the Lease is still ours to release.
+async fn until_stopped(
+    signals: &mut Signals,
+    supervisor: &mut Option<tokio::task::JoinHandle<Result<(), String>>>,
+    elector: Option<&Elector>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> (ExitCode, bool) {
     let daemon_failed = async {
         match supervisor.as_mut() {
             Some(s) => s.await.ok().and_then(Result::err),
@@ -147,52 +166,49 @@ pub async fn serve(config: Config) -> ExitCode {
         }
     };
     let leadership_lost = async {
-        match &elector {
-            Some(e) => e.hold(stop_rx.clone()).await,
+        match elector {
+            Some(e) => e.hold(stop.clone()).await,
             None => futures::future::pending().await,
         }
     };
-    let (code, release) = tokio::select! {
+    tokio::select! {
         _ = signals.next() => (ExitCode::SUCCESS, true),
         Some(e) = daemon_failed => {
             tracing::error!(error = %e, "tailscaled keeps failing; exiting so the pod restarts");
             (ExitCode::FAILURE, true)
         }
         _ = leadership_lost => (ExitCode::FAILURE, false),
-    };
-    let _ = stop_tx.send(true);
-    tracing::info!("shutting down");
-    let timeout = config.server.shutdown_timeout.as_std();
-    // Stop serving and reconciling, stop our tailscaled, and only then release the Lease: a standby must
-    // never run the same tailnet identity while ours is still up.
+    }
+}
+
+/// Stop serving and reconciling, stop our tailscaled, and only then release the Lease: a standby must never
+/// run the same tailnet identity while ours is still up.
+async fn stop_in_order(
+    running: super::Running,
+    tailnet: Tailnet,
+    release: Option<&Elector>,
+    timeout: Duration,
+) {
     let span = tracing::info_span!(
         "shutdown",
         tka.serving_ms = tracing::field::Empty,
         tka.tailnet_ms = tracing::field::Empty,
         tka.lease_ms = tracing::field::Empty
     );
-    let ordered = async {
-        let phase = std::time::Instant::now();
-        running.shutdown(timeout).await;
-        span.record("tka.serving_ms", phase.elapsed().as_millis() as u64);
-        // The last responses may still sit in tailscaled's buffers (in userspace mode its netstack forwards
-        // them after our socket closed); stopping it at once cut one off in the e2e replicas test.
-        tokio::time::sleep(TAILNET_FLUSH).await;
-        let phase = std::time::Instant::now();
-        tailnet.supervisor = supervisor;
-        tailnet.shutdown().await;
-        span.record("tka.tailnet_ms", phase.elapsed().as_millis() as u64);
-        let phase = std::time::Instant::now();
-        if let (Some(e), true) = (&elector, release) {
-            e.release().await;
-        }
-        span.record("tka.lease_ms", phase.elapsed().as_millis() as u64);
-    };
-    tokio::select! {
-        _ = ordered => code,
-        _ = signals.next() => ExitCode::from(130),
-        _ = tokio::time::sleep(timeout + Duration::from_secs(6)) => ExitCode::FAILURE,
+    let phase = std::time::Instant::now();
+    running.shutdown(timeout).await;
+    span.record("tka.serving_ms", phase.elapsed().as_millis() as u64);
+    // The last responses may still sit in tailscaled's buffers (in userspace mode its netstack forwards them
+    // after our socket closed); stopping it at once cut one off in the end-to-end replicas test.
+    tokio::time::sleep(TAILNET_FLUSH).await;
+    let phase = std::time::Instant::now();
+    tailnet.shutdown().await;
+    span.record("tka.tailnet_ms", phase.elapsed().as_millis() as u64);
+    let phase = std::time::Instant::now();
+    if let Some(e) = release {
+        e.release().await;
     }
+    span.record("tka.lease_ms", phase.elapsed().as_millis() as u64);
 }
 
 fn fail(e: StartError) -> ExitCode {

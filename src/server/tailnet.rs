@@ -90,6 +90,7 @@ impl Tailnet {
             (ts.socket.clone(), None)
         };
         let identity = TailscaledIdentity::start(LocalApi::new(&socket));
+        identity.allow_self_connections(ts.allow_self_connections);
         let status = identity.wait_running(ts.start_timeout.as_std()).await;
         if status.state != crate::identity::BackendState::Running {
             tracing::warn!(state = ?status.state, socket = %socket.display(), "tailnet not running yet (tailnet_not_running); serving 503 until it is");
@@ -178,10 +179,10 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// TLS per `tls.mode`: `auto` = port 443 ⇒ files when `tls.certFile` is set, else tailscale; other ports ⇒ off.
-pub async fn tls(
-    config: &Config,
-    tailnet: &Tailnet,
-) -> Result<Option<(TlsAcceptor, Arc<CurrentCert>)>, StartError> {
+/// The API's TLS (when it serves https): the acceptor and the certificate `/ready` checks.
+pub type Tls = Option<(TlsAcceptor, Arc<CurrentCert>)>;
+
+pub async fn tls(config: &Config, tailnet: &Tailnet) -> Result<Tls, StartError> {
     let t = &config.tls;
     let mode = match t.mode {
         TlsMode::Auto if config.tailscale.port != 443 => TlsMode::Off,

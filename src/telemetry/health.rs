@@ -1,6 +1,6 @@
-//! The health port (spec: observability.md §1–2): `/metrics`, `/metrics/controller`, `/ready`, `/healthz`,
-//! `/livez`, and nothing else. Readiness is re-evaluated on every call (upstream reported a start-up
-//! snapshot).
+//! The health port: `/metrics`, `/metrics/controller`, `/ready`, `/healthz`, `/livez`, and nothing else.
+//! Readiness is re-evaluated on every call (upstream reported a start-up snapshot). The parts it reports on
+//! register themselves (flags and hooks), so telemetry depends on none of them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,8 +14,10 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::Metrics;
-use crate::api::sessions::Sessions;
 use crate::identity::{BackendState, Identity};
+
+/// Refreshes gauges from a part's own state when metrics are scraped.
+pub type Refresh = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 /// How recent the last successful apiserver contact must be.
 const KUBE_FRESHNESS: Duration = Duration::from_secs(30);
@@ -29,9 +31,12 @@ pub struct Health {
     pub listener_bound: AtomicBool,
     kube_ok_at: Mutex<Option<Instant>>,
     pub identity: OnceLock<Arc<dyn Identity>>,
-    pub sessions: OnceLock<Sessions>,
+    /// The session cache holds its initial list.
+    pub caches_ready: AtomicBool,
     /// Set when the API serves TLS: ready only with a certificate loaded.
-    pub tls: OnceLock<Arc<crate::api::tls::CurrentCert>>,
+    pub tls_loaded: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Refreshes the controller's gauges from its cache on every scrape, so they cannot drift.
+    pub controller_gauges: OnceLock<Refresh>,
 }
 
 impl Health {
@@ -51,13 +56,13 @@ impl Health {
         let leader = self.leader.load(Ordering::SeqCst);
         let kube = self.kube_fresh();
         let crd = self.crd_present.load(Ordering::SeqCst);
-        let caches = self.sessions.get().is_some();
+        let caches = self.caches_ready.load(Ordering::SeqCst);
         let tailnet = self
             .identity
             .get()
             .is_some_and(|i| i.status().state == BackendState::Running);
         let listener = self.listener_bound.load(Ordering::SeqCst);
-        let tls = self.tls.get().is_none_or(|c| c.is_loaded());
+        let tls = self.tls_loaded.get().is_none_or(|loaded| loaded());
         let checks = json!({ "config": true, "kubernetes": kube, "crd": crd, "caches": caches, "tailnet": tailnet, "listener": listener, "tls": tls });
         let reason = if self.shutting_down.load(Ordering::SeqCst) {
             "shutting_down"
@@ -139,25 +144,8 @@ async fn server_metrics(State(s): State<HealthState>) -> Response {
 }
 
 async fn controller_metrics(State(s): State<HealthState>) -> Response {
-    // Computed from the cache on every scrape, so it cannot drift (upstream's inc/dec did: B7).
-    if let Some(sessions) = s.health.sessions.get() {
-        let now = jiff::Timestamp::now();
-        s.metrics.active_sessions.reset();
-        let all = sessions.all();
-        s.metrics.managed_signins.set(all.len() as i64);
-        let waiting = all.iter().filter(|s| {
-            s.metadata.deletion_timestamp.is_some()
-                || s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation
-        });
-        s.metrics.queue_depth.set(waiting.count() as i64);
-        for signin in all {
-            if crate::operator::reconcile::is_live(&signin, now) {
-                s.metrics
-                    .active_sessions
-                    .with_label_values(&[&signin.spec.role])
-                    .inc();
-            }
-        }
+    if let Some(refresh) = s.health.controller_gauges.get() {
+        refresh(&s.metrics);
     }
     (
         [(axum::http::header::CONTENT_TYPE, TEXT)],

@@ -1,5 +1,5 @@
 //! Logging setup: JSON or text (`log.format`), level from `log.level`/`debug`, `RUST_LOG` overrides; the
-//! OpenTelemetry layer joins when `otel.endpoint` is set (spec: observability.md §4–5).
+//! OpenTelemetry layer joins when `otel.endpoint` is set.
 //!
 //! JSON lines carry `trace_id` and `span_id` at the top level so a log line leads to its trace. The IDs are
 //! attached to a span once, where it is created ([`tag_ids`]), as a span extension: not as fields, which would
@@ -79,6 +79,29 @@ pub fn tag_ids(span: &tracing::Span, ids: LogIds) {
             span.extensions_mut().insert(ids);
         }
     });
+}
+
+/// Gives `span`'s log lines its trace and span ID. Without span export the span has no
+/// IDs of its own; its lines then carry the trace ID of `parent` (the caller's `traceparent`), if any.
+pub fn tag_log_ids(span: &tracing::Span, parent: &opentelemetry::Context) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let own = span.context();
+    let ids = if own.span().span_context().is_valid() {
+        let sc = own.span().span_context().clone();
+        LogIds {
+            trace_id: sc.trace_id().to_string(),
+            span_id: Some(sc.span_id().to_string()),
+        }
+    } else if parent.span().span_context().is_valid() {
+        LogIds {
+            trace_id: parent.span().span_context().trace_id().to_string(),
+            span_id: None,
+        }
+    } else {
+        return;
+    };
+    tag_ids(span, ids);
 }
 
 /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields (`message` among them),

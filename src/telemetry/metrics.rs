@@ -1,4 +1,4 @@
-//! Prometheus metrics (spec: observability.md §3). No label ever carries a user, node, session or token:
+//! Prometheus metrics. No label ever carries a user, node, session or token:
 //! label values come from routes, roles (bounded by the allow-list), codes and static categories.
 
 use std::time::Duration;
@@ -46,10 +46,17 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Registers `m` (names are unique by construction) and hands it back.
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -63,9 +70,10 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    register(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 impl Metrics {
@@ -80,17 +88,13 @@ impl Metrics {
             .expect("process collector");
 
         let leader = IntGauge::new("tka_leader", "1 on the leader replica").expect("valid metric");
-        server
-            .register(Box::new(leader.clone()))
-            .expect("unique metric");
+        let leader = register(&server, leader);
         let build_info = GaugeVec::new(
             Opts::new("tka_build_info", "Build information"),
             &["version", "commit", "backend"],
         )
         .expect("valid metric");
-        server
-            .register(Box::new(build_info.clone()))
-            .expect("unique metric");
+        let build_info = register(&server, build_info);
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::BUILD_COMMIT, backend])
             .set(1.0);
@@ -100,17 +104,13 @@ impl Metrics {
             "TkaSignins waiting for the controller: generation not yet observed, or deletion pending",
         )
         .expect("valid metric");
-        controller
-            .register(Box::new(queue_depth.clone()))
-            .expect("unique metric");
+        let queue_depth = register(&controller, queue_depth);
         let managed_signins = IntGauge::new(
             "tka_controller_managed_signins",
             "TkaSignins the controller manages (live, expired or being deleted), from the cache",
         )
         .expect("valid metric");
-        controller
-            .register(Box::new(managed_signins.clone()))
-            .expect("unique metric");
+        let managed_signins = register(&controller, managed_signins);
         let session_provision = Histogram::with_opts(
             HistogramOpts::new(
                 "tka_session_provision_seconds",
@@ -119,9 +119,7 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid metric");
-        controller
-            .register(Box::new(session_provision.clone()))
-            .expect("unique metric");
+        let session_provision = register(&controller, session_provision);
 
         Metrics {
             federation_members: gauge(

@@ -23,7 +23,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-use super::logging::LogIds;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
@@ -275,29 +274,6 @@ impl OnRuntime {
 /// W3C trace context of an incoming request (`traceparent`, `tracestate`).
 pub fn extract(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
-}
-
-/// Gives `span`'s log lines its trace and span ID (observability.md §5). Without span export the span has no
-/// IDs of its own; its lines then carry the trace ID of `parent` (the caller's `traceparent`), if any.
-pub fn tag_log_ids(span: &tracing::Span, parent: &Context) {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let own = span.context();
-    let ids = if own.span().span_context().is_valid() {
-        let sc = own.span().span_context().clone();
-        LogIds {
-            trace_id: sc.trace_id().to_string(),
-            span_id: Some(sc.span_id().to_string()),
-        }
-    } else if parent.span().span_context().is_valid() {
-        LogIds {
-            trace_id: parent.span().span_context().trace_id().to_string(),
-            span_id: None,
-        }
-    } else {
-        return;
-    };
-    super::logging::tag_ids(span, ids);
 }
 
 /// Adds the current span's W3C trace context to outgoing request headers (federation calls).

@@ -80,7 +80,8 @@ start_member_controlplane() {
 start_member_server() {
 	phase "member tka-server (node tka-west, tag:tka-member) pointing at https://$TKA_HOST"
 	TKAD_MEM=$RUN/tka-server-mem
-	mkdir -p "$TKAD_MEM/state" "$TKAD_MEM/run"
+	mkdir -p "$TKAD_MEM/state"
+	mkdir -p -m 0700 "$TKAD_MEM/run" # private to the server (tailscale.runDir is refused otherwise)
 	(
 		TKAD=$TKAD_MEM APISERVER=$MEM_APISERVER
 		admin_kubectl() { mem_kubectl "$@"; }

@@ -11,6 +11,7 @@
 #   Other flags: --keep-going (run every scenario even after a failure), --no-build (use the binaries in
 #   target/debug as they are), --quick (skip the token-expiry scenario, which waits ~11 min for a real
 #   apiserver token to expire; CI runs it; --demo implies it), --help.
+#   Needs root; run as a user, it runs itself again through sudo (tests/lib/as-root.sh).
 #
 # Topology: six "machines" as network namespaces plus one holding the bridge that joins them. Nothing is added
 # to the host's network and nothing in the namespaces has a route anywhere else, so test traffic can only
@@ -23,6 +24,7 @@
 #   tkae2e-bob   10.77.0.4  bob's node (no grant)
 #   tkae2e-ci    10.77.0.5  a tagged node (tag:ci)
 #   tkae2e-carol 10.77.0.7  carol's node: one exec-mode session that lives across a real token expiry
+#   tkae2e-dave  10.77.0.8  dave's node: the upstream Go CLI ts-k8s-auth (tests/e2e/upstream.sh)
 #
 # One tailscaled with a TUN device per namespace: a node has exactly one user, so every user needs a node,
 # and two TUN daemons cannot share a namespace's routes. Names resolve through /etc/netns/<ns>/hosts, which
@@ -37,6 +39,9 @@ trap 'echo "ERROR: line $LINENO: $BASH_COMMAND failed (exit $?)" >&2' ERR
 
 # ----------------------------------------------------------------------------------------------- settings
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/lib/as-root.sh
+source "$REPO/tests/lib/as-root.sh"
+as_root "$@"
 PEERS=$REPO/tests/peers/bin
 TKA=$REPO/target/debug/tka
 TKA_SERVER=$REPO/target/debug/tka-server
@@ -349,6 +354,8 @@ write_policy() {
     { "src": ["alice@"], "dst": ["tag:tka"],
       "app": { "$CAP": [ { "role": "$1", "period": "1h" } ] } },
     { "src": ["carol@"], "dst": ["tag:tka"],
+      "app": { "$CAP": [ { "role": "view", "period": "1h" } ] } },
+    { "src": ["dave@"], "dst": ["tag:tka"],
       "app": { "$CAP": [ { "role": "view", "period": "1h" } ] } }
   ]
 }
@@ -415,6 +422,7 @@ EOF
 	hs users create alice >/dev/null
 	hs users create bob >/dev/null
 	hs users create carol >/dev/null
+	hs users create dave >/dev/null
 }
 hs() { nsx ctl "$PEERS/headscale" -c "$HS/config.yaml" "$@"; }
 user_id() { hs users list -o json | jq -er --arg n "$1" '.[] | select(.name == $n) | .id'; }
@@ -548,6 +556,8 @@ install_tka() {
 	admin_kubectl create namespace tka-system >/dev/null
 	admin_kubectl create serviceaccount tka-controller -n tka-system >/dev/null
 	"$TKA_SERVER" rbac --allowed-roles view,edit --namespace tka-system | admin_kubectl apply -f - >/dev/null
+	# As the kustomize base ships it: the apiserver confines the controller's token to tka-user-* bindings.
+	admin_kubectl apply -f "$REPO/deploy/kustomize/base/admission-policy.yaml" >/dev/null
 	admin_kubectl wait --for condition=established --timeout=30s crd/tkasignins.tka.specht-labs.de >/dev/null
 	write_kubeconfig "$TKAD/kubeconfig" tka-controller \
 		"token: $(admin_kubectl create token tka-controller -n tka-system --duration 2h)"
@@ -556,7 +566,8 @@ install_tka() {
 start_tka_server() {
 	phase "tka-server (uid $SERVER_UID) with its supervised tailscaled"
 	note "It joins the tailnet as node 'tka' (tag:tka from its auth key) and serves HTTPS on port 443 there."
-	mkdir -p "$TKAD/state" "$TKAD/run"
+	mkdir -p "$TKAD/state"
+	mkdir -p -m 0700 "$TKAD/run" # private to the server (tailscale.runDir is refused otherwise)
 	cp "$PKI/tka.crt" "$PKI/tka.key" "$PKI/ca.crt" "$TKAD/"
 	cat >"$TKAD/config.yaml" <<EOF
 tailscale:
@@ -691,12 +702,13 @@ tka_login() {
 		KC=${KC%%:*}
 	fi
 }
-# kubectl_as KUBECONFIG ARGS...: kubectl on alice's node; output in $OUT (stdout+stderr), exit code in $RC.
+# kubectl_as KUBECONFIG ARGS...: kubectl on alice's node (KUBECTL_NS=<namespace>: another); output in $OUT
+# (stdout+stderr), exit code in $RC.
 kubectl_as() {
 	local kc=$1
 	shift
 	RC=0
-	OUT=$(nsx cli "$PEERS/kubectl" --kubeconfig "$kc" "$@" 2>&1) || RC=$?
+	OUT=$(nsx "${KUBECTL_NS:-cli}" "$PEERS/kubectl" --kubeconfig "$kc" "$@" 2>&1) || RC=$?
 	printf '$ kubectl %s   # exit %s\n%s\n' "$*" "$RC" "$OUT" >>"$LOGS/steps.log"
 	if ((DEMO)); then
 		printf '  %s$ kubectl %s%s   %s# exit %s%s\n' "$B" "$*" "$N" "$D" "$RC" "$N"
@@ -977,6 +989,40 @@ scenario_tagged() {
 	else fail "tagged: the reason is tagged_node_not_allowed" "whoami: $(head -c 300 <<<"$body")"; fi
 }
 
+# Scenario self: a tka-server attached to a kernel-TUN tailscaled (node ci, as on a shared host). Any process on
+# that host that connects to the node's own tailnet address is WhoIs'd as the node itself; the server must treat
+# it as unknown, while other nodes are still identified. tailscale.allowSelfConnections: true lets it through.
+# (The node is tagged, so an identified self-connection gets tagged_node_not_allowed: proof it was identified.)
+scenario_self() {
+	say "Scenario self: connections from the server's own tailnet node are refused (kernel TUN, shared host)"
+	local dir=$RUN/tka-self ci_ip allow want code
+	ci_ip=$(ts ci ip -4)
+	admin_kubectl create namespace tka-self >/dev/null 2>&1 || true
+	mkdir -p "$dir"
+	for allow in false true; do
+		printf '%s\n' "tailscale:" "  hostname: ci" "  port: 8443" "  tailnet: $TAILNET" \
+			"  socket: $RUN/nodes/ci/tailscaled.sock" "  allowSelfConnections: $allow" \
+			"tls:" "  mode: \"off\"" "health:" "  port: 8091" "  bindAddress: 127.0.0.1" \
+			"operator:" "  namespace: tka-self" "  leaderElection:" "    enabled: false" \
+			"clusterInfo:" "  apiEndpoint: $APISERVER" >"$dir/config.yaml"
+		spawn tka-self ci env KUBECONFIG="$K8S/admin.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
+			"$TKA_SERVER" serve --config "$dir/config.yaml"
+		wait_for 60 "tka-self /ready" tka-self nsx ci curl -sf -m 2 http://127.0.0.1:8091/ready
+		# From the server's own host, to its own node address.
+		code=$(nsx ci curl -sS -m 5 "http://$ci_ip:8443/api/v1alpha1/whoami" 2>/dev/null | jq -r '.code // empty' || true)
+		want=unknown_peer
+		[[ $allow == true ]] && want=tagged_node_not_allowed
+		if [[ $code == "$want" ]]; then pass "self (allowSelfConnections: $allow): a local process on the server's node gets $want"
+		else fail "self (allowSelfConnections: $allow): a local process on the server's node gets $want" "got '$code'" "$LOGS/tka-self.log"; fi
+		# Another node is identified as before (alice, no session on this server).
+		code=$(nsx cli curl -sS -m 5 "http://$ci_ip:8443/api/v1alpha1/login" 2>/dev/null | jq -r '.code // empty' || true)
+		if [[ $code == not_signed_in ]]; then pass "self (allowSelfConnections: $allow): alice's node is still identified"
+		else fail "self (allowSelfConnections: $allow): alice's node is still identified" "got '$code'" "$LOGS/tka-self.log"; fi
+		kill_tree "${PID[tka-self]}"
+		mv "$LOGS/tka-self.log" "$LOGS/tka-self-$allow.log"
+	done
+}
+
 scenario_role_change() {
 	say "Scenario role change: the policy now grants alice edit; headscale reloads it on SIGHUP"
 	write_policy edit
@@ -1112,6 +1158,14 @@ scenario_restart() {
 	tka_as alice logout --quiet
 	if ((RC == 0)); then pass "restart: tka logout"; else fail "restart: tka logout" "exit $RC: $ERR"; fi
 }
+# subject_key LOGIN: tka's subject key: sanitize(login) cut to 22 characters,
+# "-", the first 26 characters of lowercase unpadded base32 of SHA-256(login). Enough for the ASCII logins used here.
+subject_key() {
+	local s h
+	s=$(tr 'A-Z' 'a-z' <<<"$1" | sed -e 's/[^a-z0-9]\{1,\}/-/g' -e 's/^-*//' -e 's/-*$//' | cut -c1-22 | sed 's/-*$//')
+	h=$(printf '%s' "$1" | openssl dgst -sha256 -binary | base32 -w0 | tr -d '=' | tr 'A-Z' 'a-z' | cut -c1-26)
+	printf '%s-%s\n' "${s:-user}" "$h"
+}
 # Footprint (issue "operations" §6): resident memory of tka-server idle and with 1,000 live sessions. The sessions
 # are TkaSignins created by the admin (1,000 tailnet identities are not available here); the controller
 # provisions each (ServiceAccount, binding, Secret) and the server caches them all, as for real logins.
@@ -1125,8 +1179,12 @@ scenario_footprint() {
 	RESULT_RSS_IDLE=$(($(rss_kib "$pid") / 1024))
 	pass "footprint: idle RSS measured" "tka-server ${RESULT_RSS_IDLE} MiB, its tailscaled $(($(rss_kib "$ts_pid") / 1024)) MiB"
 	now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-	jq -n --argjson n "$n" --arg now "$now" '{apiVersion: "v1", kind: "List", items: [range($n) | tostring as $i |
-		("load" + $i + "-" + ("00000000" + ($i | tostring))[-8:]) as $uk | {
+	# The controller ends sessions whose subject key is not the one tka computes for their user name.
+	local i keys=$RUN/footprint-keys.txt
+	for ((i = 0; i < n; i++)); do subject_key "load$i@example.com"; done >"$keys"
+	jq -n --argjson n "$n" --arg now "$now" --rawfile keys "$keys" '($keys | split("\n")) as $uks |
+		{apiVersion: "v1", kind: "List", items: [range($n) | tostring as $i |
+		$uks[$i | tonumber] as $uk | {
 		apiVersion: "tka.specht-labs.de/v1alpha1", kind: "TkaSignin",
 		metadata: {name: ("tka-" + $uk + "-abcdef"), namespace: "tka-system", labels: {"e2e-footprint": "1"}},
 		spec: {username: ("load" + $i + "@example.com"), role: "view", validity_period: "1h", subject_key: $uk,
@@ -1300,6 +1358,8 @@ write_results() {
 		echo "| \`tka login --quiet\` wall time, 20 sequential, p50 / p99 | ${RESULT_LOGIN_P50:--} / ${RESULT_LOGIN_P99:--} ms |"
 		echo "| logout → 401, token unused for 10 s, 10 rounds, p50 / p99 | ${RESULT_REVOKE_P50:--} / ${RESULT_REVOKE_P99:--} ms |"
 		echo "| logout → 401, token used just before logout (apiserver 10 s cache) | ${RESULT_USED_REVOCATION:--} ms |"
+		echo "| login wall time on dave's node, 10 each alternating: \`tka login --quiet\` p50 / max | ${RESULT_DAVE_LOGIN_P50:--} / ${RESULT_DAVE_LOGIN_MAX:--} ms |"
+		echo "| the same: upstream \`ts-k8s-auth login -q\` (POST, then polls /kubeconfig) p50 / max | ${RESULT_UPSTREAM_LOGIN_P50:--} / ${RESULT_UPSTREAM_LOGIN_MAX:--} ms |"
 		echo "| supervised tailscaled killed → /ready 200 again | ${RESULT_FAULT_READY:--} ms |"
 		echo "| tka-server restarted → /ready 200 with reason ok | ${RESULT_RESTART_READY:--} ms |"
 		echo "| tka-server RSS idle / with 1,000 live sessions | ${RESULT_RSS_IDLE:--} / ${RESULT_RSS_1000:--} MiB |"
@@ -1396,8 +1456,10 @@ main() {
 	scenario_exec
 	scenario_forbidden
 	scenario_tagged
+	scenario_self
 	scenario_role_change
 	scenario_timing
+	scenario_upstream
 	scenario_faults
 	scenario_restart
 	scenario_footprint
@@ -1410,6 +1472,8 @@ if ((FEDERATION)); then
 	# shellcheck source=tests/e2e/federation.sh
 	source "$REPO/tests/e2e/federation.sh"
 fi
+# shellcheck source=tests/e2e/upstream.sh
+source "$REPO/tests/e2e/upstream.sh"
 if ((SOAK)); then
 	# shellcheck source=tests/soak/soak.sh
 	source "$REPO/tests/soak/soak.sh"

@@ -28,12 +28,12 @@ pub const ALL: &[(&str, Scenario)] = &[
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
 
 /// A user's private directories, so the CLI's config, cache and runtime dirs are all inside the test.
-struct Home {
+pub struct Home {
     dir: tempfile::TempDir,
 }
 
 impl Home {
-    fn new() -> Home {
+    pub fn new() -> Home {
         let dir = tempfile::tempdir().unwrap();
         for d in [".kube", "run"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
@@ -45,11 +45,11 @@ impl Home {
         .unwrap();
         Home { dir }
     }
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
     /// The environment every process of this user gets (kubectl passes it on to the exec plugin).
-    fn apply(&self, cmd: &mut Command, user: &User) {
+    pub fn apply(&self, cmd: &mut Command, user: &User) {
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_tka")).parent().unwrap();
         let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
             std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
@@ -66,7 +66,7 @@ impl Home {
     }
 }
 
-fn tka(h: &Harness, home: &Home, user: &User, kubeconfig: &str, args: &[&str]) -> Output {
+pub fn tka(h: &Harness, home: &Home, user: &User, kubeconfig: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tka"));
     home.apply(&mut cmd, user);
     cmd.args(["--server", &h.url])
@@ -101,7 +101,7 @@ fn whoami(env: &Env, home: &Home, user: &User, kubeconfig: &str) -> Output {
     .unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 

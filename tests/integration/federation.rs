@@ -37,7 +37,7 @@ fn everywhere() -> Value {
 /// member's context.
 async fn login_both(u: &User) -> (harness::Reply, Client) {
     let r = u
-        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .login_settled("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
@@ -259,7 +259,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
         .set_host(MEMBER, hole.local_addr().unwrap());
     let t = Instant::now();
     let r = alice
-        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .login_settled("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
     let took = t.elapsed();
     assert_eq!(r.status, 200, "{}", r.text);
@@ -302,7 +302,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
     .await;
     assert!(back.is_some(), "member back: {:?}", listed(&alice).await);
     let r = alice
-        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .login_settled("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let on_member = client_for(&r.body["kubeconfig"], "member-alice@example.com").await;
@@ -320,7 +320,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
     assert!(ended.is_some(), "revalidation ended the member's session");
     primary.grant(&alice, "alice@example.com", rules.clone());
     let r = alice
-        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .login_settled("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
     assert_eq!(status_of(&r.body, "member"), "ready", "{}", r.text);
     let doc = r.body["kubeconfig"].clone();
@@ -353,7 +353,7 @@ async fn federation_login_fans_out_survives_a_dead_member_and_logout_revokes_bot
 
     // The primary is gone: the member still ends a federated session at its valid_until on its own.
     let r = alice
-        .post("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
+        .login_settled("/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1")
         .await;
     assert_eq!(status_of(&r.body, "member"), "ready", "{}", r.text);
     let on_member = client_for(&r.body["kubeconfig"], "member-alice@example.com").await;

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tka::config::Config;
 use tka::identity::{PeerIdentity, StaticIdentity};
 use tka::server::{Parts, Running};
+use tka::telemetry::kube_api::KubeApiMetricsLayer;
 
 use crate::controlplane::ControlPlane;
 
@@ -52,6 +53,8 @@ pub struct Harness {
     pub health_url: String,
     /// The server's own client: a token of SA `tka-controller`, bound only by the generated RBAC.
     pub server_client: Client,
+    /// What it is built from: each server start gets its own client with request metrics.
+    pub server_config: kube::Config,
     pub admin: Client,
     pub server: Option<Running>,
     pub url: String,
@@ -60,12 +63,16 @@ pub struct Harness {
 
 /// Kube client from a kubeconfig document (YAML or JSON value).
 pub async fn client_from(doc: &Value) -> Client {
+    Client::try_from(config_from(doc).await).expect("client")
+}
+
+/// Kube client configuration from a kubeconfig document.
+pub async fn config_from(doc: &Value) -> kube::Config {
     let kc =
         Kubeconfig::from_yaml(&serde_yaml::to_string(doc).unwrap()).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .expect("kubeconfig loads");
-    Client::try_from(cfg).expect("client")
+        .expect("kubeconfig loads")
 }
 
 pub fn token_kubeconfig(server: &str, ca_pem: &str, token: &str) -> Value {
@@ -106,6 +113,8 @@ pub async fn apply_value(admin: &Client, value: &Value) {
         "RoleBinding" => "rolebindings",
         "CustomResourceDefinition" => "customresourcedefinitions",
         "Namespace" => "namespaces",
+        "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
         other => panic!("add a plural for {other}"),
     };
     let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
@@ -152,7 +161,8 @@ impl Harness {
         };
         let _ = sas.create(&PostParams::default(), &sa).await;
         let roles = vec!["view".to_string(), "edit".to_string()];
-        let rbac = tka::operator::rbac::manifests(&ns, &roles)
+        let grantable = tka::operator::rbac::GrantableRoles::new(&roles).unwrap();
+        let rbac = tka::operator::rbac::manifests(&ns, &grantable)
             // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
             .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
             .replace(
@@ -174,12 +184,13 @@ impl Harness {
             .status
             .unwrap()
             .token;
-        let server_client = client_from(&token_kubeconfig(
+        let server_config = config_from(&token_kubeconfig(
             &env.cp.server_url(),
             &env.cp.ca_pem(),
             &token,
         ))
         .await;
+        let server_client = Client::try_from(server_config.clone()).expect("client");
 
         let mut config = Config::default();
         config.operator.namespace = ns.clone();
@@ -201,6 +212,7 @@ impl Harness {
             backend,
             health_url: String::new(),
             server_client,
+            server_config,
             admin,
             server: None,
             url: format!("http://{listener_addr}"),
@@ -213,15 +225,22 @@ impl Harness {
     async fn start_with(&mut self, listener: tokio::net::TcpListener) {
         let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.health_url = format!("http://{}", health.local_addr().unwrap());
+        // The server's client counts its Kubernetes API requests into the server's registries, as the one
+        // `tka-server serve` builds does (fresh ones per start, like a new process).
+        let metrics = Arc::new(tka::telemetry::Metrics::new(self.backend.backend()));
+        let client = kube::client::ClientBuilder::try_from(self.server_config.clone())
+            .expect("client config")
+            .with_layer(&KubeApiMetricsLayer(metrics.clone()))
+            .build();
         let parts = Parts {
-            client: self.server_client.clone(),
+            client,
             identity: self.backend.clone(),
             api_listeners: vec![listener],
             tls: None,
             health_listener: Some(health),
         };
         self.server = Some(
-            tka::server::start(&self.config, parts)
+            tka::server::start_with_metrics(&self.config, parts, metrics)
                 .await
                 .unwrap_or_else(|e| panic!("server start: {e}")),
         );
@@ -371,6 +390,21 @@ impl User {
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.http.get(format!("{}{path}", self.base)))
             .await
+    }
+
+    /// A federated login that waits until every cluster has settled. A member waits at most the
+    /// primary's request timeout less a second (1 s in these tests), so on a loaded machine the first
+    /// answer can be 202 with the member still pending; logging in again is idempotent and picks up
+    /// where it left off. Stops at the first answer that is not 202 (or after 20 s).
+    pub async fn login_settled(&self, path: &str) -> Reply {
+        let start = Instant::now();
+        loop {
+            let r = self.post(path).await;
+            if r.status != 202 || start.elapsed() > Duration::from_secs(20) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// One-round-trip login; returns the reply and a kube client using the minted token.

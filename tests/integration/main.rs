@@ -12,13 +12,17 @@ macro_rules! scenarios {
 }
 
 mod cli;
+mod cli_security;
 #[path = "../support/controlplane.rs"]
 mod controlplane;
+mod dashboard;
 mod federation;
+mod federation_trust;
 mod harness;
 mod manifests;
 mod monitoring;
 mod scenarios;
+mod security;
 
 use std::sync::Arc;
 
@@ -46,14 +50,19 @@ fn main() {
     let admin = rt.block_on(cp.admin_client());
     rt.block_on(harness::install_crd(&admin));
     rt.block_on(harness::aggregate_cluster_roles(&admin));
+    rt.block_on(security::install_admission_policy(&admin));
     let env = Arc::new(Env { cp, admin });
 
     let tests: Vec<Trial> = scenarios::ALL
         .iter()
         .chain(manifests::ALL)
         .chain(monitoring::ALL)
+        .chain(dashboard::ALL)
         .chain(federation::ALL)
+        .chain(federation_trust::ALL)
         .chain(cli::ALL)
+        .chain(security::ALL)
+        .chain(cli_security::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -101,7 +101,7 @@ fn kubectl_ok(env: &Env, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// `kubectl kustomize deploy/kustomize/<dir>`: the YAML and its objects.
-fn render(env: &Env, dir: &str) -> (String, Vec<Value>) {
+pub fn render(env: &Env, dir: &str) -> (String, Vec<Value>) {
     let out = run(
         Command::new(env.cp.kubectl())
             .arg("kustomize")
@@ -119,7 +119,7 @@ fn render(env: &Env, dir: &str) -> (String, Vec<Value>) {
     (yaml, docs)
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
 }
@@ -184,6 +184,8 @@ fn base_ids() -> Vec<&'static str> {
         "RoleBinding tka-system/tka-server",
         "Service tka-system/tka-server",
         "ServiceAccount tka-system/tka-controller",
+        "ValidatingAdmissionPolicy tka-controller-bindings",
+        "ValidatingAdmissionPolicyBinding tka-controller-bindings",
     ]
 }
 
@@ -199,6 +201,7 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
         pvc,
         "ServiceMonitor tka-system/tka-server",
         "PrometheusRule tka-system/tka-alerts",
+        "ConfigMap tka-system/tka-grafana-dashboard",
         "NetworkPolicy tka-system/tka-server-otel-egress",
     ]);
     assert_eq!(ids(&render(&env, "overlays/primary").1), sorted(primary));
@@ -254,7 +257,12 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
     let (_, install) = render(&env, "install");
     let base = kustomize_dir().join("base");
     let mut expected = Vec::new();
-    for f in ["crd.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+    for f in [
+        "crd.yaml",
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "admission-policy.yaml",
+    ] {
         expected.extend(parse_docs(&std::fs::read_to_string(base.join(f)).unwrap()));
     }
     assert_eq!(ids(&install), ids(&expected));
@@ -299,7 +307,7 @@ async fn manifests_keep_the_guides_objects_and_add_the_hardening(env: Arc<Env>) 
     }
 
     let (_, primary) = render(&env, "overlays/primary");
-    // The monitoring component: the guide's objects, verbatim.
+    // The monitoring component: the guide's objects, verbatim (the dashboard: tests/integration/dashboard.rs).
     for (kind, name) in [
         ("ServiceMonitor", "tka-server"),
         ("PrometheusRule", "tka-alerts"),
@@ -429,6 +437,9 @@ fn dry_run_apply(env: &Env, yaml: &str) -> Output {
             "--server-side",
             "--dry-run=server",
             "--field-manager=tka-manifests-test",
+            // The run applies the admission policy for real (another field manager); a dry run only checks
+            // that the apiserver accepts the objects.
+            "--force-conflicts",
             "-f",
             "-",
         ],

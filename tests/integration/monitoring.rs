@@ -140,8 +140,12 @@ async fn monitoring_promtool_checks_the_rules_and_a_live_scrape(env: Arc<Env>) {
     h.stop().await;
 }
 
+/// The namespace and pod labels the ServiceMonitor's targets carry in a cluster, given to the test scrapes.
+pub const NAMESPACE: &str = "tka-system";
+pub const POD: &str = "tka-server-0";
+
 /// A Prometheus server on a free loopback port, killed on drop.
-struct Prometheus {
+pub struct Prometheus {
     child: Child,
     url: String,
     _dir: tempfile::TempDir,
@@ -155,7 +159,11 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    fn start(target: &str) -> Prometheus {
+    /// Scrapes `target` (`host:port` of the health port) every second as the monitoring component's
+    /// ServiceMonitor does in a cluster: `/metrics` and `/metrics/controller`, both with the job label of the
+    /// Service (`tka-server`, which TKAServerDown selects on) and the target labels the Prometheus Operator
+    /// adds (`namespace`, `pod`, `endpoint`), which the dashboard's variables select on.
+    pub fn start(target: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         write_rules(dir.path());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -163,12 +171,14 @@ impl Prometheus {
             .local_addr()
             .unwrap()
             .port();
-        // The job label the ServiceMonitor gives (the Service name), which TKAServerDown selects on.
+        let labels =
+            format!("{{job: tka-server, namespace: {NAMESPACE}, pod: {POD}, endpoint: metrics}}");
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [rules.yml]\n\
              scrape_configs:\n\
-             - job_name: tka-server\n  metrics_path: /metrics\n  static_configs: [{{targets: ['{target}']}}]\n"
+             - job_name: tka-server\n  metrics_path: /metrics\n  static_configs: [{{targets: ['{target}'], labels: {labels}}}]\n\
+             - job_name: tka-server-controller\n  metrics_path: /metrics/controller\n  static_configs: [{{targets: ['{target}'], labels: {labels}}}]\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
@@ -190,16 +200,57 @@ impl Prometheus {
         }
     }
 
-    async fn query(&self, expr: &str) -> Vec<Value> {
+    /// Prometheus's view of its targets (health, last error), for failure messages.
+    pub async fn targets(&self) -> String {
+        match reqwest::get(format!("{}/api/v1/targets", self.url)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The result vector of an instant query; empty while Prometheus is not up yet.
+    pub async fn query(&self, expr: &str) -> Vec<Value> {
+        self.api("query", &[("query", expr)]).await
+    }
+
+    /// The result matrix of a range query over the last `seconds`, one point per `step` seconds.
+    pub async fn query_range(&self, expr: &str, seconds: u64, step: u64) -> Vec<Value> {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (start, end, step) = (
+            (end - seconds).to_string(),
+            end.to_string(),
+            step.to_string(),
+        );
+        self.api(
+            "query_range",
+            &[
+                ("query", expr),
+                ("start", &start),
+                ("end", &end),
+                ("step", &step),
+            ],
+        )
+        .await
+    }
+
+    /// An API call's `data.result`; a query Prometheus rejects fails the test with its error.
+    async fn api(&self, path: &str, params: &[(&str, &str)]) -> Vec<Value> {
         let r: Value = match reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", expr)])
+            .get(format!("{}/api/v1/{path}", self.url))
+            .query(params)
             .send()
             .await
         {
             Ok(r) => r.json().await.unwrap_or(Value::Null),
             Err(_) => return vec![],
         };
+        assert_ne!(
+            r["errorType"], "bad_data",
+            "Prometheus rejects {params:?}: {r}"
+        );
         r["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 

@@ -40,6 +40,7 @@ scenarios!(
     objects_deleted_by_hand_do_not_block_cleanup,
     logout_login_loops_never_break_the_new_session,
     a_second_device_with_another_role_conflicts,
+    concurrent_logins_with_two_roles_leave_one_binding,
     only_the_controller_writes_status_and_foreign_annotations_survive,
     leader_election_has_one_leader_and_fails_over,
     revoked_grants_end_sessions_but_outages_do_not,
@@ -63,7 +64,7 @@ pub async fn whoami(c: &Client) -> Result<String, kube::Error> {
         .unwrap_or_default())
 }
 
-async fn can(c: &Client, verb: &str, resource: &str, namespace: &str) -> bool {
+pub async fn can(c: &Client, verb: &str, resource: &str, namespace: &str) -> bool {
     let api: Api<SelfSubjectAccessReview> = Api::all(c.clone());
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
@@ -127,7 +128,11 @@ async fn login_provisions_objects_and_the_token_has_exactly_the_role(env: Arc<En
     let crbs = h.crbs().await;
     assert_eq!(crbs.len(), 1);
     assert_eq!(crbs[0].role_ref.name, "view");
-    assert_eq!(crbs[0].name_any(), sa);
+    assert_eq!(
+        crbs[0].name_any(),
+        naming::binding_name(&naming::subject_key("alice@example.com"), &h.ns),
+        "per user and instance"
+    );
 
     let client = client.unwrap();
     assert_eq!(
@@ -672,7 +677,8 @@ async fn crd_validation_rejects_short_periods_and_key_changes(env: Arc<Env>) {
             username: "x@y".into(),
             role: "view".into(),
             validity_period: "5m0s".into(),
-            subject_key: "x-y-aaaaaaaa".into(),
+            // The controller ends sessions whose key is not the user's current one.
+            subject_key: naming::subject_key("x@y"),
             node_id: "n1".into(),
             ..Default::default()
         },
@@ -1054,7 +1060,8 @@ async fn objects_deleted_by_hand_do_not_block_cleanup(env: Arc<Env>) {
     }
     sas.delete(&sa, &Default::default()).await.unwrap();
     let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(h.admin.clone());
-    let _ = crbs.delete(&sa, &Default::default()).await;
+    let crb = naming::binding_name(&naming::subject_key("hand@example.com"), &h.ns);
+    crbs.delete(&crb, &Default::default()).await.unwrap();
     assert_eq!(u.post("/api/v1alpha1/logout").await.status, 200);
     let done = eventually(Duration::from_secs(10), || async {
         h.names::<TkaSignin>().await.is_empty()
@@ -1152,6 +1159,92 @@ async fn a_second_device_with_another_role_conflicts(env: Arc<Env>) {
     h.stop().await;
 }
 
+/// Two devices of one user log in at the same moment with different roles: the API's check (on its cache)
+/// can let both through, so the controller decides under its per-user lock. Exactly one wins, the other gets
+/// 409, the binding is never flipped back and forth, and each token carries only its own role.
+async fn concurrent_logins_with_two_roles_leave_one_binding(env: Arc<Env>) {
+    let h = Harness::new(&env, "race").await;
+    let laptop = h.user("race@example.com", rules(VIEW));
+    let desktop = h.user(
+        "race@example.com",
+        rules(r#"[{"role": "edit", "period": "1h"}]"#),
+    );
+    let (mut won_view, mut won_edit) = (0, 0);
+    for round in 0..20 {
+        let ((a, ca), (b, cb)) = futures::join!(laptop.login(), desktop.login());
+        let statuses = (a.status, b.status);
+        let (winner, role) = match statuses {
+            (200, 409) => (ca.expect("token"), "view"),
+            (409, 200) => (cb.expect("token"), "edit"),
+            other => panic!(
+                "round {round}: {other:?}: {} / {}",
+                a.body["code"], b.body["code"]
+            ),
+        };
+        let loser = if role == "view" { &b } else { &a };
+        assert_eq!(loser.body["code"], "role_conflict", "{}", loser.text);
+        // Only its own role: view may list pods but not create configmaps; edit may create them. The
+        // apiserver's RBAC cache takes a moment to see a new binding.
+        let (verb, resource) = if role == "edit" {
+            ("create", "configmaps")
+        } else {
+            ("list", "pods")
+        };
+        let allowed = eventually(Duration::from_secs(10), || {
+            can(&winner, verb, resource, &h.ns)
+        });
+        assert!(
+            allowed.await.is_some(),
+            "round {round}: the {role} token may not {verb} {resource}"
+        );
+        assert_eq!(
+            can(&winner, "create", "configmaps", &h.ns).await,
+            role == "edit",
+            "round {round}: the {role} token has another role's rights"
+        );
+        let crbs = h.crbs().await;
+        assert_eq!(crbs.len(), 1, "round {round}");
+        assert_eq!(crbs[0].role_ref.name, role, "round {round}");
+        if role == "view" {
+            won_view += 1
+        } else {
+            won_edit += 1
+        }
+        if round < 19 {
+            assert_eq!(
+                laptop.post("/api/v1alpha1/logout?all=true").await.status,
+                200
+            );
+            let gone = eventually(Duration::from_secs(10), || async {
+                h.names::<TkaSignin>().await.is_empty()
+            });
+            assert!(gone.await.is_some(), "round {round}: sessions left");
+        }
+    }
+    // No reconcile loop: with both sessions in place nothing is reconciled while nobody acts (once the last
+    // token's expiry, recorded in status within 5 s, has been seen).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let reconciles = || async {
+        let text = reqwest::get(format!("{}/metrics/controller", h.health_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("tka_controller_reconciliations_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = reconciles().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = reconciles().await;
+    assert_eq!(before, after, "reconciles went on without any change");
+    assert_eq!(h.crbs().await.len(), 1);
+    eprintln!("concurrent logins: view won {won_view}, edit won {won_edit} of 20");
+    h.stop().await;
+}
+
 /// Upstream wrote status from the API right after create and raced the controller; and replaced the whole
 /// annotation map on re-login.
 async fn only_the_controller_writes_status_and_foreign_annotations_survive(env: Arc<Env>) {
@@ -1195,7 +1288,7 @@ async fn only_the_controller_writes_status_and_foreign_annotations_survive(env: 
 /// leads; when it stops renewing (a crash), the other takes over within leaseDuration + 5 s; a released
 /// Lease is taken within a few retry periods; never two leaders.
 async fn leader_election_has_one_leader_and_fails_over(env: Arc<Env>) {
-    use tka::operator::leader::{Elector, Settings};
+    use tka::server::leader::{Elector, Settings};
     let h = Harness::new(&env, "leader").await;
     let settings = |id: &str| Settings {
         namespace: h.ns.clone(),

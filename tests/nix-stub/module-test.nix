@@ -1,81 +1,143 @@
-# Evaluates nix/module.nix against the stub (no module system): its options and, with mkIf/mkMerge/mkDefault
-# resolved by hand, the systemd unit it defines in both tailscaled modes. Prints the list of failures.
+# nix/module.nix (`services.tka`) under the real module system: lib.evalModules with the NixOS options the
+# module sets, declared with the types nixpkgs gives them (nixos/modules/config/users-groups.nix,
+# nixos/lib/systemd-unit-options.nix, services/networking/tailscale.nix, misc/assertions.nix), so a wrong
+# type, a misspelt option or a priority conflict is the same error it would be on NixOS. Returns JSON:
+# the failed expectations (empty when all hold) and the generated config of each tailscaled mode, which
+# tests/static/check.sh passes through `tka-server check`.
 #
-#   nix-instantiate --eval --strict --json tests/nix-stub/module-test.nix     # => []
+#   nix eval --json --impure --expr 'import tests/nix-stub/module-test.nix { lib = import <nixpkgs-lib>/lib; }'
+{ lib }:
 let
-  lib = import ./lib.nix;
   pkgs = import ./pkgs.nix { inherit lib; system = "x86_64-linux"; };
   self.packages.x86_64-linux = {
-    tka-server = pkgs.runCommand "tka-server" { } "";
-    tailscaled = pkgs.runCommand "tailscaled" { } "";
+    tka-server = pkgs.runCommand "tka-server" { meta.mainProgram = "tka-server"; } "stub";
+    tailscaled = pkgs.runCommand "tailscaled" { } "stub";
   };
-  module = import ../../nix/module.nix { inherit self; };
 
-  # The value a definition has after mkIf/mkMerge/mkDefault, as the module system would compute it for
-  # a single definition.
-  resolve = v:
-    if builtins.isAttrs v && (v._type or null) == "if" then (if v.condition then resolve v.content else null)
-    else if builtins.isAttrs v && (v._type or null) == "override" then resolve v.content
-    else if builtins.isAttrs v && (v._type or null) == "merge"
-    then lib.foldl' (acc: c: let r = resolve c; in if r == null then acc else lib.recursiveUpdate acc r) { } v.contents
-    else if builtins.isAttrs v && !(v ? outPath) then
-      lib.foldl' (acc: n: let r = resolve v.${n}; in if r == null then acc else acc // { ${n} = r; }) { } (builtins.attrNames v)
-    else v;
-
-  evalWith = tka: tailscale:
-    let
-      m = module {
-        inherit lib pkgs;
-        config.services = {
-          tka = {
-            enable = true;
-            package = self.packages.x86_64-linux.tka-server;
-            settings = { };
-            environmentFile = "/run/secrets/tka.env";
-            kubeconfig = null;
-          } // tka;
-          inherit tailscale;
-        };
+  inherit (lib) mkOption types;
+  # systemd-unit-options.nix: a unit setting is an atom or a list of atoms.
+  atom = types.oneOf [ types.bool types.int types.float types.str types.path types.package ];
+  unitOption = types.either atom (types.listOf atom);
+  strList = mkOption { type = types.listOf types.str; default = [ ]; };
+  nixos = {
+    options = {
+      assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      users.users = mkOption {
+        default = { };
+        type = types.attrsOf (types.submodule {
+          options = {
+            isSystemUser = mkOption { type = types.bool; default = false; };
+            group = mkOption { type = types.str; default = ""; };
+            description = mkOption { type = types.str; default = ""; };
+          };
+        });
       };
-    in
-    { inherit (m) options; config = resolve m.config; };
+      users.groups = mkOption { type = types.attrsOf (types.submodule { }); default = { }; };
+      services.tailscale = {
+        enable = mkOption { type = types.bool; default = false; };
+        permitCertUid = mkOption { type = types.nullOr types.nonEmptyStr; default = null; };
+      };
+      systemd.services = mkOption {
+        default = { };
+        type = types.attrsOf (types.submodule {
+          options = {
+            description = mkOption { type = types.singleLineStr; default = ""; };
+            wantedBy = strList;
+            wants = strList;
+            after = strList;
+            requires = strList;
+            path = mkOption { type = types.listOf (types.oneOf [ types.package types.str ]); default = [ ]; };
+            environment = mkOption {
+              type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]));
+              default = { };
+            };
+            restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+            serviceConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+          };
+        });
+      };
+    };
+  };
 
-  host = evalWith { useHostTailscaled = true; } { enable = true; };
-  supervised = evalWith { useHostTailscaled = false; } { enable = false; };
-  unit = host.config.systemd.services.tka;
+  eval = extra: (lib.evalModules {
+    modules = [
+      nixos
+      (import ../../nix/module.nix { inherit self; })
+      { _module.args.pkgs = pkgs; }
+      extra
+    ];
+  }).config;
+
+  # The module's documented example, as a user would write it.
+  example = {
+    tailscale.hostname = "tka";
+    operator.clusterName = "prod-login-cluster";
+    clusterInfo.apiEndpoint = "https://k8s.example.com:6443";
+  };
+  host = eval {
+    services.tka = {
+      enable = true;
+      settings = example;
+      environmentFile = "/run/secrets/tka.env";
+    };
+    services.tailscale.enable = true;
+  };
+  supervised = eval {
+    services.tka = {
+      enable = true;
+      settings = example;
+      useHostTailscaled = false;
+    };
+  };
+  off = eval { };
+
+  unit = host.systemd.services.tka;
   sc = unit.serviceConfig;
+  # The unit restarts on changes of its config file: that derivation is the rendered YAML (its builder's
+  # input is the value as JSON, as nixpkgs' formats.yaml passes it).
+  configOf = c: builtins.fromJSON (builtins.head c.systemd.services.tka.restartTriggers).value;
+  failedAssertions = c: lib.filter (a: !a.assertion) c.assertions;
 
-  checks = {
-    "options: enable package settings environmentFile kubeconfig useHostTailscaled" =
-      builtins.attrNames host.options.services.tka
-      == [ "enable" "environmentFile" "kubeconfig" "package" "settings" "useHostTailscaled" ];
-    "useHostTailscaled defaults to true" = host.options.services.tka.useHostTailscaled.default;
-    "static user and group tka" = host.config.users.users.tka.isSystemUser && host.config.users.groups ? tka;
+  expectations = {
     "ExecStart runs serve with the rendered config" =
-      builtins.match ".*/bin/tka-server serve --config .*tka-config.yaml" sc.ExecStart != null;
-    "User/Group tka" = sc.User == "tka" && sc.Group == "tka";
-    "StateDirectory and RuntimeDirectory tka" = sc.StateDirectory == "tka" && sc.RuntimeDirectory == "tka";
+      sc.ExecStart == "${self.packages.x86_64-linux.tka-server}/bin/tka-server serve --config ${builtins.head unit.restartTriggers}";
+    "User/Group tka, a system user" =
+      sc.User == "tka" && sc.Group == "tka" && host.users.users.tka.isSystemUser && host.users.groups ? tka;
+    "StateDirectory and RuntimeDirectory tka, 0700" =
+      sc.StateDirectory == "tka" && sc.RuntimeDirectory == "tka" && sc.StateDirectoryMode == "0700";
     "CAP_NET_BIND_SERVICE only" =
       sc.AmbientCapabilities == [ "CAP_NET_BIND_SERVICE" ] && sc.CapabilityBoundingSet == [ "CAP_NET_BIND_SERVICE" ];
-    "NoNewPrivileges" = sc.NoNewPrivileges;
-    "ProtectSystem strict, ProtectHome, PrivateTmp" = sc.ProtectSystem == "strict" && sc.ProtectHome && sc.PrivateTmp;
-    "RestrictAddressFamilies" = sc.RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
-    "SystemCallFilter @system-service" = sc.SystemCallFilter == [ "@system-service" ];
+    "hardening" = sc.NoNewPrivileges && sc.ProtectSystem == "strict" && sc.ProtectHome && sc.PrivateTmp
+      && sc.SystemCallFilter == [ "@system-service" ] && sc.UMask == "0077"
+      && sc.RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
     "Restart on-failure, TimeoutStopSec 30" = sc.Restart == "on-failure" && sc.TimeoutStopSec == 30;
-    "EnvironmentFile" = sc.EnvironmentFile == "/run/secrets/tka.env";
+    "EnvironmentFile only when set" =
+      sc.EnvironmentFile == "/run/secrets/tka.env" && !(supervised.systemd.services.tka.serviceConfig ? EnvironmentFile);
     "state and run dirs in settings" =
-      host.config.services.tka.settings.tailscale.stateDir == "/var/lib/tka"
-      && host.config.services.tka.settings.tailscale.runDir == "/run/tka";
+      host.services.tka.settings.tailscale.stateDir or null == "/var/lib/tka"
+      && host.services.tka.settings.tailscale.runDir or null == "/run/tka";
     "host mode: socket, ordering, permitCertUid" =
-      host.config.services.tka.settings.tailscale.socket == "/run/tailscale/tailscaled.sock"
-      && lib.elem "tailscaled.service" unit.after
-      && host.config.services.tailscale.permitCertUid == "tka";
-    "host mode: assertion on services.tailscale.enable" =
-      builtins.all (a: a.assertion) host.config.assertions;
-    "supervised mode: no socket, tailscaled on PATH, assertion not applied" =
-      !(supervised.config.services.tka.settings.tailscale ? socket)
-      && supervised.config.systemd.services.tka.path == [ self.packages.x86_64-linux.tailscaled ]
-      && !(supervised.config ? assertions);
+      host.services.tka.settings.tailscale.socket or null == "/run/tailscale/tailscaled.sock"
+      && lib.elem "tailscaled.service" unit.after && lib.elem "tailscaled.service" unit.requires
+      && host.services.tailscale.permitCertUid == "tka";
+    "host mode: the assertion holds with services.tailscale.enable" = failedAssertions host == [ ];
+    "host mode without services.tailscale: the assertion fails" =
+      map (a: a.message) (failedAssertions (eval { services.tka.enable = true; }))
+      == [ "services.tka.useHostTailscaled requires services.tailscale.enable" ];
+    "supervised mode: no socket, tailscaled on PATH, no tailscaled dependency" =
+      !(supervised.services.tka.settings.tailscale ? socket)
+      && supervised.systemd.services.tka.path == [ self.packages.x86_64-linux.tailscaled ]
+      && supervised.systemd.services.tka.requires == [ ]
+      && failedAssertions supervised == [ ];
+    "the generated config is the settings" =
+      configOf host == host.services.tka.settings && configOf supervised == supervised.services.tka.settings;
+    "disabled: no unit, no user" = off.systemd.services == { } && off.users.users == { };
   };
 in
-builtins.filter (name: !checks.${name}) (builtins.attrNames checks)
+{
+  failed = lib.filter (name: !expectations.${name}) (builtins.attrNames expectations);
+  configs = {
+    host = configOf host;
+    supervised = configOf supervised;
+  };
+}

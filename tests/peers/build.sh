@@ -6,7 +6,10 @@
 #     kube     k8s module (.):            kube-apiserver, kubectl, etcd
 #     tailnet  headscale module:          headscale
 #              tailscale module:          tailscaled, tailscale
-#   Modules can also be named directly (k8s, headscale, tailscale), e.g. CI can run
+#     kustomize kustomize-5.0.1, -5.8.2:  kustomize-5.0.1, kustomize-5.8.2 (the oldest v5 and the newest
+#                                         the manifests are rendered with; not part of "all")
+#     upstream upstream-tka module:       ts-k8s-auth (the upstream Go CLI, wire-compatibility client)
+#   Modules can also be named directly (k8s, headscale, tailscale, upstream-tka), e.g. CI can run
 #   `build.sh kube` first and start the integration tests while `build.sh tailnet` runs.
 #
 # Idempotent: each module has a stamp (sha256 of its go.mod, go.sum, the go version, the
@@ -106,18 +109,32 @@ build_tailscale() {
 		tailscale.com/cmd/tailscale=tailscale
 }
 
-# Later: upstream-tka as a separate module dir, e.g.
-# build_module upstream-tka upstream-tka "" github.com/spechtlabs/tka/cmd/...=ts-k8s-auth
+# One module per version (a module can require only one version of kustomize).
+build_kustomize() {
+	local dir v
+	for dir in "$here"/kustomize-*/; do
+		v=$(basename "$dir")
+		build_module "$v" "$v" "" sigs.k8s.io/kustomize/kustomize/v5="$v"
+	done
+}
+
+# The upstream Go TKA's CLI, the client of the e2e wire-compatibility scenario. Separate module so
+# upstream keeps its own tailscale.com and client-go versions.
+build_upstream_tka() {
+	build_module upstream-tka upstream-tka "" \
+		github.com/spechtlabs/tka/cmd/cli=ts-k8s-auth
+}
 
 modules=()
 for arg in "${@:-all}"; do
 	case $arg in
-	all) modules+=(k8s headscale tailscale) ;;
+	all) modules+=(k8s headscale tailscale upstream_tka) ;;
 	kube) modules+=(k8s) ;;
 	tailnet) modules+=(headscale tailscale) ;;
-	k8s | headscale | tailscale) modules+=("$arg") ;;
+	upstream | upstream-tka) modules+=(upstream_tka) ;;
+	k8s | headscale | tailscale | kustomize) modules+=("$arg") ;;
 	*)
-		echo "usage: $0 [all|kube|tailnet|k8s|headscale|tailscale]..." >&2
+		echo "usage: $0 [all|kube|tailnet|upstream|k8s|headscale|tailscale|upstream-tka|kustomize]..." >&2
 		exit 2
 		;;
 	esac

@@ -1,24 +1,47 @@
 #!/usr/bin/env bash
-# Static checks (spec: testing.md §8): every .nix file parses; deadnix and nixpkgs-fmt are clean; the flake's
-# structure evaluates against the nixpkgs stub (tests/nix-stub) with `nix flake show` and
-# `nix flake check --no-build`; the NixOS module's unit is what deploy.md §3 says; every kustomize overlay
-# renders; the generated CRD and RBAC equal the committed files; the PowerShell wrapper parses.
+# Static checks (spec: testing.md §8) of what cannot be built or booted here (no binary cache, no KVM):
 #
-#   tests/static/check.sh            installs what it lacks (nix-bin from apt, deadnix/nixpkgs-fmt from crates.io)
+#   nix.sh        every .nix file parses, deadnix and nixpkgs-fmt are clean; the flake is evaluated with
+#                 nixpkgs' real lib (Nix 2.26 in a Debian 13 root: nixpkgs needs >= 2.18) against stub
+#                 packages: `nix flake check --no-build --all-systems`, every .drvPath, the NixOS module
+#                 under lib.evalModules, an older headscale skipping only the VM tests
+#   vm.sh         the VM tests' scripts type-checked and linted as the NixOS test driver does (mypy,
+#                 pyflakes), their headscale settings run by a real headscale in a network namespace without
+#                 a route out, their kubectl label selectors matched against the manifests they deploy, the
+#                 tka configs they and the NixOS module generate passed through `tka-server check`, their
+#                 own headscale commands run against that headscale, every tka/kubectl/tailscale command
+#                 line they run parsed by the real binary
+#   kustomize.sh  every kustomization renders with kustomize 5.0.1 and 5.8.2 and with kubectl, identically
+#   this file     the generated CRD and RBAC equal the committed ones, the PowerShell wrapper parses, the
+#                 build stamping (nix/stamp.sh) works on a real binary
 #
-# Ends with "N passed, M failed" and exits non-zero on any failure.
+#   tests/static/check.sh        installs what it lacks (apt: debootstrap, python3-venv; PyPI: pinned;
+#                                crates.io: deadnix, nixpkgs-fmt) into $TKA_TOOLS_DIR (~/.cache/tka-tools)
+#
+# nixpkgs' lib is read from $TKA_NIXPKGS_LIB, default ../shared/nixpkgs-lib beside the checkout. Needs root
+# (chroot, network namespaces). Ends with "N passed, M failed" and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
+HERE=$ROOT/tests/static
 TOOLS=${TKA_TOOLS_DIR:-$HOME/.cache/tka-tools}
-KUBECTL=${KUBECTL:-$ROOT/tests/peers/bin/kubectl}
+PEERS=${TKA_PEERS_BIN:-$ROOT/tests/peers/bin}
+KUBECTL=${KUBECTL:-$PEERS/kubectl}
+NIXLIB=${TKA_NIXPKGS_LIB:-$ROOT/../shared/nixpkgs-lib}
+export PATH="$TOOLS/bin:$PATH"
 
 passed=0 failed=0 skipped=0
 pass() { passed=$((passed + 1)); printf 'ok    %s\n' "$1"; }
 fail() {
 	failed=$((failed + 1))
 	printf 'FAIL  %s\n' "$1"
-	if [[ -n ${2:-} && -s $2 ]]; then sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/      /' "$2" | head -40; fi
+	[[ -n ${2:-} && -s $2 ]] || return 0
+	# Without colours, Nix's source excerpts and lock-file chatter; long output as its head and its tail
+	# (where Nix puts the error).
+	sed -e 's/\x1b\[[0-9;]*m//g' "$2" |
+		grep -Ev "^ *[0-9]* *\|| +\||^warning: not writing modified lock file|^• Added input|^    'path:" |
+		awk '{ line[NR] = $0 } END { for (i = 1; i <= NR; i++) if (NR <= 40 || i <= 12 || i > NR - 25)
+			print "      " line[i]; else if (i == 13) print "      …" }'
 }
 skip() { skipped=$((skipped + 1)); printf 'skip  %s (%s)\n' "$1" "$2"; }
 # check NAME CMD...: runs CMD, passes if it exits 0, shows its output otherwise.
@@ -27,11 +50,21 @@ check() {
 	shift
 	if "$@" >"$WORK/out" 2>&1; then pass "$name"; else fail "$name" "$WORK/out"; fi
 }
+# report FILE: counts the ok/FAIL lines a helper printed (vm_tests.py) and shows them.
+report() {
+	local line
+	while IFS= read -r line; do
+		case $line in
+		"ok    "*) passed=$((passed + 1)) ;;
+		"FAIL  "*) failed=$((failed + 1)) ;;
+		esac
+		printf '%s\n' "$line"
+	done <"$1"
+}
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# ------------------------------------------------------------------------------------------------ tools
 need_apt() {
 	local missing=()
 	for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
@@ -42,153 +75,98 @@ need_apt() {
 	"${sudo[@]}" apt-get update -qq >/dev/null && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq "${missing[@]}" >/dev/null
 }
-need_apt nix-bin jq || true
-NIX=(nix --extra-experimental-features 'nix-command flakes')
 
-export PATH="$TOOLS/bin:$PATH"
-for tool in deadnix nixpkgs-fmt; do
-	if ! command -v "$tool" >/dev/null; then
-		echo "==> cargo install --locked $tool (into $TOOLS, once)"
-		cargo install --locked --quiet --root "$TOOLS" "$tool" >"$WORK/install.log" 2>&1 ||
-			{ fail "install $tool from crates.io" "$WORK/install.log"; }
+# Python tools, pinned: mypy and pyflakes as the test driver runs them, PyYAML, tree-sitter-powershell.
+PY=$TOOLS/pyvenv/bin
+PY_PINS=(mypy==2.4.1 pyflakes==4.1.0 PyYAML==6.0.4 tree-sitter==0.26.1 tree-sitter-powershell==0.26.4)
+if [[ ! -f $TOOLS/pyvenv/.pins || $(<"$TOOLS/pyvenv/.pins") != "${PY_PINS[*]}" ]]; then
+	need_apt python3-venv || true
+	echo "==> pip install ${PY_PINS[*]} (into $TOOLS/pyvenv, once)"
+	if { [[ -x $PY/python ]] || python3 -m venv "$TOOLS/pyvenv"; } &&
+		"$PY/pip" install -q "${PY_PINS[@]}" >"$WORK/pip.log" 2>&1; then
+		echo "${PY_PINS[*]}" >"$TOOLS/pyvenv/.pins"
+	else
+		fail "install ${PY_PINS[*]} from PyPI" "$WORK/pip.log"
 	fi
+fi
+
+# The Go-built peers: kubectl, headscale, tailscale, the kustomize versions (a no-op once built).
+if [[ $PEERS == "$ROOT/tests/peers/bin" || ! -x $PEERS/kustomize-5.0.1 ]]; then
+	echo "==> tests/peers/build.sh all kustomize (cached)"
+	tests/peers/build.sh all kustomize >"$WORK/peers.log" 2>&1 || fail "tests/peers/build.sh all kustomize" "$WORK/peers.log"
+fi
+
+# The binaries whose generated files and config checks are tested.
+echo "==> cargo build --bin tka-server --bin tka"
+SERVER= CLI=
+if cargo build --quiet --bin tka-server --bin tka >"$WORK/build.log" 2>&1; then
+	target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug
+	SERVER=$target/tka-server CLI=$target/tka
+else
+	fail "cargo build --bin tka-server --bin tka" "$WORK/build.log"
+fi
+
+# The flake's files as a git checkout gives them to Nix (tracked plus new, not ignored), so that a `path:`
+# flake does not copy target/ into the store.
+STAGE=$WORK/flake
+mkdir -p "$STAGE"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+	[[ -e $f || -L $f ]] && cp --parents -P -- "$f" "$STAGE/"
 done
 
-# Files as the flake sees them: tracked plus new, not ignored (a git flake never sees target/ or peers/bin).
-mapfile -t NIX_FILES < <(git ls-files --cached --others --exclude-standard -- '*.nix' | while read -r f; do
-	[[ -e $f ]] && echo "$f"
-done)
-
-# ------------------------------------------------------------------------------------------------ parse, lint
-echo "==> ${#NIX_FILES[@]} Nix files"
-if command -v nix-instantiate >/dev/null; then
-	for f in "${NIX_FILES[@]}"; do check "nix-instantiate --parse $f" nix-instantiate --parse "$f"; done
-else
-	fail "nix-instantiate is not installed (apt-get install nix-bin failed)"
-fi
-if command -v deadnix >/dev/null; then
-	check "deadnix --fail" deadnix --fail "${NIX_FILES[@]}"
-else
-	fail "deadnix is not available"
-fi
-if command -v nixpkgs-fmt >/dev/null; then
-	check "nixpkgs-fmt --check" nixpkgs-fmt --check "${NIX_FILES[@]}"
-else
-	fail "nixpkgs-fmt is not available"
-fi
-
-# ------------------------------------------------------------------------------------------------ flake
-# The flake is evaluated from a copy holding exactly the files a git checkout would give it (a `path:` flake
-# of the work tree would copy target/ into the store).
-if command -v nix >/dev/null && [[ -f flake.nix ]]; then
-	echo "==> flake structure against tests/nix-stub (Nix $(nix --version | awk '{print $NF}'))"
-	STAGE=$WORK/flake
-	mkdir -p "$STAGE"
-	git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-		[[ -e $f || -L $f ]] && cp --parents -P -- "$f" "$STAGE/"
-	done
-	STUB=(--override-input nixpkgs "path:$STAGE/tests/nix-stub" --no-write-lock-file)
-	REF=path:$STAGE
-	check "nix flake show" "${NIX[@]}" flake show "${STUB[@]}" "$REF"
-	check "nix flake check --no-build" "${NIX[@]}" flake check --no-build "${STUB[@]}" "$REF"
-
-	for sys in x86_64-linux aarch64-linux x86_64-darwin aarch64-darwin; do
-		want='["default","image","image-tarball","manifests","tailscaled","tka","tka-server"]'
-		[[ $sys == *darwin ]] && want='["default","tka"]'
-		got=$("${NIX[@]}" eval --json "${STUB[@]}" "$REF#packages.$sys" --apply builtins.attrNames 2>"$WORK/err")
-		if [[ $got == "$want" ]]; then pass "packages.$sys = $want"; else
-			{ echo "$got"; cat "$WORK/err"; } >"$WORK/out"
-			fail "packages.$sys = $want" "$WORK/out"
-		fi
-	done
-	got=$("${NIX[@]}" eval --json "${STUB[@]}" "$REF#checks.x86_64-linux" --apply builtins.attrNames 2>"$WORK/err")
-	for c in vm-login-flow vm-federation image-closure manifests cargo-test clippy fmt nix-lint; do
-		if [[ $got == *"\"$c\""* ]]; then pass "checks.x86_64-linux.$c exists"; else
-			{ echo "$got"; cat "$WORK/err"; } >"$WORK/out"
-			fail "checks.x86_64-linux.$c exists" "$WORK/out"
-		fi
-	done
-	# The image configuration as deploy.md §2 states it.
-	cfg=$("${NIX[@]}" eval --raw "${STUB[@]}" "$REF#packages.x86_64-linux.image.configJSON" 2>"$WORK/err")
-	echo "$cfg" >"$WORK/config.json"
-	check "image config (User, Entrypoint, Cmd, Env, ExposedPorts, OCI labels)" jq -e '
-		.User == "65532:65532" and .Entrypoint == ["/tka-server"]
-		and .Cmd == ["serve", "--config", "/etc/tka/config.yaml"]
-		and .Env == ["SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt", "PATH=/bin", "HOME=/tmp", "TKA_LOG_FORMAT=json"]
-		and (.ExposedPorts | keys) == ["443/tcp", "8080/tcp"]
-		and (.Labels | has("org.opencontainers.image.source") and has("org.opencontainers.image.version")
-			and has("org.opencontainers.image.revision") and has("org.opencontainers.image.licenses"))' \
-		"$WORK/config.json"
-	check "image: /tmp 1777, /var/lib/tsnet owned by 65532, /etc/tka" bash -c '
-		s=$("$@"); grep -q "chmod 1777 tmp" <<<"$s" && grep -q "chown 65532:65532 var/lib/tsnet" <<<"$s" &&
-		grep -q "etc/tka" <<<"$s"' _ "${NIX[@]}" eval --raw "${STUB[@]}" \
-		"$REF#packages.x86_64-linux.image.fakeRootCommands"
-	check "NixOS module services.tka (options, hardened unit, both tailscaled modes)" bash -c '
-		out=$(nix-instantiate --eval --strict --json "$1") && echo "$out" && [[ $out == "[]" ]]' _ \
-		"$STAGE/tests/nix-stub/module-test.nix"
-else
-	skip "flake evaluation" "nix or flake.nix missing"
-fi
-
-# ------------------------------------------------------------------------------------------------ kustomize
-if [[ -d deploy/kustomize ]]; then
-	if [[ ! -x $KUBECTL ]]; then
-		if command -v kubectl >/dev/null; then KUBECTL=$(command -v kubectl); else
-			echo "==> building the test peers for kubectl (tests/peers/build.sh)"
-			tests/peers/build.sh >"$WORK/peers.log" 2>&1 || fail "tests/peers/build.sh" "$WORK/peers.log"
-		fi
-	fi
-	echo "==> kubectl kustomize ($("$KUBECTL" version --client 2>/dev/null | head -1))"
-	for dir in deploy/kustomize/base deploy/kustomize/install deploy/kustomize/overlays/*; do
-		[[ -f $dir/kustomization.yaml ]] || { skip "kustomize $dir" "no kustomization.yaml yet"; continue; }
-		check "kubectl kustomize $dir" "$KUBECTL" kustomize "$dir"
-	done
-else
-	skip "kubectl kustomize" "deploy/kustomize does not exist yet"
-fi
+# shellcheck source=tests/static/nix.sh
+source "$HERE/nix.sh"
+# shellcheck source=tests/static/vm.sh
+source "$HERE/vm.sh"
+# shellcheck source=tests/static/kustomize.sh
+source "$HERE/kustomize.sh"
 
 # ------------------------------------------------------------------------------------------------ generated files
 # The committed CRD and RBAC are what the server generates (deploy/kustomize/base/kustomization.yaml names
 # the commands).
-if [[ -f deploy/kustomize/base/crd.yaml ]] && command -v cargo >/dev/null; then
-	echo "==> generated files (cargo run --bin tka-server)"
-	if cargo build --quiet --bin tka-server >"$WORK/build.log" 2>&1; then
-		server=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/tka-server
-		check "deploy/kustomize/base/crd.yaml = tka-server crd" \
-			bash -c 'diff -u deploy/kustomize/base/crd.yaml <("$1" crd)' _ "$server"
-		if [[ -f deploy/kustomize/base/rbac.yaml ]]; then
-			check "deploy/kustomize/base/rbac.yaml = tka-server rbac --allowed-roles view,edit,admin" \
-				bash -c 'diff -u deploy/kustomize/base/rbac.yaml \
-					<("$1" rbac --allowed-roles view,edit,admin --namespace tka-system)' _ "$server"
-		fi
-	else
-		fail "cargo build --bin tka-server" "$WORK/build.log"
-	fi
+echo "==> generated files"
+if [[ -x ${SERVER:-} ]]; then
+	check "deploy/kustomize/base/crd.yaml = tka-server crd" \
+		bash -c 'diff -u deploy/kustomize/base/crd.yaml <("$1" crd)' _ "$SERVER"
+	check "deploy/kustomize/base/rbac.yaml = tka-server rbac --allowed-roles view,edit,admin" \
+		bash -c 'diff -u deploy/kustomize/base/rbac.yaml \
+			<("$1" rbac --allowed-roles view,edit,admin --namespace tka-system)' _ "$SERVER"
 else
-	skip "generated CRD/RBAC" "no deploy/kustomize/base/crd.yaml or no cargo"
+	fail "generated CRD/RBAC: no tka-server binary (cargo build failed above)"
+fi
+
+# ------------------------------------------------------------------------------------------------ stamping
+# nix/binaries.nix compiles with placeholders and stamps copies (nix/stamp.sh): shown here on a real
+# release build with LTO of a program that reads the values the way src/lib.rs does.
+echo "==> build stamping (nix/stamp.sh)"
+if command -v rustc >/dev/null; then
+	cat >"$WORK/stamp.rs" <<-'EOF'
+		const COMMIT: &str = match option_env!("TKA_BUILD_COMMIT") { Some(c) => c, None => "unknown" };
+		const DATE: &str = match option_env!("TKA_BUILD_DATE") { Some(d) => d, None => "unknown" };
+		fn main() { println!("{COMMIT} {DATE}"); }
+	EOF
+	placeholder=$(grep -o 'tka-unstamped-commit-[0-9]*' nix/binaries.nix)
+	want="$(printf '%040d' 0 | tr 0 a) 2026-01-02T03:04:05Z"
+	check "a binary compiled with the placeholders prints the stamped commit and date" bash -c '
+		TKA_BUILD_COMMIT=$1 TKA_BUILD_DATE=0000-00-00T00:00:00Z rustc --edition 2021 -C opt-level=3 -C lto=thin \
+			-C codegen-units=4 -C strip=symbols -o "$2/stamp" "$2/stamp.rs" &&
+		bash nix/stamp.sh "$2/stamp" "$1" "${3% *}" 0000-00-00T00:00:00Z "${3#* }" &&
+		got=$("$2/stamp") && echo "$got" && [[ $got == "$3" ]] &&
+		! bash nix/stamp.sh "$2/stamp" "$1" "${3% *}"' _ "$placeholder" "$WORK" "$want"
+else
+	fail "rustc is missing"
 fi
 
 # ------------------------------------------------------------------------------------------- PowerShell
 # PowerShell cannot be installed here, so its shell integration is parsed by tree-sitter-powershell (PyPI,
 # pinned) instead of run; bash, zsh and fish run their wrappers for real in tests/shell_integration.rs.
-if command -v cargo >/dev/null && command -v python3 >/dev/null; then
-	echo "==> PowerShell wrapper (tree-sitter-powershell)"
-	venv=$TOOLS/pyvenv
-	if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import tree_sitter_powershell' 2>/dev/null; then
-		need_apt python3-venv || true
-		{ python3 -m venv "$venv" && "$venv/bin/pip" install -q tree-sitter==0.26.1 tree-sitter-powershell==0.26.4; } \
-			>"$WORK/pip.log" 2>&1 || fail "install tree-sitter-powershell from PyPI" "$WORK/pip.log"
-	fi
-	if cargo build --quiet --bin tka >"$WORK/build.log" 2>&1; then
-		tka=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/tka
-		"$tka" generate integration powershell >"$WORK/tka.ps1"
-		check "tka generate integration powershell parses as PowerShell and defines function tka" \
-			"$venv/bin/python" tests/static/powershell.py "$WORK/tka.ps1"
-	else
-		fail "cargo build --bin tka" "$WORK/build.log"
-	fi
+echo "==> PowerShell wrapper (tree-sitter-powershell)"
+if [[ -x ${CLI:-} ]]; then
+	"$CLI" generate integration powershell >"$WORK/tka.ps1"
+	check "tka generate integration powershell parses as PowerShell and defines function tka" \
+		"$PY/python" tests/static/powershell.py "$WORK/tka.ps1"
 else
-	skip "PowerShell wrapper" "no cargo or python3"
+	fail "PowerShell wrapper: no tka binary (cargo build failed above)"
 fi
 
 echo

@@ -104,6 +104,9 @@ impl ControlPlane {
                 format!("--tls-private-key-file={}", f("apiserver.key")),
                 format!("--client-ca-file={}", f("ca.crt")),
                 "--authorization-mode=RBAC".into(),
+                // On by default since 1.30; named so the shipped ValidatingAdmissionPolicy (which the
+                // integration tests apply) can never be silently inert here.
+                "--enable-admission-plugins=ValidatingAdmissionPolicy".into(),
                 format!("--service-account-issuer={SA_ISSUER}"),
                 format!("--service-account-key-file={}", f("sa.pub")),
                 format!("--service-account-signing-key-file={}", f("sa.key")),

@@ -57,6 +57,9 @@ pub struct Status {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PeerStatus {
+    /// The node's stable ID (`tailcfg.StableNodeID`), as WhoIs reports it in `Node.StableID`.
+    #[serde(default, rename = "ID")]
+    pub id: String,
     #[serde(default, rename = "DNSName")]
     pub dns_name: String,
     #[serde(default, rename = "TailscaleIPs")]
@@ -93,6 +96,7 @@ impl Status {
         BackendStatus {
             state,
             self_fqdn: node.dns_name.trim_end_matches('.').to_string(),
+            self_stable_id: node.id,
             tailnet_ips: node.tailscale_ips.unwrap_or_default(),
             magic_dns_suffix: self
                 .current_tailnet
@@ -363,13 +367,14 @@ mod tests {
     #[test]
     fn status_maps_to_backend_status() {
         let s: Status = serde_json::from_str(
-            r#"{"BackendState":"Running","Self":{"DNSName":"tka.tailnet.test.","TailscaleIPs":["100.64.0.2"]},
+            r#"{"BackendState":"Running","Self":{"ID":"nSELF","DNSName":"tka.tailnet.test.","TailscaleIPs":["100.64.0.2"]},
                 "CurrentTailnet":{"MagicDNSSuffix":"tailnet.test"}}"#,
         )
         .unwrap();
         let b = s.to_backend_status();
         assert_eq!(b.state, BackendState::Running);
         assert_eq!(b.self_fqdn, "tka.tailnet.test");
+        assert_eq!(b.self_stable_id, "nSELF");
         assert_eq!(b.magic_dns_suffix, "tailnet.test");
         assert_eq!(b.tailnet_ips, vec!["100.64.0.2".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.magic_dns_suffix(), "tailnet.test");

@@ -5,6 +5,7 @@ pub mod localapi;
 pub mod supervisor;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,12 +18,15 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 pub struct TailscaledIdentity {
     api: LocalApi,
     status: RwLock<BackendStatus>,
+    /// `tailscale.allowSelfConnections`: accept callers on this server's own node.
+    allow_self: AtomicBool,
 }
 
 fn stopped() -> BackendStatus {
     BackendStatus {
         state: BackendState::Stopped,
         self_fqdn: String::new(),
+        self_stable_id: String::new(),
         tailnet_ips: vec![],
         magic_dns_suffix: String::new(),
     }
@@ -35,6 +39,7 @@ impl TailscaledIdentity {
         let me = Arc::new(TailscaledIdentity {
             api,
             status: RwLock::new(stopped()),
+            allow_self: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&me);
         tokio::spawn(async move {
@@ -61,6 +66,33 @@ impl TailscaledIdentity {
 
     pub fn localapi(&self) -> &LocalApi {
         &self.api
+    }
+
+    /// `tailscale.allowSelfConnections`: also identify connections coming from this server's own node
+    /// (refused by default, see [`crate::identity::screen_own_node`]).
+    pub fn allow_self_connections(&self, allow: bool) {
+        self.allow_self.store(allow, Ordering::SeqCst);
+    }
+
+    /// This node's stable ID: the polled status, else asked now. Unknown is an error, never "anyone".
+    async fn own_stable_id(&self) -> Result<String, IdentityError> {
+        let cached = self.status().self_stable_id;
+        if !cached.is_empty() {
+            return Ok(cached);
+        }
+        let fresh = self
+            .api
+            .status()
+            .await
+            .map_err(|e| IdentityError::Unavailable(e.to_string()))?
+            .to_backend_status()
+            .self_stable_id;
+        if fresh.is_empty() {
+            return Err(IdentityError::Unavailable(
+                "tailscaled does not report this node's stable ID yet".into(),
+            ));
+        }
+        Ok(fresh)
     }
 
     /// Waits until the daemon reports `Running`, at most `timeout`. Returns the last status either way.
@@ -92,14 +124,103 @@ impl Identity for TailscaledIdentity {
     }
 
     async fn whois(&self, remote: SocketAddr) -> Result<Option<PeerIdentity>, IdentityError> {
-        self.api.whois(remote).await.map_err(|e| match e {
+        let peer = self.api.whois(remote).await.map_err(|e| match e {
             LocalApiError::Connect { .. }
             | LocalApiError::Call { .. }
             | LocalApiError::Status { .. } => IdentityError::Unavailable(e.to_string()),
-        })
+        })?;
+        let Some(peer) = peer else {
+            return Ok(None);
+        };
+        let allow = self.allow_self.load(Ordering::SeqCst);
+        if allow {
+            return Ok(Some(peer));
+        }
+        let own = self.own_stable_id().await?;
+        let node = peer.node_fqdn.clone();
+        let screened = crate::identity::screen_own_node(peer, &own, allow);
+        if screened.is_none() {
+            tracing::warn!(%remote, %node, "refused a connection from this server's own tailnet node (a local process, not a tailnet user); set tailscale.allowSelfConnections to allow it");
+        }
+        Ok(screened)
     }
 
     async fn dial(&self, host: &str, port: u16) -> std::io::Result<Box<dyn super::PeerStream>> {
         Ok(Box::new(self.api.dial(host, port).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    /// A stand-in daemon on a unix socket: this node is `nSELF` at 100.64.0.2; 100.64.0.1 is alice's laptop.
+    fn fake_daemon(sock: &std::path::Path) {
+        let listener = tokio::net::UnixListener::bind(sock).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let node = |id: &str, name: &str, ip: &str| {
+                            format!(
+                                r#"{{"Node":{{"StableID":"{id}","Name":"{name}.","Addresses":["{ip}/32"]}},
+                               "UserProfile":{{"ID":1,"LoginName":"alice@example.com"}},"CapMap":{{}}}}"#
+                            )
+                        };
+                        let q = req.uri().query().unwrap_or_default().to_string();
+                        let (code, body) = match req.uri().path() {
+                        "/localapi/v0/status" => (
+                            200,
+                            r#"{"BackendState":"Running","Self":{"ID":"nSELF","DNSName":"tka.tailnet.test."}}"#
+                                .to_string(),
+                        ),
+                        "/localapi/v0/whois" if q.starts_with("addr=100.64.0.2:") => {
+                            (200, node("nSELF", "tka.tailnet.test", "100.64.0.2"))
+                        }
+                        "/localapi/v0/whois" if q.starts_with("addr=100.64.0.1:") => {
+                            (200, node("nLAPTOP", "laptop.tailnet.test", "100.64.0.1"))
+                        }
+                        _ => (404, String::new()),
+                    };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(code)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn connections_from_the_servers_own_node_are_not_identified() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("tailscaled.sock");
+        fake_daemon(&sock);
+        let id = TailscaledIdentity::start(LocalApi::new(&sock));
+        let laptop = id.whois("100.64.0.1:40000".parse().unwrap()).await.unwrap();
+        assert_eq!(laptop.unwrap().node_stable_id, "nLAPTOP");
+        // A local process connecting to the node's own address is WhoIs'd as the node: refused.
+        let own = id.whois("100.64.0.2:40001".parse().unwrap()).await.unwrap();
+        assert!(own.is_none(), "{own:?}");
+        id.allow_self_connections(true);
+        let own = id.whois("100.64.0.2:40001".parse().unwrap()).await.unwrap();
+        assert_eq!(own.unwrap().node_fqdn, "tka.tailnet.test");
+        assert!(
+            id.whois("100.64.0.9:1".parse().unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -74,46 +74,115 @@ impl DaemonSettings {
         args
     }
 
-    /// Writes the run directory (0700), config and auth key (0600). Fails fast with advice when the
-    /// directories are not writable (typically a volume without `fsGroup: 65532`).
+    /// Prepares the run directory (private, see [`private_run_dir`]), then writes config and auth key as new
+    /// 0600 files. Fails fast with advice when the directories are not writable (typically a volume without
+    /// `fsGroup: 65532`).
     pub fn prepare(&self) -> Result<(), String> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let mkdir = |dir: &Path, what: &str| {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
-                format!("cannot create {what} {}: {e} (is it writable by this user? in Kubernetes set fsGroup: 65532)", dir.display())
-            })
-        };
-        mkdir(&self.run_dir, "tailscale.runDir")?;
+        use std::os::unix::fs::DirBuilderExt;
+        private_run_dir(&self.run_dir)?;
         if self.state_secret.is_none() {
-            mkdir(&self.state_dir, "tailscale.stateDir")?;
-            let probe = self.state_dir.join(".tka-write-test");
+            let dir = &self.state_dir;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
+                format!("cannot create tailscale.stateDir {}: {e} (is it writable by this user? in Kubernetes set fsGroup: 65532)", dir.display())
+            })?;
+            let probe = dir.join(".tka-write-test");
             std::fs::write(&probe, b"").map_err(|e| {
                 format!(
                     "tailscale.stateDir {} is not writable: {e} (in Kubernetes set fsGroup: 65532)",
-                    self.state_dir.display()
+                    dir.display()
                 )
             })?;
             let _ = std::fs::remove_file(probe);
         }
-        let write = |path: PathBuf, data: &[u8]| -> Result<(), String> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot write {} in tailscale.runDir: {e}", path.display()))?;
-            std::io::Write::write_all(&mut f, data)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        };
         if let Some(key) = &self.auth_key {
-            write(self.run_dir.join("authkey"), key.trim().as_bytes())?;
+            write_secret(&self.run_dir.join("authkey"), key.trim().as_bytes())?;
         }
-        write(
-            self.run_dir.join("tailscaled.conf"),
+        write_secret(
+            &self.run_dir.join("tailscaled.conf"),
             self.config_json().to_string().as_bytes(),
         )
     }
+}
+
+/// The run directory holds the auth key and the LocalAPI socket whose WhoIs answers decide who a caller is, so
+/// nobody but this uid may create, replace or read anything in it. It is created 0700 when missing; an
+/// existing one must be a real directory (not a symlink), owned by this uid, without group/other access.
+/// Nothing is tightened silently: a directory someone else could have prepared is refused.
+pub fn private_run_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            format!(
+                "cannot create tailscale.runDir {}: {e} (is it writable by this user? in Kubernetes set fsGroup: 65532)",
+                dir.display()
+            )
+        })?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("tailscale.runDir {}: {e}", dir.display()))?;
+    let uid = crate::config::current_uid();
+    let problem = if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_string())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.uid() != uid {
+        Some(format!(
+            "is owned by uid {}, not by this server's uid {uid}",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!(
+            "has mode {:04o}: group and others must have no access",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(format!(
+            "tailscale.runDir {} {p}; it holds the auth key and the tailscaled socket, so it must be a directory \
+             private to this user (remove it, or point tailscale.runDir at a directory owned by uid {uid} with \
+             mode 0700)",
+            dir.display()
+        )),
+    }
+}
+
+/// Writes a secret file as a new 0600 file: created exclusively and never through a symlink. A regular file
+/// left by an earlier run is replaced; a symlink or anything else at that name is refused.
+pub fn write_secret(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(format!(
+                "{} is a symbolic link: refusing to write a secret through it (remove it; tailscale.runDir must \
+                 contain only what tka-server writes)",
+                path.display()
+            ));
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(format!(
+                "{} exists and is not a regular file: remove it",
+                path.display()
+            ));
+        }
+        Ok(_) => std::fs::remove_file(path)
+            .map_err(|e| format!("cannot replace {}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot write {} in tailscale.runDir: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, data)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Restart policy: backoff 1 s → 30 s; more than this many exits within the window is fatal.
@@ -284,6 +353,96 @@ mod tests {
         assert!(
             s.args()
                 .contains(&"--state=kube:tka-tailscale-state".to_string())
+        );
+    }
+
+    #[test]
+    fn a_run_dir_others_can_write_is_refused_and_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        // Another local user got there first: a world-writable directory with a fake socket in it.
+        std::fs::create_dir(&s.run_dir).unwrap();
+        std::fs::set_permissions(&s.run_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = s.prepare().unwrap_err();
+        assert!(
+            err.contains("tailscale.runDir")
+                && err.contains("mode 0777")
+                && err.contains("private"),
+            "{err}"
+        );
+        assert!(!s.run_dir.join("authkey").exists(), "no key written");
+        assert_eq!(
+            std::fs::metadata(&s.run_dir).unwrap().permissions().mode() & 0o777,
+            0o777,
+            "not silently tightened"
+        );
+        // Group access is refused as well.
+        std::fs::set_permissions(&s.run_dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(s.prepare().unwrap_err().contains("mode 0750"));
+        // A symlink to a private directory is refused too: its owner could re-point it at any time.
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::remove_dir(&s.run_dir).unwrap();
+        std::os::unix::fs::symlink(&real, &s.run_dir).unwrap();
+        assert!(s.prepare().unwrap_err().contains("is a symbolic link"));
+    }
+
+    #[test]
+    fn a_directory_of_another_uid_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, owner) = if crate::config::current_uid() == 0 {
+            // As root (CI containers): a private directory handed to another uid.
+            let d = tmp.path().join("run");
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&d, Some(12345), None).unwrap();
+            (d, 12345)
+        } else {
+            ("/".into(), 0)
+        };
+        let err = private_run_dir(&dir).unwrap_err();
+        assert!(err.contains(&format!("is owned by uid {owner}")), "{err}");
+    }
+
+    #[test]
+    fn a_symlinked_auth_key_file_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        private_run_dir(&s.run_dir).unwrap();
+        let elsewhere = dir.path().join("attacker-readable");
+        std::fs::write(&elsewhere, b"").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, s.run_dir.join("authkey")).unwrap();
+        let err = s.prepare().unwrap_err();
+        assert!(
+            err.contains("authkey is a symbolic link") && err.contains("refusing"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&elsewhere).unwrap(),
+            b"",
+            "nothing written through it"
+        );
+    }
+
+    #[test]
+    fn files_of_an_earlier_run_are_replaced_by_new_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        s.prepare().unwrap();
+        let key = s.run_dir.join("authkey");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        s.prepare().unwrap();
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(&s.run_dir).unwrap().permissions().mode() & 0o777,
+            0o700
         );
     }
 }

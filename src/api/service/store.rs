@@ -1,5 +1,6 @@
 //! The API's view of sessions: a watch-fed cache of TkaSignins, so status reads and long-poll waits never
-//! poll the apiserver (spec: api.md §5), and the one place where the API writes a session's spec.
+//! poll the apiserver, and the one place where the API writes a session's spec (never its status: that is
+//! the operator's).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,63 +8,31 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::model::naming;
 use crate::operator::crd::{Origin, TkaSignin, TkaSigninSpec};
 use crate::operator::objects::{self, CLUSTER_ROLE, LAST_SIGN_IN, LOGIN_NAME, NODE, VALID_UNTIL};
-use crate::operator::reconcile::valid_until;
 
+/// Field manager of the spec the API writes.
 pub const FIELD_MANAGER: &str = "tka-api";
 
-/// Where a session stands, as the API reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum State {
-    /// The controller has not yet reported on the current generation.
-    Pending,
-    Ready,
-    /// Terminal `Ready=False` for the current generation: reason and message.
-    Failed {
-        reason: String,
-        message: String,
-    },
-}
-
-pub fn state(signin: &TkaSignin) -> State {
-    let generation = signin.metadata.generation.unwrap_or_default();
-    let observed = signin
-        .status
-        .as_ref()
-        .and_then(|s| s.observed_generation)
-        .unwrap_or(-1);
-    match signin.ready_condition() {
-        Some(c) if observed >= generation && c.status == "True" => State::Ready,
-        Some(c) if observed >= generation && c.status == "False" && c.reason != "Provisioning" => {
-            State::Failed {
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-            }
-        }
-        _ => State::Pending,
-    }
-}
-
 #[derive(Clone)]
-pub struct Sessions {
+pub struct Store {
     client: Client,
     namespace: String,
-    store: Store<TkaSignin>,
+    store: reflector::Store<TkaSignin>,
     changed: watch::Receiver<u64>,
 }
 
-impl Sessions {
+impl Store {
     /// Starts the watch; returns once the cache holds the initial list.
-    pub async fn start(client: Client, namespace: &str) -> Sessions {
+    pub async fn start(client: Client, namespace: &str) -> Store {
         let api: Api<TkaSignin> = Api::namespaced(client.clone(), namespace);
         let (store, writer) = reflector::store();
         let (tx, changed) = watch::channel(0u64);
@@ -80,7 +49,7 @@ impl Sessions {
                 .await;
         });
         let _ = store.wait_until_ready().await;
-        Sessions {
+        Store {
             client,
             namespace: namespace.to_string(),
             store,
@@ -95,6 +64,14 @@ impl Sessions {
     pub fn get(&self, name: &str) -> Option<Arc<TkaSignin>> {
         self.store
             .get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    /// A session by name: from the cache, else (just written, cache lagging) from the apiserver.
+    pub async fn find(&self, name: &str) -> Result<Option<Arc<TkaSignin>>, kube::Error> {
+        if let Some(s) = self.get(name) {
+            return Ok(Some(s));
+        }
+        Ok(self.api().get_opt(name).await?.map(Arc::new))
     }
 
     /// All sessions of a user (any node).
@@ -186,20 +163,9 @@ impl Sessions {
             .await
     }
 
-    /// Deletes one session object (its finalizer revokes the tokens). NotFound is success.
+    /// Deletes one session object (its finalizer revokes the tokens).
     pub async fn delete(&self, signin: &TkaSignin) -> Result<(), kube::Error> {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: signin.uid(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match self.api().delete(&signin.name_any(), &dp).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(e),
-        }
+        signin.delete_exactly(&self.api()).await
     }
 }
 
@@ -213,37 +179,15 @@ pub struct NewSession {
     pub role: String,
     pub period: Duration,
     pub namespaces: Vec<String>,
-    /// `local`, or `federation` with the primary's FQDN.
+    /// Local, or created by a federation primary.
     pub origin: Origin,
 }
 
 impl NewSession {
-    pub fn local_origin() -> Origin {
-        Origin {
-            kind: "local".into(),
-            primary: String::new(),
-        }
-    }
-
     pub fn name(&self) -> String {
         naming::signin_name(
             &naming::subject_key(&self.login),
             &naming::node_key(&self.node_id),
         )
     }
-}
-
-/// `valid_until` of a session, or its estimate while the controller has not reported yet.
-pub fn until(signin: &TkaSignin) -> Option<Timestamp> {
-    signin
-        .status
-        .as_ref()
-        .and_then(|s| s.valid_until.as_ref())
-        .map(|t| t.0)
-        .or_else(|| valid_until(signin).ok())
-}
-
-/// Has the session passed its end? Judged from the spec, which the controller may not have acted on yet.
-pub fn expired(signin: &TkaSignin, now: Timestamp) -> bool {
-    valid_until(signin).is_ok_and(|u| u <= now)
 }

@@ -1,8 +1,10 @@
-//! Capability grants: `parse_rules` (the JSON values under the capability name) and `select_for` (the rule
-//! a login gets), checked against a direct transcription of the selection rules.
+//! Capability grants: `parse_rules` (the JSON values under the capability name), `select_for` (the rule a
+//! login gets) and `verdict` (does a session still hold), checked against a direct transcription of the
+//! selection rules.
 //!
-//! Input: a first line `cluster|allowed,roles|maxPeriod|requested role|evaluated cluster` (every field
-//! optional), then the JSON grant: an array of rule values, or any other value as the only rule.
+//! Input: a first line `cluster|allowed,roles|maxPeriod|requested role|evaluated cluster|protected
+//! namespace` (every field optional), then the JSON grant: an array of rule values, or any other value as
+//! the only rule.
 #![no_main]
 
 use std::time::Duration;
@@ -11,7 +13,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tka::model::duration::GoDuration;
 use tka::model::naming::is_dns1123_label;
-use tka::model::rules::{MIN_PERIOD, Policy, Reject, Rule, glob_match, parse_rules, select_for};
+use tka::model::rules::{
+    MIN_PERIOD, Policy, Reject, Rule, glob_match, parse_rules, select_for, verdict,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -28,12 +32,17 @@ fuzz_target!(|data: &[u8]| {
             .map(String::from)
             .collect(),
         max_period: GoDuration::parse(field()).ok().map(GoDuration::as_std),
+        protected_namespace: None,
     };
     let requested = Some(field()).filter(|r| !r.is_empty());
     let cluster = Some(field())
         .filter(|c| !c.is_empty())
         .unwrap_or(&policy.cluster)
         .to_string();
+    let policy = Policy {
+        protected_namespace: Some(field()).filter(|n| !n.is_empty()).map(String::from),
+        ..policy
+    };
 
     let values = match serde_json::from_str::<Value>(json) {
         Ok(Value::Array(values)) => values,
@@ -47,6 +56,22 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(got, reference_select(&rules, &policy, &cluster, requested));
     if let Err(e) = &got {
         assert!(!e.to_string().is_empty() && !e.advice().is_empty(), "{e:?}");
+    }
+    // A session holds exactly while a rule of its role and namespaces applies; one just granted holds.
+    for rule in &rules {
+        let held = verdict(&rules, &policy, &cluster, &rule.role, &rule.namespaces);
+        reference_verdict(&rules, &policy, &cluster, rule, &held);
+    }
+    if let Ok(granted) = &got {
+        let held = verdict(
+            &rules,
+            &policy,
+            &cluster,
+            &granted.role,
+            &granted.namespaces,
+        )
+        .expect("a session holds under the grant that made it");
+        assert_eq!(held.priority, granted.priority);
     }
     for rule in &rules {
         for pattern in rule.clusters.iter().flatten() {
@@ -121,6 +146,16 @@ fn reference_select(
             cluster: cluster.into(),
         });
     }
+    // Any rule for the server's own cluster reaching its own namespace rejects the whole grant.
+    if cluster == policy.cluster
+        && let Some(protected) = &policy.protected_namespace
+        && let Some(r) = here.iter().find(|r| r.namespaces.contains(protected))
+    {
+        return Err(Reject::ProtectedNamespace {
+            role: r.role.clone(),
+            namespace: protected.clone(),
+        });
+    }
     let roles = |rs: &[&Rule]| {
         let mut out: Vec<String> = Vec::new();
         for r in rs {
@@ -164,11 +199,58 @@ fn reference_select(
             allowed: policy.allowed_roles.clone(),
         });
     }
-    let mut chosen = first.clone();
+    Ok(capped(first, policy))
+}
+
+fn capped(rule: &Rule, policy: &Policy) -> Rule {
+    let mut chosen = rule.clone();
     if let Some(max) = policy.max_period.filter(|m| *m > Duration::ZERO) {
         chosen.period = chosen.period.min(GoDuration::from_std(max));
     }
-    Ok(chosen)
+    chosen
+}
+
+/// `verdict` for a session of `held`'s role and namespaces: no rule for the cluster → no_grant; none of that
+/// role and exactly those namespaces → grant_changed; else one of the highest priority among them, capped,
+/// if the server allows the role.
+fn reference_verdict(
+    rules: &[Rule],
+    policy: &Policy,
+    cluster: &str,
+    held: &Rule,
+    got: &Result<Rule, Reject>,
+) {
+    let applies = |r: &Rule| match &r.clusters {
+        None => cluster == policy.cluster,
+        Some(globs) => globs.iter().any(|g| reference_glob(g, cluster)),
+    };
+    let here: Vec<&Rule> = rules.iter().filter(|r| applies(r)).collect();
+    let same: Vec<&Rule> = here
+        .iter()
+        .copied()
+        .filter(|r| r.role == held.role && r.namespaces == held.namespaces)
+        .collect();
+    let top = same.iter().map(|r| r.priority).max();
+    match got {
+        Err(Reject::NoGrant { .. }) => assert!(here.is_empty()),
+        Err(Reject::GrantChanged { role }) => {
+            assert!(!here.is_empty() && same.is_empty() && *role == held.role)
+        }
+        Err(Reject::RoleNotAllowed { role, .. }) => assert!(
+            !same.is_empty()
+                && !policy.allowed_roles.is_empty()
+                && !policy.allowed_roles.contains(role)
+        ),
+        Ok(best) => {
+            assert!(policy.allowed_roles.is_empty() || policy.allowed_roles.contains(&best.role));
+            assert!(
+                same.iter()
+                    .any(|r| Some(r.priority) == top && capped(r, policy) == *best),
+                "{best:?} is not a top rule of {same:?}"
+            );
+        }
+        Err(other) => panic!("verdict cannot reject with {other:?}"),
+    }
 }
 
 /// `*` matches any run of characters, `?` exactly one; everything else itself. Dynamic programming over

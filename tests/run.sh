@@ -24,7 +24,7 @@ cargo clippy --all-targets --features integration -- -D warnings
 echo "==> cargo test (unit + integration)"
 cargo test --features integration
 
-echo "==> fuzz: every target 20 s from the committed corpus (cargo-fuzz, AddressSanitizer; fuzz/run.sh)"
+echo "==> fuzz: every target 15 s from the committed corpus (libFuzzer; fuzz/run.sh)"
 fuzz/run.sh
 
 echo "==> end-to-end: headscale + tailscaled + kube-apiserver + tka in network namespaces"

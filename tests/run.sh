@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, unit tests, the integration tests against a real
-# kube-apiserver + etcd built from pinned sources (tests/peers), the end-to-end login flow with real
-# headscale and tailscaled in network namespaces, the static checks of the Nix files and manifests, and the
-# appliance image run locked down under podman (the last three need root). This is the README's test
-# command and what CI runs. Not root: it runs itself again through sudo (tests/lib/as-root.sh).
+# kube-apiserver + etcd built from pinned sources (tests/peers), a short run of every fuzz target, the
+# end-to-end login flow with real headscale and tailscaled in network namespaces, the static checks of the Nix
+# files and manifests, and the appliance image run locked down under podman (the last three need root). The
+# chaos soak (tests/soak/run.sh) is not part of it yet: it still finds failures (README, Chaos soak). This is
+# the README's test command and what CI runs. Not root: it runs itself again through sudo (tests/lib/as-root.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/lib/as-root.sh
@@ -23,11 +24,15 @@ cargo clippy --all-targets --features integration -- -D warnings
 echo "==> cargo test (unit + integration)"
 cargo test --features integration
 
+echo "==> fuzz: every target 15 s from the committed corpus (libFuzzer; fuzz/run.sh)"
+fuzz/run.sh
+
 echo "==> end-to-end: headscale + tailscaled + kube-apiserver + tka in network namespaces"
 tests/e2e/run.sh
 
 echo "==> end-to-end federation: a second cluster with a member tka-server (federation.md)"
 tests/e2e/run.sh --federation --no-build
+
 
 echo "==> static checks: Nix files (parse, deadnix, nixpkgs-fmt, flake structure), kustomize, generated files"
 tests/static/check.sh

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use crate::apiserver;
 use crate::census::Census;
-use crate::harness::{Env, Harness, User};
 use crate::harness::latencies as summary;
+use crate::harness::{Env, Harness, User};
 use crate::stats;
 
 pub const LOGIN: &str = "/api/v1alpha1/login?wait=30s&include=kubeconfig&format=v1";

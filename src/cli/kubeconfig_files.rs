@@ -249,8 +249,10 @@ pub fn pin_exec_server(doc: &mut serde_json::Value, server: &str) {
             }
         }
     }
-    for user in doc["users"].as_array_mut().into_iter().flatten() {
-        // `get_mut`, not `[]`: indexing a missing key mutably would insert `exec: null` into token users.
+    // `get_mut` throughout: indexing mutably panics on a document that is not an object (a server's
+    // malformed answer), and would insert `null` into entries that lack a key.
+    let users = doc.get_mut("users").and_then(|u| u.as_array_mut());
+    for user in users.into_iter().flatten() {
         let Some(args) = user
             .get_mut("user")
             .and_then(|u| u.get_mut("exec"))

@@ -450,6 +450,25 @@ mod tests {
         assert_eq!(normalize(v1.clone(), "https://tka.ts.net"), v1);
     }
 
+    /// Found by the `kubeconfig` fuzz target: a 2xx answer that is not a kubeconfig object (a string, a
+    /// list, a legacy entry that is not an object) made `tka login` panic instead of passing it on to the
+    /// checks that reject it.
+    #[test]
+    fn malformed_documents_do_not_panic() {
+        for doc in [
+            json!("x"),
+            json!([1]),
+            json!(7),
+            json!({"users": "x"}),
+            json!({"users": [{"user": "x"}, {"user": {"exec": "x"}}]}),
+            json!({"clusters": {"prod": "x"}, "users": {"u": 1}, "contexts": {"c": ["x"]}}),
+        ] {
+            let once = normalize(doc.clone(), "https://tka.ts.net");
+            assert_eq!(normalize(once.clone(), "https://tka.ts.net"), once, "{doc}");
+            let _ = cluster_name(None, &once);
+        }
+    }
+
     #[test]
     fn cluster_name_prefers_the_response() {
         let doc = json!({"clusters":[{"name":"a"}],"contexts":[{"name":"c","context":{"cluster":"b"}}],

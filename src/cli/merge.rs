@@ -50,6 +50,7 @@ fn managed_by(entry: &Value, inner: &str) -> Option<(String, String)> {
 /// `existing` with the entries of `new` in place of tka's entries of the same names or the same
 /// (server, cluster), and `new`'s current context. Pure.
 pub fn merge(existing: &Value, new: &Value) -> Result<Value, String> {
+    check_shape(existing)?;
     let mut out = base(existing);
     for (list, inner) in LISTS {
         let incoming: Vec<Value> = new[list].as_array().cloned().unwrap_or_default();
@@ -88,12 +89,17 @@ pub fn merge(existing: &Value, new: &Value) -> Result<Value, String> {
             None => current.to_string(),
         };
         if !previous.is_empty() {
+            // `get_mut`: the new document's entries may be malformed, and `[]` on them would panic.
             for c in out["contexts"].as_array_mut().into_iter().flatten() {
                 if c["name"] == ctx
-                    && let Some(ext) = c["context"]["extensions"].as_array_mut()
+                    && let Some(ext) = c
+                        .get_mut("context")
+                        .and_then(|c| c.get_mut("extensions"))
+                        .and_then(Value::as_array_mut)
                     && let Some(e) = ext.iter_mut().find(|e| e["name"] == MANAGED_EXTENSION)
+                    && let Some(fields) = e.get_mut("extension").and_then(Value::as_object_mut)
                 {
-                    e["extension"][PREVIOUS_CONTEXT] = json!(previous);
+                    fields.insert(PREVIOUS_CONTEXT.into(), json!(previous));
                 }
             }
         }
@@ -111,6 +117,26 @@ pub fn managed_contexts(doc: &Value, server: &str) -> Vec<String> {
         .filter(|c| managed_by(c, "context").is_some_and(|(s, _)| s == server))
         .filter_map(|c| c["name"].as_str().map(str::to_string))
         .collect()
+}
+
+/// A file to merge into must be a kubeconfig (or empty): a mapping whose entry lists are lists. Anything
+/// else would be replaced by tka's entries alone, losing what the user had.
+fn check_shape(existing: &Value) -> Result<(), String> {
+    let Some(doc) = existing.as_object() else {
+        return match existing {
+            Value::Null => Ok(()),
+            _ => Err("the file is not a kubeconfig: its document is not a mapping".into()),
+        };
+    };
+    match LISTS.iter().find(|(list, _)| {
+        doc.get(*list)
+            .is_some_and(|v| !v.is_array() && !v.is_null())
+    }) {
+        Some((list, _)) => Err(format!(
+            "the file is not a kubeconfig: {list:?} is not a list"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The remembered context of one of tka's context entries.
@@ -132,7 +158,10 @@ pub fn remove_server(existing: &Value, server: &str) -> Option<Value> {
     let mut removed_contexts: Vec<Value> = Vec::new();
     let mut changed = false;
     for (list, inner) in LISTS {
-        let entries = out[list].as_array().cloned().unwrap_or_default();
+        // Not a list: none of tka's entries can be in it, and it is left as it is.
+        let Some(entries) = out[list].as_array().cloned() else {
+            continue;
+        };
         let (gone, kept): (Vec<Value>, Vec<Value>) = entries
             .into_iter()
             .partition(|e| managed_by(e, inner).is_some_and(|(s, _)| s == server));
@@ -166,6 +195,7 @@ pub fn remove_server(existing: &Value, server: &str) -> Option<Value> {
     changed.then_some(out)
 }
 
+/// `existing` with `apiVersion` and `kind` (a missing or non-mapping document is an empty one).
 fn base(existing: &Value) -> Value {
     let mut out = if existing.is_object() {
         existing.clone()
@@ -179,6 +209,20 @@ fn base(existing: &Value) -> Value {
         out["kind"] = json!("Config");
     }
     out
+}
+
+/// The content of a kubeconfig file as [`merge`] and [`remove_server`] take it; an empty (or blank) file is
+/// an empty document. Pure.
+pub fn read_document(bytes: &[u8]) -> Result<Value, serde_yaml::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_yaml::from_slice(bytes)
+}
+
+/// The text [`update`] writes for a document; [`read_document`] reads it back unchanged.
+pub fn render_document(doc: &Value) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(doc)
 }
 
 /// kubectl's lock: `<file>.lock`, created exclusively; removed on drop.
@@ -249,18 +293,13 @@ pub fn update(
             )));
         }
     };
-    let existing: Value = match &old {
-        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
-            serde_yaml::from_slice(b).map_err(|e| {
-                CliError::usage(format!("{} is not a valid kubeconfig: {e}", file.display()))
-                    .advice("fix the file, or sign in without --merge")
-            })?
-        }
-        _ => json!({}),
-    };
+    let existing = read_document(old.as_deref().unwrap_or_default()).map_err(|e| {
+        CliError::usage(format!("{} is not a valid kubeconfig: {e}", file.display()))
+            .advice("fix the file, or sign in without --merge")
+    })?;
     let Some(new) = change(&existing).map_err(|m| {
         CliError::usage(format!("cannot merge into {}: {m}", file.display()))
-            .advice("rename that entry, or sign in without --merge (managed files)")
+            .advice("rename that entry or fix the file, or sign in without --merge (managed files)")
     })?
     else {
         return Ok(false);
@@ -273,7 +312,7 @@ pub fn update(
         let bak = PathBuf::from(bak);
         replace_file(&bak, b, 0o600).map_err(|e| write_err(e, &bak))?;
     }
-    let yaml = serde_yaml::to_string(&new).map_err(|e| CliError::other(e.to_string()))?;
+    let yaml = render_document(&new).map_err(|e| CliError::other(e.to_string()))?;
     replace_file(&target, yaml.as_bytes(), private_mode(&target))
         .map_err(|e| write_err(e, &target))?;
     Ok(true)
@@ -363,6 +402,50 @@ mod tests {
             e.contains("\"tka-user-a\"") && e.contains("not written by tka"),
             "{e}"
         );
+    }
+
+    /// Found by the `kubeconfig` fuzz target: tka's context entry with an extension that is not an object
+    /// (or a `context` that is not one) made `--merge` panic while noting the user's context.
+    #[test]
+    fn odd_extensions_in_the_new_document_do_not_panic() {
+        let mut doc = tka_doc("https://tka", "prod", "t");
+        doc["contexts"][0]["context"]["extensions"][0]["extension"] = json!("x");
+        let merged = merge(&user_doc(), &doc).unwrap();
+        assert_eq!(merged["current-context"], "tka-context-a");
+        doc["contexts"][0]["context"] = json!("x");
+        merge(&user_doc(), &doc).unwrap();
+    }
+
+    /// Found by the `kubeconfig` fuzz target: a file that is not a kubeconfig (a scalar, a list, lists
+    /// written as mappings) was silently replaced by tka's entries alone.
+    #[test]
+    fn a_file_that_is_not_a_kubeconfig_is_refused_not_replaced() {
+        let new = tka_doc("https://tka", "prod", "t");
+        for (existing, what) in [
+            (json!("hello"), "not a mapping"),
+            (json!([1, 2]), "not a mapping"),
+            (
+                json!({"clusters": {"other": {"server": "https://other"}}}),
+                "\"clusters\" is not a list",
+            ),
+            (json!({"users": "me"}), "\"users\" is not a list"),
+        ] {
+            let e = merge(&existing, &new).unwrap_err();
+            assert!(
+                e.contains(what) && e.contains("not a kubeconfig"),
+                "{existing}: {e}"
+            );
+        }
+        // An empty or null document, and null lists, are fine.
+        merge(&json!(null), &new).unwrap();
+        merge(&json!({"clusters": null}), &new).unwrap();
+        // Logout never rewrites such a file, and leaves a non-list alone.
+        let mut odd = merge(&user_doc(), &new).unwrap();
+        odd["preferences"] = json!({"x": 1});
+        odd["clusters"] = json!({"keep": "me"});
+        let out = remove_server(&odd, "https://tka").unwrap();
+        assert_eq!(out["clusters"], json!({"keep": "me"}));
+        assert!(remove_server(&json!("hello"), "https://tka").is_none());
     }
 
     #[test]

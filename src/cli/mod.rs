@@ -35,6 +35,15 @@ mod settings;
 #[cfg(unix)]
 mod shell;
 
+/// The CLI's pure kubeconfig functions, for the fuzz targets in `fuzz/` only (feature `fuzzing`): they stay
+/// private to the CLI otherwise.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::kubeconfig_files::{exec_targets, managed_path};
+    pub use super::login::{cluster_name, normalize};
+    pub use super::merge::{merge, read_document, remove_server, render_document};
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -225,7 +225,13 @@ pub fn legacy_to_v1(legacy: &Value, tka_server: &str) -> Value {
                 .as_str()
                 .map(str::to_string)
                 .or_else(|| entry["name"].as_str().map(str::to_string));
-            entry[inner]["extensions"] = json!([{ "name": MANAGED_EXTENSION, "extension": { "server": tka_server, "cluster": cluster } }]);
+            // A malformed entry (not an object) is passed on as it is, for the caller to reject.
+            if let Some(fields) = entry.get_mut(inner).and_then(Value::as_object_mut) {
+                fields.insert(
+                    "extensions".into(),
+                    json!([{ "name": MANAGED_EXTENSION, "extension": { "server": tka_server, "cluster": cluster } }]),
+                );
+            }
         }
     }
     doc

@@ -136,6 +136,20 @@ pub fn parse_rules(values: &[serde_json::Value]) -> Result<Vec<Rule>, Reject> {
 }
 
 fn parse_rule(value: &serde_json::Value) -> Result<Rule, String> {
+    // serde would also read the struct from a JSON array of its fields; a rule is an object.
+    let got = match value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("a list"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    };
+    if let Some(got) = got {
+        return Err(format!(
+            "invalid type: expected an object such as {{\"role\": \"view\", \"period\": \"8h\"}}, got {got}"
+        ));
+    }
     let raw: RawRule = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     let role = raw
         .role
@@ -373,12 +387,13 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // `*` first: it is a wildcard even where the text has a `*` too.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -460,6 +475,22 @@ mod tests {
         }
     }
 
+    /// Found by the `grant` fuzz target: serde also reads a struct from a JSON array of its fields, so
+    /// `["admin", "8h", 0, [], null]` was accepted as a rule (Go's decoder, and the spec, want objects).
+    #[test]
+    fn a_rule_must_be_an_object() {
+        let err = parse_rules(&[
+            json!({"role": "view", "period": "8h"}),
+            json!(["admin", "8h", 0, [], null]),
+        ])
+        .unwrap_err();
+        let Reject::InvalidGrant { index, reason } = &err else {
+            unreachable!()
+        };
+        assert_eq!(*index, 1);
+        assert!(reason.contains("an object"), "{reason}");
+    }
+
     #[test]
     fn highest_priority_wins_and_lower_ties_are_fine() {
         let r = rules(json!([
@@ -534,6 +565,18 @@ mod tests {
         );
         let chosen = select(&r, &strict, Some("view")).unwrap();
         assert_eq!(chosen.period.to_string(), "1h0m0s");
+    }
+
+    /// Found by the `grant` fuzz target: a `*` in the pattern was first tried as the literal character when
+    /// the text had one there, and then never as a wildcard, so `*` did not match `a*b`.
+    #[test]
+    fn a_star_in_the_text_does_not_stop_the_wildcard() {
+        assert!(glob_match("*", "a*b"));
+        assert!(glob_match("*", "*b"));
+        assert!(glob_match("a*", "a*b"));
+        assert!(glob_match("*-west", "x*-west"));
+        assert!(glob_match("?*", "**"));
+        assert!(!glob_match("a*c", "a*b"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 #   tests/e2e/run.sh --down        tear down what a --keep (or crashed) run left behind
 #   tests/e2e/run.sh --env-only    only the environment (tailnet, control plane) and its checks, no tka
 #   tests/e2e/run.sh --federation  a member cluster too (tests/e2e/federation.sh): login, federation scenario
+#   tests/e2e/run.sh --soak        the chaos soak instead of the scenarios (tests/soak/soak.sh; use tests/soak/run.sh)
 #   Other flags: --keep-going (run every scenario even after a failure), --no-build (use the binaries in
 #   target/debug as they are), --quick (skip the token-expiry scenario, which waits ~11 min for a real
 #   apiserver token to expire; CI runs it; --demo implies it), --help.
@@ -57,8 +58,8 @@ CAP=specht-labs.de/cap/tka
 # The uid tka-server runs as (the image's); 0 runs it as root.
 SERVER_UID=${TKA_E2E_SERVER_UID:-65532}
 
-DEMO=0 KEEP=0 KEEP_GOING=0 BUILD=1 ENV_ONLY=0 FEDERATION=0 QUICK=0 MODE=run
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+DEMO=0 KEEP=0 KEEP_GOING=0 BUILD=1 ENV_ONLY=0 FEDERATION=0 SOAK=0 QUICK=0 MODE=run
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 for arg in "$@"; do
 	case $arg in
 	--demo) DEMO=1 QUICK=1 ;; # a newcomer should not wait 11 minutes for a token to expire
@@ -67,6 +68,7 @@ for arg in "$@"; do
 	--no-build) BUILD=0 ;;
 	--env-only) ENV_ONLY=1 ;;
 	--federation) FEDERATION=1 ;;
+	--soak) SOAK=1 ;;
 	--quick) QUICK=1 ;;
 	--down) MODE=down ;;
 	-h | --help) usage; exit 0 ;;
@@ -286,7 +288,7 @@ EOF
 setup_network() {
 	local n names
 	names=$(IFS=,; echo "${NAMESPACES[*]}")
-	phase "network namespaces $NS_PREFIX-{$names} on 10.77.0.0/24"
+	phase "network namespaces $NS_PREFIX-{$names} on ${IP[ctl]%.*}.0/24"
 	note "One namespace per machine of a real deployment, joined by a bridge; nothing reaches the host's network."
 	for n in "${NAMESPACES[@]}"; do
 		ip netns add "$(ns "$n")"
@@ -416,7 +418,7 @@ EOF
 	spawn headscale ctl "$PEERS/headscale" -c "$HS/config.yaml" serve
 	wait_for 30 "headscale /health" headscale nsx ctl curl -fsS "$HEADSCALE_URL/health"
 	# Also proves the bridge forwards (there is no ping on this machine).
-	wait_for 10 "headscale from $(ns cli)" headscale nsx cli curl -fsS "$HEADSCALE_URL/health"
+	wait_for 10 "headscale from $(ns "${NODE_NS[alice]}")" headscale nsx "${NODE_NS[alice]}" curl -fsS "$HEADSCALE_URL/health"
 	hs users create alice >/dev/null
 	hs users create bob >/dev/null
 	hs users create carol >/dev/null
@@ -479,6 +481,16 @@ start_controlplane() {
 		--listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
 		--initial-cluster=tka-e2e=http://127.0.0.1:2380 --unsafe-no-fsync --log-level=warn
 	wait_for 60 "etcd /health" etcd nsx srv curl -fsS http://127.0.0.1:2379/health
+	launch_kube_apiserver
+	write_kubeconfig "$K8S/admin.kubeconfig" admin \
+		"client-certificate-data: $(base64 -w0 "$PKI/admin.crt")" "client-key-data: $(base64 -w0 "$PKI/admin.key")"
+	wait_for 90 "kube-apiserver /readyz" kube-apiserver nsx srv curl -fsS --cacert "$PKI/ca.crt" \
+		--cert "$PKI/admin.crt" --key "$PKI/admin.key" "$APISERVER/readyz"
+	wait_for 30 "the bootstrap ClusterRoles" kube-apiserver admin_kubectl get clusterrole view
+	aggregate_cluster_roles
+}
+# Starts (or, after a kill, restarts) the apiserver; etcd keeps the cluster's state.
+launch_kube_apiserver() {
 	spawn kube-apiserver srv "$PEERS/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
 		--bind-address="${IP[srv]}" --advertise-address="${IP[srv]}" --secure-port=6443 \
 		--cert-dir="$K8S/apiserver-certs" --tls-cert-file="$PKI/apiserver.crt" \
@@ -487,12 +499,6 @@ start_controlplane() {
 		--service-account-signing-key-file="$PKI/sa.key" --api-audiences=https://kubernetes.default.svc \
 		--service-cluster-ip-range=10.0.0.0/24 --enable-priority-and-fairness=false \
 		--endpoint-reconciler-type=none --profiling=false
-	write_kubeconfig "$K8S/admin.kubeconfig" admin \
-		"client-certificate-data: $(base64 -w0 "$PKI/admin.crt")" "client-key-data: $(base64 -w0 "$PKI/admin.key")"
-	wait_for 90 "kube-apiserver /readyz" kube-apiserver nsx srv curl -fsS --cacert "$PKI/ca.crt" \
-		--cert "$PKI/admin.crt" --key "$PKI/admin.key" "$APISERVER/readyz"
-	wait_for 30 "the bootstrap ClusterRoles" kube-apiserver admin_kubectl get clusterrole view
-	aggregate_cluster_roles
 }
 # write_kubeconfig FILE USER USER-FIELD...: a kubeconfig for the e2e cluster.
 write_kubeconfig() {
@@ -610,7 +616,7 @@ EOF
 	wait_for 60 "alice's node to see the tka node" - peer_ip alice tka
 	local tka_ip n
 	tka_ip=$(peer_ip alice tka)
-	for n in cli bob ci carol; do map_tka "$n" "$tka_ip"; done
+	for n in "${NODE_NS[@]}"; do map_tka "$n" "$tka_ip"; done
 	note "tka node: $tka_ip ($TKA_HOST)"
 }
 launch_tka_server() {
@@ -1596,6 +1602,10 @@ main() {
 	fi
 	install_tka
 	start_tka_server
+	if ((SOAK)); then
+		soak
+		finish
+	fi
 	check_environment
 	check_first_ready startup
 	if ((FEDERATION)); then
@@ -1632,4 +1642,8 @@ if ((FEDERATION)); then
 fi
 # shellcheck source=tests/e2e/upstream.sh
 source "$REPO/tests/e2e/upstream.sh"
+if ((SOAK)); then
+	# shellcheck source=tests/soak/soak.sh
+	source "$REPO/tests/soak/soak.sh"
+fi
 main

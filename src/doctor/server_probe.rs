@@ -394,7 +394,11 @@ async fn tailnet(config: &Config, metrics: &Result<(u16, String), String>, repor
     })
     .await;
     report.push(tailnet::tailscaled(&node, supervised));
-    let Ok(node) = node else {
+    let Some(node) = node.ok().filter(|n| n.backend_state == "Running") else {
+        // The rest goes through the node: one failure, not a cascade of its consequences.
+        for name in ["magicdns", "certificate", "listener", "federation"] {
+            report.push(Check::skip(name, "needs a Running tailscaled (above)"));
+        }
         return;
     };
     report.push(tailnet::node_name(&ts.hostname, &ts.tailnet, &node));

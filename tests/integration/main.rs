@@ -17,6 +17,7 @@ mod cli_security;
 mod controlplane;
 mod dashboard;
 mod doctor;
+mod doctor_cli;
 mod federation;
 mod federation_trust;
 mod harness;
@@ -65,6 +66,7 @@ fn main() {
         .chain(security::ALL)
         .chain(cli_security::ALL)
         .chain(doctor::ALL)
+        .chain(doctor_cli::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

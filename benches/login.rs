@@ -1,37 +1,23 @@
 //! Login latency benchmark (spec: testing.md §9): request in to kubeconfig out, server side, against the
 //! real local apiserver, beside the apiserver's own floor (one ServiceAccount create).
 //!
-//! `cargo bench --features integration --bench login [-- --logins N]`; writes `target/bench/report.json`
-//! and `target/bench/report.md`. Numbers are reported, never asserted.
+//! `cargo bench --features integration --bench login [-- --logins N]`; writes `target/bench/login.json`
+//! and `target/bench/login.md` (and rebuilds `target/bench/report.md`). Numbers are reported, never asserted.
 
 #[path = "../tests/support/controlplane.rs"]
 mod controlplane;
 #[path = "../tests/integration/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "support/report.rs"]
+mod report;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx].as_secs_f64() * 1000.0
-}
-
-fn summary(mut samples: Vec<Duration>) -> serde_json::Value {
-    samples.sort();
-    json!({
-        "n": samples.len(),
-        "p50_ms": percentile(&samples, 0.50),
-        "p90_ms": percentile(&samples, 0.90),
-        "p99_ms": percentile(&samples, 0.99),
-        "max_ms": percentile(&samples, 1.0),
-    })
-}
 
 async fn run(env: &harness::Env, logins: usize) -> serde_json::Value {
     // Floor: what one ServiceAccount create costs on this apiserver.
@@ -79,9 +65,9 @@ async fn run(env: &harness::Env, logins: usize) -> serde_json::Value {
     }
     h.stop().await;
     json!({
-        "apiserver_serviceaccount_create": summary(floor),
-        "login_new_session": summary(fresh),
-        "login_renewal": summary(renew),
+        "apiserver_serviceaccount_create": harness::latencies(floor),
+        "login_new_session": harness::latencies(fresh),
+        "login_renewal": harness::latencies(renew),
     })
 }
 
@@ -93,44 +79,15 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(300);
-    let cp = controlplane::ControlPlane::start().unwrap_or_else(|e| panic!("control plane: {e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = rt.block_on(cp.admin_client());
-    rt.block_on(harness::install_crd(&admin));
-    let mut env = harness::Env { cp, admin };
+    let (rt, mut env) = harness::bench_env();
     let results = rt.block_on(run(&env, logins));
     env.cp.stop();
 
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let versions = std::fs::read_to_string(
-        std::env::var("TKA_PEERS_BIN")
-            .map(|b| format!("{b}/versions.txt"))
-            .unwrap_or_else(|_| "tests/peers/bin/versions.txt".into()),
-    )
-    .unwrap_or_default();
-    let report = json!({
-        "commit": commit,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "peers": versions.lines().collect::<Vec<_>>(),
-        "results": results,
-    });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    let mut report = report::context();
+    report["results"] = results;
     let mut md = String::from(
-        "| metric | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
+        "## Single logins (`cargo bench --features integration --bench login`)\n\n\
+         | metric | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
     );
     for (name, v) in report["results"].as_object().unwrap() {
         md.push_str(&format!(
@@ -142,6 +99,6 @@ fn main() {
             v["max_ms"].as_f64().unwrap()
         ));
     }
-    std::fs::write(dir.join("report.md"), &md).unwrap();
+    report::write("login", &report, &md);
     println!("{md}");
 }

@@ -307,6 +307,24 @@ fn no_import_circles_between_files() {
     assert!(c.files.len() > 50, "the scan found the source files");
 }
 
+/// Comments explain themselves: the product spec's files are not in the repository, so a comment citing
+/// `api.md §4.3` sends the reader nowhere.
+#[test]
+fn comments_cite_no_spec_sections() {
+    let mut files = BTreeMap::new();
+    module_files(&src(), &src(), &mut files);
+    let mut found = Vec::new();
+    for path in files.values() {
+        let text = std::fs::read_to_string(path).expect("readable");
+        for (n, line) in text.lines().enumerate() {
+            if line.contains('§') {
+                found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "spec citations:\n{}", found.join("\n"));
+}
+
 /// The checks themselves: a circle and a banned use are found when present.
 #[test]
 fn the_checks_catch_what_they_look_for() {

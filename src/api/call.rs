@@ -1,13 +1,14 @@
 //! What every handler reads from a request besides its body: the connection's address (the only input to
 //! identity), the request ID and the query.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
+use super::limits::PeerAddr;
 use super::params;
 
 /// The connection's remote address, inserted by the connection loop.
@@ -21,6 +22,8 @@ pub struct RequestId(pub String);
 /// One API call, as the handlers see it.
 pub struct Call {
     pub remote: SocketAddr,
+    /// The tailnet address of the node behind the connection (the key of its limits).
+    pub peer: Option<IpAddr>,
     pub rid: String,
     pub headers: HeaderMap,
     pub query: params::Query,
@@ -50,6 +53,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Call {
             .0;
         Ok(Call {
             remote,
+            peer: parts.extensions.get::<PeerAddr>().map(|p| p.0),
             rid,
             headers: parts.headers.clone(),
             query,

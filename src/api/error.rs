@@ -393,7 +393,8 @@ impl From<Reject> for ApiError {
             Reject::NoGrant { .. }
             | Reject::RoleNotGranted { .. }
             | Reject::RoleNotAllowed { .. }
-            | Reject::GrantChanged { .. } => StatusCode::FORBIDDEN,
+            | Reject::GrantChanged { .. }
+            | Reject::PeriodShortened { .. } => StatusCode::FORBIDDEN,
         };
         ApiError {
             advice: r.advice(),

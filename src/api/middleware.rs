@@ -12,6 +12,7 @@ use tracing::{Instrument, Span};
 
 use super::call::RequestId;
 use super::error::ApiError;
+use super::limits::PeerAddr;
 use super::service::Service;
 use crate::model::wire::ErrorResponse;
 
@@ -21,6 +22,7 @@ pub const MAX_BODY: u64 = 64 * 1024;
 pub const MAX_HEADERS: usize = 16 * 1024;
 
 /// Per request: limits, request ID, in-flight gauge, metrics, error body completion, one log line per error.
+/// Runs outside [`limit`], so refused requests are counted and get the common error body too.
 pub async fn observe(State(svc): State<Arc<Service>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
@@ -72,6 +74,21 @@ pub async fn observe(State(svc): State<Arc<Service>>, mut req: Request, next: Ne
     response
 }
 
+/// The peer's request budget, before anything that costs: WhoIs, parsing, the handler. Keyed by the
+/// peer's tailnet address (set by the connection loop); federation routes draw on an admitted federation
+/// peer's own budget.
+pub async fn limit(State(svc): State<Arc<Service>>, req: Request, next: Next) -> Response {
+    if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>().copied() {
+        let federation = req.uri().path().starts_with("/federation/");
+        if !svc.limits().request(peer, federation) {
+            let e = ApiError::rate_limited();
+            svc.reject(&e);
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// The caller's `X-Request-Id` when it is sane, else a fresh one.
 fn request_id(headers: &axum::http::HeaderMap) -> String {
     headers
@@ -94,7 +111,8 @@ fn finish_error(
     route: &str,
     id: &str,
 ) -> (Response, Option<&'static str>) {
-    // axum's own 405 has the Allow header but no body: give it the common error shape.
+    // axum's own 405 has the Allow header but no body, its 413 (a streamed body over the limit) a plain
+    // text one: give both the common error shape.
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && response.extensions().get::<ApiError>().is_none()
     {
@@ -103,6 +121,11 @@ fn finish_error(
         if let Some(a) = allow {
             response.headers_mut().insert(header::ALLOW, a);
         }
+    }
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<ApiError>().is_none()
+    {
+        response = ApiError::payload_too_large().into_response();
     }
     let Some(e) = response.extensions_mut().remove::<ApiError>() else {
         return (response, None);

@@ -1,13 +1,16 @@
 //! The tailnet HTTP API: routes, the per-request middleware and the connection loop.
 //!
-//! Requests flow one way: [`serve`] accepts a connection and tags each request with the connection's
-//! address → [`middleware`] (limits, request ID, metrics, spans, error bodies) → a handler in [`handlers`]
+//! Requests flow one way: [`serve`] accepts a connection (within the [`limits`] of its peer) and tags each
+//! request with the connection's address → [`middleware`] (request ID, metrics, spans, error bodies, then the
+//! peer's request budget and size limits) → a handler in [`handlers`]
 //! (parse with [`params`], identify and call the [`service`], render with [`render`]). The service holds
 //! everything that is not HTTP; [`error`] is the layer's one error type.
 
 pub mod call;
+mod connection;
 pub mod error;
 mod handlers;
+pub mod limits;
 pub mod middleware;
 mod openapi;
 pub mod params;
@@ -19,6 +22,7 @@ pub mod tls;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
@@ -53,6 +57,9 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/swagger", get(openapi::redirect))
         .route("/swagger/{*rest}", get(openapi::redirect))
         .fallback(|| async { ApiError::no_route() })
+        // Streamed (chunked) bodies too: a handler reading one stops at the limit and answers 413.
+        .layer(DefaultBodyLimit::max(middleware::MAX_BODY as usize))
+        .layer(from_fn_with_state(svc.clone(), middleware::limit))
         .layer(from_fn_with_state(svc.clone(), middleware::observe))
         .with_state(svc)
 }

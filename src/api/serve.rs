@@ -1,50 +1,60 @@
-//! The connection loop: accepts tailnet connections, tags every request with its connection's remote
-//! address (the only input to identity), applies per-connection timeouts and drains on shutdown.
+//! The connection loop: accepts tailnet connections, caps them (all together and per peer, see [`super::limits`]),
+//! tags every request with its connection's remote address (the only input to identity) and its peer's
+//! tailnet address (the key of the limits), applies per-connection timeouts and drains on shutdown. What
+//! happens to one connection is in [`super::connection`].
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
-use super::RemoteAddr;
+pub use super::connection::{Guard, ServeOptions};
 
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    /// `server.readHeaderTimeout`; also bounds how long an idle keep-alive connection may wait for the
-    /// next request's headers.
-    pub read_header_timeout: Duration,
-    /// How long in-flight requests may take to finish after shutdown starts.
-    pub drain: Duration,
-}
+use super::connection::Connection;
 
-/// Serves `router` on `listener` until `shutdown` becomes true, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    opts: ServeOptions,
-    tls: Option<TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
+/// Largest header section hyper reads; the middleware refuses more than 16 KiB with an error body.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// HTTP/2 streams one connection may have open at once (a request each).
+const MAX_STREAMS: u32 = 32;
+/// HTTP/2 pings find connections whose peer vanished without closing them.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/1 and HTTP/2 settings of every connection.
+fn http(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.read_header_timeout)
-        // Headers beyond this are refused by hyper itself; the middleware refuses > 16 KiB with a body.
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024);
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(MAX_STREAMS)
+        .keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT);
+    builder
+}
+
+/// Serves `router` on `listener` until `shutdown` becomes true, then drains: every connection finishes the
+/// requests it has in flight, for at most `opts.drain`; what is left then is cut.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    opts: ServeOptions,
+    tls: Option<TlsAcceptor>,
+    guard: Option<Guard>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = http(&opts);
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -57,42 +67,34 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let router = router.clone();
-                let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                    req.extensions_mut().insert(RemoteAddr(remote));
-                    let router = router.clone();
-                    async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|never| match never {})) }
-                });
-                let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-                let handshake_timeout = opts.read_header_timeout;
-                tokio::spawn(async move {
-                    let result = match tls {
-                        None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
-                        Some(acceptor) => {
-                            // The handshake is bounded like the headers: a peer that opens a connection and
-                            // sends nothing must not hold it.
-                            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => return tracing::debug!(error = %e, %remote, "TLS handshake failed"),
-                                Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
-                            };
-                            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
-                        }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %remote, "connection ended with an error");
+                // The total cap comes first and costs nothing: a full server closes at once.
+                let slot = match guard.as_ref().map(|g| g.limits.slot()) {
+                    Some(Err(why)) => {
+                        guard.as_ref().expect("guarded").refused(why, remote);
+                        continue;
                     }
-                });
+                    Some(Ok(slot)) => Some(slot),
+                    None => None,
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = Connection {
+                    remote,
+                    router: router.clone(),
+                    builder: builder.clone(),
+                    opts,
+                    tls: tls.clone(),
+                    guard: guard.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                connections.spawn(connection.run(stream, slot));
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stopped(&mut shutdown) => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(opts.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(opts.drain, drained).await.is_err() {
         tracing::warn!("some connections did not finish within the shutdown timeout");
     }
 }

@@ -1,4 +1,4 @@
-//! TLS for the tailnet listener (spec: identity.md §3), terminated in-process with rustls. One certificate is
+//! TLS for the tailnet listener, terminated in-process with rustls. One certificate is
 //! served regardless of SNI; it is swapped without a restart when its source changes.
 
 use std::path::{Path, PathBuf};

@@ -265,7 +265,7 @@ fn main() -> ExitCode {
                 }
             };
             let code = runtime.block_on(tka::server::run::serve(cfg));
-            // Last step of shutdown (observability.md §6.6): flush spans, outside async code.
+            // Last step of shutdown: flush spans, outside async code.
             drop(runtime);
             if let Some(o) = otel {
                 o.shutdown();

@@ -1,4 +1,4 @@
-//! HTTP client for the tailnet API (`cli.md` §1, §7).
+//! HTTP client for the tailnet API.
 //!
 //! - rustls with the built-in web PKI roots plus `client.caFile` and `$SSL_CERT_FILE` as extra roots,
 //!   `User-Agent: tka/<version>`, `HTTPS_PROXY`/`NO_PROXY` honoured (reqwest's defaults);

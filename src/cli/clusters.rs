@@ -1,5 +1,5 @@
 //! Federation in the CLI: `tka get clusters` (`GET /clusters`) and the per-cluster outcome of a login,
-//! which exits 6 when some clusters failed (`cli.md` §8).
+//! which exits 6 when some clusters failed.
 
 use serde_json::Value;
 

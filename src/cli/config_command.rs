@@ -1,5 +1,5 @@
 //! `tka config [key [value]]`, `tka get config [key] [--filename]`, `tka set config <key> <value> [--force]`
-//! (`cli.md` §2): git-config style access to the configuration file.
+//! — git-config style access to the configuration file.
 //!
 //! Reading shows the effective value (file, `TKA_*` variables and global flags, as every other command sees it).
 //! Writing changes only the one key in the file in use (`config::set_key` keeps every other line, comments
@@ -19,7 +19,7 @@ use super::error::CliError;
 use super::output;
 use super::settings::load_config;
 
-/// The keys the CLI uses (`config.md` §11 plus the server address and `debug`): what `tka config` lists. Any
+/// The keys the CLI uses (the CLI-only keys plus the server address and `debug`): what `tka config` lists. Any
 /// key of the shared schema can be read and set by name.
 const CLI_KEYS: &[&str] = &[
     "tailscale.hostname",

@@ -1,4 +1,4 @@
-//! `tka credential`: the kubectl exec credential plugin (`cli.md` §5).
+//! `tka credential`: the kubectl exec credential plugin.
 //!
 //! stdout carries only the ExecCredential JSON; everything else goes to stderr and nothing ever prompts.
 //!

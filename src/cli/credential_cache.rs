@@ -1,4 +1,4 @@
-//! The exec plugin's on-disk state (`cli.md` §5): cached tokens, remembered failures and the refresh lock.
+//! The exec plugin's on-disk state: cached tokens, remembered failures and the refresh lock.
 //!
 //! - `<cache dir>/tka/credentials/<key>.json`: the last token, its expiry and the time the plugin should
 //!   refresh (expiry minus `min(60 s, 10 % of the lifetime)`); 0600 in a 0700 directory, written atomically;

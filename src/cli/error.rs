@@ -1,4 +1,4 @@
-//! The CLI's one error type and the exit codes of `cli.md` §8.
+//! The CLI's one error type and its exit codes.
 //!
 //! Every failure carries what the user needs: the server's `message`, each `advice` line and the request ID, so
 //! a report can be matched with the server's logs. Status codes are matched numerically, never by substring.
@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::model::wire::ErrorResponse;
 
-/// Process exit codes (`cli.md` §8).
+/// Process exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Success,

@@ -1,4 +1,4 @@
-//! `tka generate integration bash|zsh|fish|powershell` (`cli.md` §9): a shell function `tka` that runs the real
+//! `tka generate integration bash|zsh|fish|powershell`: a shell function `tka` that runs the real
 //! command and evaluates its `--quiet` output (the `KUBECONFIG` line), so `tka login` changes the shell it was
 //! typed in.
 //!

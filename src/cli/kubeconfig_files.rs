@@ -1,4 +1,4 @@
-//! Managed kubeconfig files and the `KUBECONFIG` export line (`cli.md` §6).
+//! Managed kubeconfig files and the `KUBECONFIG` export line.
 //!
 //! Layout: `<kubeconfig dir>/<server host>/<cluster>.yaml`, files 0600, directories 0700, written atomically
 //! (temp file in the same directory, then rename), so nothing is ever left in `$TMPDIR`. The export line puts

@@ -1,4 +1,4 @@
-//! `tka login` / `reauth` and `tka kubeconfig` (`cli.md` §2, §6, §7).
+//! `tka login` / `reauth` and `tka kubeconfig`.
 //!
 //! Normally one round trip: `POST /login?wait=…&include=kubeconfig&format=v1`. A 202 (still pending, or
 //! `--no-wait`) is followed by polling `GET /kubeconfig?format=v1`. An upstream Go server (its answer has no
@@ -81,7 +81,7 @@ pub async fn kubeconfig(
     deliver(s, &api, None, doc, to)
 }
 
-/// Where the kubeconfig goes (`cli.md` §6).
+/// Where the kubeconfig goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum To {
     /// `--stdout`: printed, nothing written.

@@ -1,4 +1,4 @@
-//! `tka logout` (`cli.md` §2, §6): `POST /logout[?all=true]`, then delete this server's managed kubeconfig files
+//! `tka logout`: `POST /logout[?all=true]`, then delete this server's managed kubeconfig files
 //! and print the line that removes them from `KUBECONFIG`. 404 means "not signed in" (exit 4); the local files
 //! are stale then and are removed as well.
 

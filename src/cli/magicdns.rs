@@ -1,4 +1,4 @@
-//! The tailnet's MagicDNS suffix from the local Tailscale daemon (`cli.md` §4), for when `tailscale.tailnet` is
+//! The tailnet's MagicDNS suffix from the local Tailscale daemon, for when `tailscale.tailnet` is
 //! not configured: `tka` becomes `tka.<suffix>`, the name on the server's certificate.
 //!
 //! One `GET /localapi/v0/status` over tailscaled's unix socket (any local user may read it). The socket is

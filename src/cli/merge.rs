@@ -1,4 +1,4 @@
-//! `--merge` (`cli.md` §6): tka's entries written into the user's own kubeconfig instead of a managed file.
+//! `--merge`: tka's entries written into the user's own kubeconfig instead of a managed file.
 //!
 //! - The file is the first entry of `KUBECONFIG`, else `~/.kube/config` (what kubectl writes to as well).
 //! - Locking uses kubectl's own protocol, a `<file>.lock` created exclusively and removed afterwards, so a

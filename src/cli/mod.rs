@@ -1,9 +1,9 @@
-//! The `tka` command line (`cli.md`): command definitions, dispatch and [`main`].
+//! The `tka` command line: command definitions, dispatch and [`main`].
 //!
 //! - `settings.rs`: configuration + global flags → effective settings;
-//! - `server_url.rs`: the server address (`cli.md` §4), `magicdns.rs`: its tailnet suffix from tailscaled;
+//! - `server_url.rs`: the server address, `magicdns.rs`: its tailnet suffix from tailscaled;
 //! - `client.rs`: HTTP, retries, `Retry-After`, deadline;
-//! - `error.rs`: [`CliError`](error::CliError) and the exit codes of `cli.md` §8;
+//! - `error.rs`: [`CliError`](error::CliError) and the exit codes;
 //! - `kubeconfig_files.rs`: managed files, atomic writes, the `KUBECONFIG` export line;
 //! - `output.rs`: text, JSON and YAML rendering;
 //! - `login.rs`, `logout.rs`, `inspect.rs`, `config_command.rs`, `doctor.rs`: the commands.
@@ -61,7 +61,7 @@ struct Cli {
     command: Command,
 }
 
-/// Flags accepted by every command (`cli.md` §3).
+/// Flags accepted by every command.
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
     /// Configuration file (default: $XDG_CONFIG_HOME/tka/config.yaml, then /etc/tka/config.yaml).
@@ -370,7 +370,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    // The exec plugin's cached path: no runtime, no configuration file, no network (cli.md §5, p99 ≤ 5 ms).
+    // The exec plugin's cached path: no runtime, no configuration file, no network (p99 ≤ 5 ms).
     if let Command::Credential(a) = &cli.command
         && credential::answer_from_cache(&cli.global, a)
     {

@@ -1,4 +1,4 @@
-//! Rendering: aligned text tables for people, JSON/YAML of the server's objects for scripts (`cli.md` §8).
+//! Rendering: aligned text tables for people, JSON/YAML of the server's objects for scripts.
 //!
 //! Tokens never reach these functions' output: [`without_secrets`] strips the kubeconfig and credential of a
 //! `UserLoginResponse` before it is printed.

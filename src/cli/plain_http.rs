@@ -1,6 +1,6 @@
 //! Plain HTTP only inside the tailnet.
 //!
-//! With a port other than 443 the CLI talks `http://` to the server (`cli.md` §4, as upstream; the server then
+//! With a port other than 443 the CLI talks `http://` to the server (as upstream; the server then
 //! serves no TLS). That is safe only when the connection runs through the tailnet: WireGuard encrypts it and
 //! authenticates the peer by its node key, so whoever answers at a tailnet address is the node the tailnet
 //! policy says. It is not safe when the *name* resolves somewhere else (MagicDNS off, a search domain, a LAN

@@ -1,4 +1,4 @@
-//! Progress on stderr (`cli.md` §7–8): a spinner naming the current step when stderr is a terminal, plain
+//! Progress on stderr: a spinner naming the current step when stderr is a terminal, plain
 //! lines otherwise (logs, CI), nothing with `--quiet` or `-o json|yaml`. No colours are used anywhere, so
 //! `NO_COLOR`/`--no-color` need no special case; `TERM=dumb` gets plain lines, as it cannot redraw a line.
 

@@ -1,4 +1,4 @@
-//! The tka server's address (`cli.md` §4): `https://host.tailnet` for port 443, `http://host.tailnet:port`
+//! The tka server's address: `https://host.tailnet` for port 443, `http://host.tailnet:port`
 //! otherwise, or `--server` verbatim when it already is a URL.
 //!
 //! When `tailscale.tailnet` is empty, the caller asks the local Tailscale daemon for the MagicDNS suffix first

@@ -1,5 +1,5 @@
 //! The effective CLI settings: configuration file and `TKA_*` variables (shared loader), then the global flags
-//! on top (`config.md` §1 precedence: flag > environment > file > default).
+//! on top (precedence: flag > environment > file > default).
 
 use std::net::IpAddr;
 use std::path::PathBuf;

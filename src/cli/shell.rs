@@ -1,4 +1,4 @@
-//! `tka shell` (`cli.md` §9, Unix only): log in, run a subshell with `KUBECONFIG` set, log out when it exits.
+//! `tka shell` (Unix only): log in, run a subshell with `KUBECONFIG` set, log out when it exits.
 //!
 //! - The kubeconfig is exec-mode, so kubectl refreshes tokens through `tka credential` however long the shell
 //!   lives; nothing in this process has to keep running for that.

@@ -227,7 +227,7 @@ impl Builder {
         }
     }
 
-    /// `TKA_<KEY>` variables override file values (`config.md` §1); unknown `TKA_*` variables only warn.
+    /// `TKA_<KEY>` variables override file values; unknown `TKA_*` variables only warn.
     pub(super) fn apply_env(&mut self, host: &Host) {
         let mut known: HashSet<String> = NON_CONFIG_VARS.iter().map(|s| s.to_string()).collect();
         for spec in schema::KEYS {
@@ -307,7 +307,7 @@ impl Builder {
         }
     }
 
-    /// Defaults that depend on where the process runs (`config.md` §7, `cli.md` §6).
+    /// Defaults that depend on where the process runs.
     pub(super) fn apply_host_defaults(&mut self, host: &Host) {
         if let Some(ns) = host.service_account_namespace.as_deref().map(str::trim)
             && !ns.is_empty()

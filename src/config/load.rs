@@ -95,12 +95,14 @@ pub fn load_str(yaml: &str, file_name: &str, host: &Host) -> Result<Loaded, Conf
         .filter(|e| !b.failed.contains(e.key.as_str()))
         .collect();
     b.errors.extend(validation);
+    let mut warnings = b.warnings;
+    warnings.extend(config.caveats());
 
     if b.errors.is_empty() {
         Ok(Loaded {
             config,
             source: None,
-            warnings: b.warnings,
+            warnings,
         })
     } else {
         Err(ConfigErrors(b.errors))

@@ -1,4 +1,4 @@
-//! Configuration shared by `tka-server` and `tka` (`config.md`).
+//! Configuration shared by `tka-server` and `tka`.
 //!
 //! [`load`] reads one YAML file, applies `TKA_*` environment variables and validates the result, reporting all
 //! problems at once with their position. Command-line flags come last: callers assign them to the public fields
@@ -36,7 +36,7 @@ pub use load::{Loaded, find_file, load, load_str, load_with, user_file};
 pub use sections::*;
 pub use validate::decode_ca_data;
 
-/// The effective configuration. Every section has the defaults of `config.md`.
+/// The effective configuration. Every section has its documented defaults.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Config {
@@ -158,7 +158,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// All canonical key paths, in the order of `config.md`.
+/// All canonical key paths, in documentation order.
 pub fn keys() -> impl Iterator<Item = &'static str> {
     schema::KEYS.iter().map(|k| k.path)
 }

@@ -53,7 +53,7 @@ const fn k(path: &'static str, kind: Kind) -> KeySpec {
 
 use Kind::{Bool, Duration as Dur, Float, List, Map, Str, TagRules};
 
-/// Every key of `config.md`, in the order of the spec (which is also the order of `check`'s output).
+/// Every configuration key, in documentation order (which is also the order of `check`'s output).
 pub(crate) const KEYS: &[KeySpec] = &[
     k("debug", Bool),
     k("log.level", Kind::Enum(LogLevel::NAMES)),
@@ -82,6 +82,8 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("server.idleTimeout", Dur),
     k("server.shutdownTimeout", Dur),
     k("server.listenAddresses", List),
+    k("server.maxConnections", U32),
+    k("server.maxConnectionsPerPeer", U32),
     k("tls.mode", Kind::Enum(TlsMode::NAMES)),
     k("tls.certFile", Str),
     k("tls.keyFile", Str),
@@ -92,6 +94,8 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("api.execCredentialTTL", Dur),
     k("api.rateLimit", U32),
     k("api.rateBurst", U32),
+    k("api.federationRateLimit", U32),
+    k("api.federationRateBurst", U32),
     k("operator.namespace", Str),
     k("operator.clusterName", Str),
     k("operator.contextPrefix", Str),
@@ -145,7 +149,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     k("kubeconfig.allowInsecureSkipTLSVerify", Bool),
 ];
 
-/// Keys accepted for compatibility with upstream files (`config.md` §12); the loader handles their meaning.
+/// Keys accepted for compatibility with upstream files; the loader handles their meaning.
 pub(crate) const LEGACY_SERVER_HOST: &str = "server.host";
 pub(crate) const LEGACY_SERVER_DEBUG: &str = "server.debug";
 const LEGACY: &[KeySpec] = &[k(LEGACY_SERVER_HOST, Str), k(LEGACY_SERVER_DEBUG, Bool)];

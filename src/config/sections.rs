@@ -1,4 +1,4 @@
-//! The typed configuration sections and their defaults (`config.md` §3–§11).
+//! The typed configuration sections and their defaults.
 //!
 //! Field names serialize to the canonical camelCase keys; the loader hands serde a tree that already uses those
 //! spellings, so `deny_unknown_fields` only guards the schema table against drifting from these structs.
@@ -49,7 +49,7 @@ string_enum!(
     Backend { #[default] Tailscaled = "tailscaled", Embedded = "embedded" }
 );
 string_enum!(
-    /// `tls.mode` (`identity.md` §3).
+    /// `tls.mode`: where the listener's certificate comes from.
     TlsMode { #[default] Auto = "auto", Tailscale = "tailscale", Files = "files", Off = "off" }
 );
 string_enum!(
@@ -173,6 +173,11 @@ pub struct ServerConfig {
     pub shutdown_timeout: GoDuration,
     /// Empty: bind addresses are chosen automatically.
     pub listen_addresses: Vec<String>,
+    /// Open tailnet connections, all peers together; more are closed at once.
+    pub max_connections: u32,
+    /// Open tailnet connections of one peer (one tailnet node); admitted federation peers only count
+    /// towards `max_connections`.
+    pub max_connections_per_peer: u32,
 }
 
 impl Default for ServerConfig {
@@ -184,6 +189,8 @@ impl Default for ServerConfig {
             idle_timeout: GoDuration::from_secs(120),
             shutdown_timeout: GoDuration::from_secs(25),
             listen_addresses: Vec::new(),
+            max_connections: 2048,
+            max_connections_per_peer: 64,
         }
     }
 }
@@ -223,6 +230,10 @@ pub struct ApiConfig {
     pub exec_credential_ttl: GoDuration,
     pub rate_limit: u32,
     pub rate_burst: u32,
+    /// The budget of an admitted federation peer (the primary at a member, a member at the primary) on the
+    /// federation routes, separate from and larger than a node's: the primary relays every user's requests.
+    pub federation_rate_limit: u32,
+    pub federation_rate_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -233,6 +244,8 @@ impl Default for ApiConfig {
             exec_credential_ttl: GoDuration::from_secs(3600),
             rate_limit: 20,
             rate_burst: 40,
+            federation_rate_limit: 200,
+            federation_rate_burst: 1000,
         }
     }
 }
@@ -245,7 +258,7 @@ pub struct OperatorConfig {
     pub cluster_name: String,
     pub context_prefix: String,
     pub user_prefix: String,
-    /// Empty: any role the server may `bind` (`kubernetes.md` §6).
+    /// Empty: any role the server may `bind`.
     pub allowed_roles: Vec<String>,
     /// Zero means no cap; see [`OperatorConfig::max_period`].
     pub max_period: GoDuration,

@@ -64,7 +64,7 @@ fn primary_guide_config_loads_unchanged() {
     want.otel.insecure = false;
     assert_eq!(loaded.config, want);
 
-    // Consequences spelled out in config.md §13.
+    // Consequences of the rules above, spelled out.
     let c = &loaded.config;
     assert_eq!(c.tailscale.hostname, "tka");
     assert_eq!(c.tailscale.port, 443);
@@ -448,6 +448,32 @@ fn mutually_exclusive_and_paired_keys() {
 }
 
 #[test]
+fn connection_caps_must_be_positive_and_nested() {
+    assert_eq!(
+        errors("server:\n  maxConnections: 0\n  maxConnectionsPerPeer: 0\n"),
+        [
+            "config.yaml:2:3: server.maxConnections: must be at least 1 (it caps the open tailnet connections)",
+            "config.yaml:3:3: server.maxConnectionsPerPeer: must be between 1 and server.maxConnections (0), got 0"
+        ]
+    );
+    assert_eq!(
+        errors_env("", &[("TKA_SERVER_MAXCONNECTIONSPERPEER", "5000")]),
+        [
+            "$TKA_SERVER_MAXCONNECTIONSPERPEER: server.maxConnectionsPerPeer: must be between 1 and server.maxConnections (2048), got 5000"
+        ]
+    );
+    let c = ok("server:\n  maxConnections: 10\n  maxConnectionsPerPeer: 10\napi:\n  federationRateLimit: 5\n").config;
+    assert_eq!(
+        (
+            c.server.max_connections,
+            c.server.max_connections_per_peer,
+            c.api.federation_rate_limit
+        ),
+        (10, 10, 5)
+    );
+}
+
+#[test]
 fn ca_data_must_be_base64_pem_with_a_certificate() {
     let cases = [
         ("not base64!", "is not valid base64"),
@@ -707,4 +733,22 @@ fn set_config_helpers_unknown_keys_durations_and_effective_values() {
     assert_eq!(c.value("tailscale.port"), Some(Value::from(443)));
     assert_eq!(c.value("output.markdownlint-fix"), Some(Value::Bool(false)));
     assert_eq!(c.value("tailscale.nope"), None);
+}
+
+#[test]
+fn a_member_without_primary_tags_is_warned_at_start() {
+    let member = "federation:\n  loginServer: https://tka.example.ts.net\n";
+    assert!(
+        ok(member).warnings.is_empty(),
+        "the default tag marks the primary"
+    );
+    let loaded = ok(&format!("{member}  primaryTags: []\n"));
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].starts_with("federation.primaryTags is empty"),
+        "{:?}",
+        loaded.warnings
+    );
+    // A primary (no loginServer) never checks a primary.
+    assert!(ok("federation:\n  primaryTags: []\n").warnings.is_empty());
 }

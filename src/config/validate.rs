@@ -19,7 +19,7 @@ impl Config {
         }
     }
 
-    /// Checks the rules of `config.md`; all violations are returned together. Run again after applying flags.
+    /// Checks every rule that spans values; all violations are returned together. Run again after applying flags.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let errors = self.validation_errors(&|_| None);
         if errors.is_empty() {
@@ -34,9 +34,43 @@ impl Config {
         &self,
         locate: &dyn Fn(&str) -> Option<String>,
     ) -> Vec<ConfigError> {
-        let mut problems: Vec<(&'static str, String)> = Vec::new();
-        let mut fail = |key: &'static str, message: String| problems.push((key, message));
+        let mut problems = Problems::new();
+        self.check_operator(&mut problems);
+        self.check_server(&mut problems);
+        self.check_tls(&mut problems);
+        self.check_api(&mut problems);
+        self.check_cluster_info(&mut problems);
+        self.check_urls(&mut problems);
+        self.check_otel(&mut problems);
+        problems
+            .into_iter()
+            .map(|(key, message)| ConfigError {
+                // A missing partner key has no origin; point at the one that is set.
+                location: locate(key).or_else(|| partner(key).and_then(locate)),
+                key: key.to_string(),
+                message: format!("{key}: {message}"),
+            })
+            .collect()
+    }
 
+    /// Warnings for a configuration that is valid but weaker than it looks, shown at start.
+    pub fn caveats(&self) -> Vec<String> {
+        let f = &self.federation;
+        let mut caveats = Vec::new();
+        if !f.login_server.is_empty() && f.primary_tags.is_empty() {
+            caveats.push(
+                "federation.primaryTags is empty: this member recognises its primary by name and the node ID \
+                 first seen under that name only (trust on first use); set it to the primary's tag, e.g. \
+                 [\"tag:tka\"]"
+                    .into(),
+            );
+        }
+        caveats
+    }
+
+    /// The operator's names and leader-election timings.
+    fn check_operator(&self, problems: &mut Problems) {
+        let mut fail = |key: &'static str, message: String| problems.push((key, message));
         let op = &self.operator;
         if !is_dns1123_subdomain(&op.cluster_name) {
             fail(
@@ -76,7 +110,34 @@ impl Config {
                 ),
             );
         }
+    }
 
+    /// Connection caps.
+    fn check_server(&self, problems: &mut Problems) {
+        let mut fail = |key: &'static str, message: String| problems.push((key, message));
+        let server = &self.server;
+        if server.max_connections == 0 {
+            fail(
+                "server.maxConnections",
+                "must be at least 1 (it caps the open tailnet connections)".into(),
+            );
+        }
+        if server.max_connections_per_peer == 0
+            || server.max_connections_per_peer > server.max_connections
+        {
+            fail(
+                "server.maxConnectionsPerPeer",
+                format!(
+                    "must be between 1 and server.maxConnections ({}), got {}",
+                    server.max_connections, server.max_connections_per_peer
+                ),
+            );
+        }
+    }
+
+    /// TLS: a certificate and its key come together.
+    fn check_tls(&self, problems: &mut Problems) {
+        let mut fail = |key: &'static str, message: String| problems.push((key, message));
         let tls = &self.tls;
         let (cert, key) = (
             !tls.cert_file.as_os_str().is_empty(),
@@ -95,7 +156,11 @@ impl Config {
                 "is \"files\" but tls.certFile and tls.keyFile are not set".into(),
             );
         }
+    }
 
+    /// Token lifetimes.
+    fn check_api(&self, problems: &mut Problems) {
+        let mut fail = |key: &'static str, message: String| problems.push((key, message));
         if self.api.exec_credential_ttl < MIN_EXEC_CREDENTIAL_TTL {
             fail(
                 "api.execCredentialTTL",
@@ -105,7 +170,11 @@ impl Config {
                 ),
             );
         }
+    }
 
+    /// Where the cluster's endpoint and CA come from, one source at a time.
+    fn check_cluster_info(&self, problems: &mut Problems) {
+        let mut fail = |key: &'static str, message: String| problems.push((key, message));
         let ci = &self.cluster_info;
         if !ci.api_endpoint.is_empty() && ci.config_map_ref.enabled {
             fail(
@@ -118,7 +187,12 @@ impl Config {
         if let Err(message) = ci.ca_pem() {
             fail("clusterInfo.caData", message);
         }
+    }
 
+    /// Every URL key holds an http(s) URL.
+    fn check_urls(&self, problems: &mut Problems) {
+        let mut fail = |key: &'static str, message: String| problems.push((key, message));
+        let ci = &self.cluster_info;
         for (key, value, example) in [
             (
                 "tailscale.controlURL",
@@ -143,7 +217,11 @@ impl Config {
                 );
             }
         }
+    }
 
+    /// Trace sampling.
+    fn check_otel(&self, problems: &mut Problems) {
+        let mut fail = |key: &'static str, message: String| problems.push((key, message));
         let ratio = self.otel.sample_ratio;
         if !(0.0..=1.0).contains(&ratio) {
             fail(
@@ -151,17 +229,11 @@ impl Config {
                 format!("must be between 0 and 1 (got {ratio})"),
             );
         }
-        problems
-            .into_iter()
-            .map(|(key, message)| ConfigError {
-                // A missing partner key has no origin; point at the one that is set.
-                location: locate(key).or_else(|| partner(key).and_then(locate)),
-                key: key.to_string(),
-                message: format!("{key}: {message}"),
-            })
-            .collect()
     }
 }
+
+/// (key, message) pairs, located later.
+type Problems = Vec<(&'static str, String)>;
 
 fn partner(key: &str) -> Option<&'static str> {
     match key {

@@ -238,6 +238,22 @@ impl Federation {
                 ),
             });
         }
+        // One cluster per node: the names a node can bind (and with them the `cluster` label values of
+        // the federation metrics and the pins ConfigMap) stay bounded by the nodes the policy admits.
+        if let Some((other, _)) = bindings
+            .iter()
+            .find(|(c, b)| *c != hb.cluster_name && b.node_id == peer.node_stable_id)
+        {
+            return Err(FedError::NamesConflict {
+                cluster: hb.cluster_name.clone(),
+                what: "a second cluster name for its node".into(),
+                holder: format!(
+                    "cluster {other:?} (one cluster per node; delete key {:?} of {} to rename it)",
+                    pins::cluster_key(other),
+                    self.pins.location()
+                ),
+            });
+        }
         let others: Vec<trust::EntryNames> = bindings
             .iter()
             .filter(|(c, _)| *c != hb.cluster_name)

@@ -1,4 +1,4 @@
-//! The primary's member registry (federation.md §3): in memory on the leader, judged by a clock passed in.
+//! The primary's member registry: in memory on the leader, judged by a clock passed in.
 //! A member is healthy while `now − last_seen ≤ 1.5 × interval`, stale after that, and removed after
 //! `missed × interval`.
 
@@ -37,7 +37,7 @@ pub struct Registry {
     missed: u32,
     members: BTreeMap<String, Member>,
     /// Names removed for missed heartbeats, and when: a logout meanwhile still has to reach them if they
-    /// come back (federation.md §6), so the primary must remember who they were.
+    /// come back, so the primary must remember who they were.
     departed: BTreeMap<String, Instant>,
 }
 

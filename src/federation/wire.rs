@@ -1,4 +1,4 @@
-//! JSON bodies of the federation endpoints (federation.md §3, §4, §7). snake_case like the user API; every
+//! JSON bodies of the federation endpoints. snake_case like the user API; every
 //! optional field defaults so an older or newer peer still decodes.
 
 use std::collections::BTreeMap;
@@ -100,5 +100,22 @@ pub struct MemberSession {
     #[serde(default)]
     pub namespaces: Vec<String>,
     pub until: String,
+    /// The latest login (RFC 3339): the session's period counts from here. Empty from members that predate
+    /// it, whose sessions then keep their end.
+    #[serde(default)]
+    pub started: String,
     pub provisioned: bool,
+}
+
+impl MemberSession {
+    /// Has a grant period shortened to `period` run out for this session by `now`?
+    pub fn period_ran_out(&self, period: std::time::Duration, now: jiff::Timestamp) -> bool {
+        let (Ok(started), Ok(until)) = (
+            self.started.parse::<jiff::Timestamp>(),
+            self.until.parse::<jiff::Timestamp>(),
+        ) else {
+            return false;
+        };
+        crate::model::rules::shortened_end(started, until, period).is_some_and(|end| end <= now)
+    }
 }

@@ -18,6 +18,8 @@ pub struct StaticIdentity {
     /// This node's own name and tailnet address: outbound connections leave from it, so the peer's WhoIs
     /// (its own static map) sees this node, as on a tailnet.
     me: RwLock<Option<(String, IpAddr)>>,
+    /// WhoIs calls answered so far (tests check what runs before identification).
+    whois_calls: std::sync::atomic::AtomicU64,
 }
 
 impl StaticIdentity {
@@ -53,6 +55,11 @@ impl StaticIdentity {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// How many WhoIs calls this backend has answered.
+    pub fn whois_calls(&self) -> u64 {
+        self.whois_calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[async_trait::async_trait]
@@ -82,6 +89,8 @@ impl Identity for StaticIdentity {
     }
 
     async fn whois(&self, remote: SocketAddr) -> Result<Option<PeerIdentity>, IdentityError> {
+        self.whois_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(IdentityError::Unavailable(
                 "static backend marked down".into(),

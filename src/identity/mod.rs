@@ -1,4 +1,4 @@
-//! Who is calling (spec: identity.md §1). Every tailnet-specific detail sits behind [`Identity`]; the API
+//! Who is calling. Every tailnet-specific detail sits behind [`Identity`]; the API
 //! and the controller only see [`PeerIdentity`], and identity comes only from the accepted connection's
 //! address, never from a header.
 
@@ -90,6 +90,12 @@ pub trait Identity: Send + Sync + 'static {
     async fn dial(&self, host: &str, port: u16) -> std::io::Result<Box<dyn PeerStream>> {
         let s = tokio::net::TcpStream::connect((host, port)).await?;
         Ok(Box::new(s))
+    }
+    /// The tailnet address of the node behind a connection, as cheaply as the backend can tell; the key of the
+    /// per-peer connection and request limits. By default the connection's remote address, which on a tailnet
+    /// is the peer's own (WireGuard admits no other source address).
+    async fn peer_addr(&self, remote: SocketAddr) -> IpAddr {
+        remote.ip()
     }
 }
 

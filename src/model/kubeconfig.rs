@@ -1,4 +1,4 @@
-//! Kubeconfig documents handed to the caller (spec: api.md §3, cli.md §5–6). Pure builders.
+//! Kubeconfig documents handed to the caller. Pure builders.
 //!
 //! Two shapes exist: the *legacy* map-shaped JSON that the upstream Go CLI decodes into client-go's internal
 //! type (kept field for field), and a standard `v1` kubeconfig that kubectl loads (always used for YAML;
@@ -179,7 +179,7 @@ pub fn v1(naming: &Naming, clusters: &[ClusterEntry]) -> Value {
     })
 }
 
-/// The exec stanza of cli.md §5.
+/// The exec stanza that runs `tka credential`.
 pub fn exec_stanza(tka_server: &str, cluster: &str, auto_login: bool) -> Value {
     let mut args = vec!["credential", "--server", tka_server, "--cluster", cluster];
     if auto_login {

@@ -1,4 +1,4 @@
-//! Collision-free Kubernetes names derived from tailnet identities (spec: kubernetes.md §2).
+//! Collision-free Kubernetes names derived from tailnet identities.
 //!
 //! Upstream truncated login names at `@` and used them unsanitised, so `alice@corp.com` and
 //! `alice@gmail.com` shared one ServiceAccount, and `Alice_B@x` failed with a 500. Here every name carries a

@@ -1,5 +1,5 @@
-//! Capability grants: parsing the rules under `tailscale.capName` and choosing one (spec: api.md §6 steps
-//! 4–9, identity.md §6). Pure functions, no I/O: the API and the grant revalidation share them.
+//! Capability grants: parsing the rules under `tailscale.capName`, choosing one for a new session and
+//! checking an existing session against them. Pure functions, no I/O: the API and the grant revalidation share them.
 
 use std::time::Duration;
 
@@ -65,6 +65,10 @@ pub enum Reject {
     #[error("your grant no longer includes role {role:?}")]
     GrantChanged { role: String },
     #[error(
+        "your grant now allows sessions of at most {period}; this one has reached that and ended"
+    )]
+    PeriodShortened { period: GoDuration },
+    #[error(
         "the rule for role {role:?} names namespace {namespace:?}, where this tka server keeps its own state; no grant may reach it"
     )]
     ProtectedNamespace { role: String, namespace: String },
@@ -79,7 +83,7 @@ impl Reject {
             Reject::RoleNotGranted { .. } => "role_not_granted",
             Reject::AmbiguousGrant { .. } => "ambiguous_grant",
             Reject::RoleNotAllowed { .. } => "role_not_allowed",
-            Reject::GrantChanged { .. } => "grant_changed",
+            Reject::GrantChanged { .. } | Reject::PeriodShortened { .. } => "grant_changed",
             Reject::ProtectedNamespace { .. } => "invalid_grant",
         }
     }
@@ -110,7 +114,7 @@ impl Reject {
                 "this server only grants: {}; ask the cluster admin to allow the role",
                 allowed.join(", ")
             )],
-            Reject::GrantChanged { .. } => {
+            Reject::GrantChanged { .. } | Reject::PeriodShortened { .. } => {
                 vec!["run `tka login` to start a session with your current grant".into()]
             }
             Reject::ProtectedNamespace { namespace, .. } => vec![format!(
@@ -289,6 +293,19 @@ pub fn verdict(
     within_policy(best, policy)
 }
 
+/// A grant whose period was shortened shortens live sessions too: a session that started at `started`
+/// under a grant that now gives `period` ends at `started + period` when that comes before its current
+/// end `until`. A longer period never lengthens a session (that takes a new login). `None`: the end stands.
+pub fn shortened_end(
+    started: jiff::Timestamp,
+    until: jiff::Timestamp,
+    period: Duration,
+) -> Option<jiff::Timestamp> {
+    let period = jiff::SignedDuration::try_from(period).ok()?;
+    let end = started.checked_add(period).ok()?;
+    (end < until).then_some(end)
+}
+
 /// Why a federation member refuses what its primary asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refused {
@@ -388,6 +405,19 @@ mod tests {
 
     fn rules(values: serde_json::Value) -> Vec<Rule> {
         parse_rules(values.as_array().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_shorter_period_moves_the_end_earlier_and_a_longer_one_never_later() {
+        let start: jiff::Timestamp = "2026-12-06T08:00:00Z".parse().unwrap();
+        let until: jiff::Timestamp = "2026-12-06T16:00:00Z".parse().unwrap();
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(
+            shortened_end(start, until, h(1)),
+            Some("2026-12-06T09:00:00Z".parse().unwrap())
+        );
+        assert_eq!(shortened_end(start, until, h(8)), None);
+        assert_eq!(shortened_end(start, until, h(24)), None);
     }
 
     #[test]

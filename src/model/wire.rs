@@ -1,4 +1,4 @@
-//! JSON bodies of the tailnet API (spec: api.md §3). Field names are snake_case as upstream; new fields are
+//! JSON bodies of the tailnet API. Field names are snake_case as upstream; new fields are
 //! optional so the upstream Go CLI, which ignores unknown fields, keeps working.
 
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ pub struct UserLoginResponse {
     pub credential: Option<ExecCredential>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_info: Option<TkaClusterInfo>,
-    /// Federation only: the outcome per cluster (federation.md §4).
+    /// Federation only: the outcome per cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<ClusterResult>,
 }

@@ -1,4 +1,4 @@
-//! Where the cluster's API endpoint and CA come from (spec: config.md §9): the configuration, or a
+//! Where the cluster's API endpoint and CA come from: the configuration, or a
 //! watched ConfigMap (kubeadm's `kube-public/cluster-info` by default). CA data is validated when loaded, so
 //! a request can never crash on it (upstream called `Fatal` inside a request).
 

@@ -1,4 +1,4 @@
-//! The `TkaSignin` custom resource (spec: kubernetes.md §1). One object per (user, node) session.
+//! The `TkaSignin` custom resource. One object per (user, node) session.
 //!
 //! The API writes only `spec`; the controller writes only `status` (server-side apply). Upstream wrote a
 //! placeholder status right after create and raced the controller; here status fields are optional so that

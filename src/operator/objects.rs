@@ -1,4 +1,4 @@
-//! Pure builders of the objects the controller manages (spec: kubernetes.md §2–3). No I/O: tested as data.
+//! Pure builders of the objects the controller manages. No I/O: tested as data.
 
 use std::collections::BTreeMap;
 

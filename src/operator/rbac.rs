@@ -1,4 +1,4 @@
-//! The server's own least-privilege RBAC (spec: kubernetes.md §6), generated so that the manifests and
+//! The server's own least-privilege RBAC, generated so that the manifests and
 //! `operator.allowedRoles` cannot drift: `tka-server rbac --allowed-roles view,edit,admin`.
 
 use serde_json::{Value, json};

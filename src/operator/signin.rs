@@ -76,17 +76,23 @@ impl TkaSignin {
         let period =
             GoDuration::parse(&self.spec.validity_period).map_err(|e| invalid(e.to_string()))?;
         let requested = self
-            .spec
-            .requested_at
-            .as_ref()
-            .map(|t| t.0)
-            .or_else(|| self.meta().creation_timestamp.as_ref().map(|t| t.0))
+            .started()
             .ok_or_else(|| invalid("spec.requested_at is missing".into()))?;
         let period =
             jiff::SignedDuration::try_from(period.as_std()).map_err(|e| invalid(e.to_string()))?;
         requested
             .checked_add(period)
             .map_err(|e| invalid(e.to_string()))
+    }
+
+    /// The latest login (`spec.requested_at`; the creation time for objects written before it existed):
+    /// the session's period counts from here.
+    pub fn started(&self) -> Option<Timestamp> {
+        self.spec
+            .requested_at
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| self.meta().creation_timestamp.as_ref().map(|t| t.0))
     }
 
     /// The end as reported by the controller, or the estimate from the spec while it has not reported yet.

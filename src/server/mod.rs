@@ -5,6 +5,7 @@
 //! long-poll waiters → drain → stop the controller after its current reconciles.
 
 pub mod leader;
+mod nofile;
 pub mod run;
 pub mod tailnet;
 
@@ -19,7 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::serve::{ServeOptions, serve};
+use crate::api::limits::{self, Limits};
+use crate::api::serve::{Guard, ServeOptions, serve};
 use crate::api::service::{self, AuthSettings, Service, Store};
 use crate::api::tls::CurrentCert;
 use crate::config::Config;
@@ -98,9 +100,20 @@ pub fn api_settings(config: &Config, self_url: String) -> service::Settings {
         write_timeout: config.server.write_timeout.as_std(),
         exec_credential_ttl: config.api.exec_credential_ttl.as_std(),
         token_audiences: op.token_audiences.clone(),
-        rate_limit: config.api.rate_limit,
-        rate_burst: config.api.rate_burst,
         self_url,
+    }
+}
+
+/// The per-peer limits of the tailnet listener.
+pub fn limit_settings(config: &Config) -> limits::Settings {
+    let (server, api) = (&config.server, &config.api);
+    limits::Settings {
+        max_connections: server.max_connections as usize,
+        max_connections_per_peer: server.max_connections_per_peer as usize,
+        rate: api.rate_limit,
+        burst: api.rate_burst,
+        federation_rate: api.federation_rate_limit,
+        federation_burst: api.federation_rate_burst,
     }
 }
 
@@ -215,12 +228,14 @@ pub async fn start_base(
         let router = health::router(health.clone(), metrics.clone());
         let opts = ServeOptions {
             read_header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
             drain: Duration::from_secs(1),
         };
         background.push(tokio::spawn(serve(
             listener,
             router,
             opts,
+            None,
             None,
             health_stop.subscribe(),
         )));
@@ -322,6 +337,12 @@ pub async fn start_leader(
         &cluster_info,
         &identity,
     ));
+    let limits = Limits::new(limit_settings(config));
+    let guard = Guard {
+        limits: limits.clone(),
+        identity: identity.clone(),
+        metrics: metrics.clone(),
+    };
     let parts = service::Parts {
         identity,
         client,
@@ -331,6 +352,7 @@ pub async fn start_leader(
         expiries,
         federation,
         shutdown: shutdown_rx.clone(),
+        limits,
     };
     let svc = Arc::new(Service::new(api_settings(config, self_url), parts));
     let revalidate = config.operator.revalidate_interval.as_std();
@@ -342,7 +364,8 @@ pub async fn start_leader(
         let _ = health.tls_loaded.set(Box::new(move || cert.is_loaded()));
         acceptor
     });
-    let (api_addr, api_task) = start_api(config, svc, api_listeners, acceptor, &shutdown_rx)?;
+    let (api_addr, api_task) =
+        start_api(config, svc, api_listeners, (acceptor, guard), &shutdown_rx)?;
     health.listener_bound.store(true, Ordering::SeqCst);
     tracing::info!(%api_addr, namespace = %config.operator.namespace, cluster = %config.operator.cluster_name, "tka-server started");
 
@@ -427,12 +450,13 @@ fn start_federation(
     ))
 }
 
-/// Serves the API on every listener until shutdown.
+/// Serves the API on every listener until shutdown, in one task: aborting it (a crash, lost leadership)
+/// ends every connection too. The listeners share one set of per-peer limits.
 fn start_api(
     config: &Config,
     svc: Arc<Service>,
     listeners: Vec<TcpListener>,
-    acceptor: Option<TlsAcceptor>,
+    (acceptor, guard): (Option<TlsAcceptor>, Guard),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
     let api_addr = listeners
@@ -441,14 +465,15 @@ fn start_api(
         .ok_or_else(|| start_error("no API listener", "check server.listenAddresses"))?;
     let opts = ServeOptions {
         read_header_timeout: config.server.read_header_timeout.as_std(),
+        idle_timeout: config.server.idle_timeout.as_std(),
         drain: config.server.shutdown_timeout.as_std(),
     };
     let router = crate::api::router(svc);
     let serving: Vec<_> = listeners
         .into_iter()
         .map(|l| {
-            let task = serve(l, router.clone(), opts, acceptor.clone(), shutdown.clone());
-            tokio::spawn(task)
+            let (tls, guard) = (acceptor.clone(), Some(guard.clone()));
+            serve(l, router.clone(), opts, tls, guard, shutdown.clone())
         })
         .collect();
     let task = tokio::spawn(async move {

@@ -62,6 +62,7 @@ pub async fn serve(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    super::nofile::raise(config.server.max_connections.into());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // A first signal before anything serves is a clean stop.
     let (client, base) = tokio::select! {
@@ -77,45 +78,129 @@ pub async fn serve(config: Config) -> ExitCode {
         .leader_election
         .enabled
         .then(|| Elector::new(client.clone(), election_settings(&config, &env)));
-    if let Some(e) = &elector {
-        tracing::info!("waiting for leadership");
-        tokio::select! {
-            _ = e.acquire(stop_rx.clone()) => {}
-            _ = signals.next() => return ExitCode::SUCCESS,
+    let won = match &elector {
+        Some(e) => {
+            tracing::info!("waiting for leadership");
+            tokio::select! {
+                won = e.acquire(stop_rx.clone()) => won,
+                _ = signals.next() => return ExitCode::SUCCESS,
+            }
         }
-    }
+        None => None,
+    };
+    let code = lead(
+        &config,
+        &mut signals,
+        base,
+        client,
+        elector.as_ref(),
+        won,
+        stop_rx,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    code
+}
+
+/// The leader's life: start the tailnet and the server, serve, stop in order (or at once when leadership is
+/// lost). From here on the Lease is renewed alongside everything the leader does, start-up and draining
+/// included: a slow tailnet start or a long drain must not let it expire under a running node.
+async fn lead(
+    config: &Config,
+    signals: &mut Signals,
+    base: super::Base,
+    client: kube::Client,
+    elector: Option<&Elector>,
+    won: Option<tokio::time::Instant>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let lost = leadership_lost(elector, won, stop);
+    tokio::pin!(lost);
     // Elected (or election disabled): from now on /ready reports the leader's checks.
     base.health
         .leader
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let (mut tailnet, listeners, tls) = tokio::select! {
-        r = start_tailnet(&config, &env) => match r {
+        r = start_tailnet(config, &env) => match r {
             Ok(p) => p,
             Err(e) => return fail(e),
         },
+        // Returning drops the half-started daemon with the runtime (SIGKILL).
+        _ = &mut lost => return ExitCode::FAILURE,
         _ = signals.next() => return ExitCode::SUCCESS,
     };
     let identity = tailnet.identity.clone();
-    let running = match start_leader(&config, base, client, identity, listeners, tls).await {
-        Ok(r) => r,
-        Err(e) => {
-            tailnet.shutdown().await;
-            return fail(e);
+    let running = tokio::select! {
+        r = start_leader(config, base, client, identity, listeners, tls) => match r {
+            Ok(r) => r,
+            Err(e) => {
+                tailnet.shutdown().await;
+                return fail(e);
+            }
+        },
+        _ = &mut lost => {
+            tailnet.kill().await;
+            return ExitCode::FAILURE;
         }
     };
     let mut supervisor = tailnet.supervisor.take();
-    let (code, release) =
-        until_stopped(&mut signals, &mut supervisor, elector.as_ref(), &stop_rx).await;
-    let _ = stop_tx.send(true);
-    tracing::info!("shutting down");
+    let stopped = until_stopped(signals, &mut supervisor, lost.as_mut()).await;
     tailnet.supervisor = supervisor;
+    let code = match stopped {
+        Stopped::Lost => {
+            lose(running, tailnet).await;
+            return ExitCode::FAILURE;
+        }
+        Stopped::Signal => ExitCode::SUCCESS,
+        Stopped::DaemonFailed => ExitCode::FAILURE,
+    };
+    tracing::info!("shutting down");
     let timeout = config.server.shutdown_timeout.as_std();
-    let release = elector.as_ref().filter(|_| release);
     tokio::select! {
-        _ = stop_in_order(running, tailnet, release, timeout) => code,
+        lost = stop_in_order(running, tailnet, elector, timeout, lost.as_mut()) => {
+            if lost { ExitCode::FAILURE } else { code }
+        }
         _ = signals.next() => ExitCode::from(130),
         _ = tokio::time::sleep(timeout + Duration::from_secs(6)) => ExitCode::FAILURE,
     }
+}
+
+/// Resolves only when leadership is lost (never without election).
+async fn leadership_lost(
+    elector: Option<&Elector>,
+    won: Option<tokio::time::Instant>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let (Some(e), Some(since)) = (elector, won)
+        && !e.hold(since, stop).await
+    {
+        return;
+    }
+    futures::future::pending().await
+}
+
+/// Lost leadership while serving: another replica may take the Lease as soon as it expires, so our tailnet
+/// node goes first and at once (in-flight requests fail), then everything else, without draining.
+async fn lose(running: super::Running, tailnet: Tailnet) {
+    running
+        .health
+        .leader
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    tailnet.kill().await;
+    running.abort();
+    tracing::error!(
+        stopped_ms = started.elapsed().as_millis() as u64,
+        "stopped the tailnet node and the API after losing leadership; exiting so the pod restarts as a standby"
+    );
+}
+
+/// Why [`until_stopped`] returned.
+enum Stopped {
+    Signal,
+    DaemonFailed,
+    Lost,
 }
 
 /// Every replica: the health port, the Kubernetes client, the apiserver and CRD checks.
@@ -151,44 +236,38 @@ async fn start_tailnet(
     Ok((tailnet, listeners, tls))
 }
 
-/// Serves until a signal, a tailscaled that keeps failing, or lost leadership. Returns the exit code and
-/// whether the Lease is still ours to release.
+/// Serves until a signal, a tailscaled that keeps failing, or lost leadership.
 async fn until_stopped(
     signals: &mut Signals,
     supervisor: &mut Option<tokio::task::JoinHandle<Result<(), String>>>,
-    elector: Option<&Elector>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> (ExitCode, bool) {
+    lost: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Stopped {
     let daemon_failed = async {
         match supervisor.as_mut() {
             Some(s) => s.await.ok().and_then(Result::err),
             None => futures::future::pending().await,
         }
     };
-    let leadership_lost = async {
-        match elector {
-            Some(e) => e.hold(stop.clone()).await,
-            None => futures::future::pending().await,
-        }
-    };
     tokio::select! {
-        _ = signals.next() => (ExitCode::SUCCESS, true),
+        _ = signals.next() => Stopped::Signal,
         Some(e) = daemon_failed => {
             tracing::error!(error = %e, "tailscaled keeps failing; exiting so the pod restarts");
-            (ExitCode::FAILURE, true)
+            Stopped::DaemonFailed
         }
-        _ = leadership_lost => (ExitCode::FAILURE, false),
+        _ = lost => Stopped::Lost,
     }
 }
 
 /// Stop serving and reconciling, stop our tailscaled, and only then release the Lease: a standby must never
-/// run the same tailnet identity while ours is still up.
+/// run the same tailnet identity while ours is still up. The Lease is renewed while the API drains; losing
+/// it meanwhile stops the node at once (returns `true`).
 async fn stop_in_order(
     running: super::Running,
     tailnet: Tailnet,
-    release: Option<&Elector>,
+    elector: Option<&Elector>,
     timeout: Duration,
-) {
+    mut lost: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
     let span = tracing::info_span!(
         "shutdown",
         tka.serving_ms = tracing::field::Empty,
@@ -196,19 +275,34 @@ async fn stop_in_order(
         tka.lease_ms = tracing::field::Empty
     );
     let phase = std::time::Instant::now();
-    running.shutdown(timeout).await;
+    let drained = async {
+        running.shutdown(timeout).await;
+        // The last responses may still sit in tailscaled's buffers (in userspace mode its netstack forwards
+        // them after our socket closed); stopping it at once cut one off in the end-to-end replicas test.
+        tokio::time::sleep(TAILNET_FLUSH).await;
+    };
+    tokio::select! {
+        _ = drained => {}
+        _ = lost.as_mut() => {
+            // Returning drops what is still draining with the runtime.
+            tailnet.kill().await;
+            return true;
+        }
+    }
     span.record("tka.serving_ms", phase.elapsed().as_millis() as u64);
-    // The last responses may still sit in tailscaled's buffers (in userspace mode its netstack forwards them
-    // after our socket closed); stopping it at once cut one off in the end-to-end replicas test.
-    tokio::time::sleep(TAILNET_FLUSH).await;
     let phase = std::time::Instant::now();
-    tailnet.shutdown().await;
+    tokio::select! {
+        _ = tailnet.shutdown() => {}
+        // tailscaled already has its SIGTERM; returning drops it with the runtime (SIGKILL).
+        _ = lost => return true,
+    }
     span.record("tka.tailnet_ms", phase.elapsed().as_millis() as u64);
     let phase = std::time::Instant::now();
-    if let Some(e) = release {
+    if let Some(e) = elector {
         e.release().await;
     }
     span.record("tka.lease_ms", phase.elapsed().as_millis() as u64);
+    false
 }
 
 fn fail(e: StartError) -> ExitCode {

@@ -1,5 +1,5 @@
 //! From configuration to a running tailnet side: the identity backend (own supervised tailscaled or an
-//! existing daemon), the listener(s) tailnet connections arrive on, and TLS (spec: identity.md §2–3).
+//! existing daemon), the listener(s) tailnet connections arrive on, and TLS.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -105,6 +105,16 @@ impl Tailnet {
         })
     }
 
+    /// Stops our own tailscaled at once (SIGKILL, no grace): after leadership is lost a standby may already be
+    /// starting the same node. Dropping the supervisor drops its child, which is spawned `kill_on_drop`; the
+    /// signal has been sent when this returns. An external daemon is left alone.
+    pub async fn kill(self) {
+        if let Some(s) = self.supervisor {
+            s.abort();
+            let _ = s.await;
+        }
+    }
+
     /// Stops our own tailscaled (SIGTERM, 5 s, SIGKILL); an external daemon is left alone.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -114,7 +124,7 @@ impl Tailnet {
     }
 }
 
-/// External daemons are not managed, only compared (identity.md §2.2).
+/// External daemons are not managed, only compared.
 fn check_names(config: &Config, status: &BackendStatus) {
     let tailnet = &config.tailscale.tailnet;
     if !tailnet.is_empty()

@@ -1,4 +1,4 @@
-//! `tka_kube_api_requests_total` and `tka_kube_api_request_duration_seconds` (spec: observability.md §3): a
+//! `tka_kube_api_requests_total` and `tka_kube_api_request_duration_seconds`: a
 //! tower layer on the shared kube client. Labels are the verb and resource (bounded), never object names.
 
 use std::sync::Arc;

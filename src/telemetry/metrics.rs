@@ -16,6 +16,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub in_flight: IntGaugeVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounterVec,
     pub login_attempts: IntCounterVec,
     pub login_duration: HistogramVec,
     pub auth_rejections: IntCounterVec,
@@ -92,6 +94,12 @@ impl Metrics {
 
         let leader = IntGauge::new("tka_leader", "1 on the leader replica").expect("valid metric");
         let leader = register(&server, leader);
+        let connections_open = IntGauge::new(
+            "tka_server_connections_open",
+            "Tailnet API connections admitted and open",
+        )
+        .expect("valid metric");
+        let connections_open = register(&server, connections_open);
         let build_info = GaugeVec::new(
             Opts::new("tka_build_info", "Build information"),
             &["version", "commit", "backend"],
@@ -164,6 +172,14 @@ impl Metrics {
                 "tka_server_requests_in_flight",
                 "Requests being served, long-polls included",
                 &["route"],
+            ),
+            connections_open,
+            connections_refused: counter(
+                &server,
+                "tka_server_connections_refused_total",
+                "Tailnet API connections closed at once: server.maxConnections (total) or \
+                 server.maxConnectionsPerPeer (per_peer) reached",
+                &["reason"],
             ),
             login_attempts: counter(
                 &server,

@@ -1,4 +1,4 @@
-//! Metrics, health endpoints and logging (spec: observability.md).
+//! Metrics, health endpoints and logging.
 
 pub mod health;
 pub mod kube_api;

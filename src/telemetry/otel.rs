@@ -1,4 +1,4 @@
-//! OpenTelemetry trace export over OTLP (spec: observability.md §4, config.md §8).
+//! OpenTelemetry trace export over OTLP.
 //!
 //! Decisions:
 //! - The protocol is `otel.protocol` (`grpc` by default, or `http/protobuf`); it is never guessed from the port

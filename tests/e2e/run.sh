@@ -1307,12 +1307,23 @@ scenario_footprint() {
 # SIGTERMed leader finishes in-flight requests, exits 0 and releases the Lease, so the standby takes over at once.
 # A sampler checks both replicas' tka_leader every 100 ms: never two leaders.
 HA_LEASE=6
+# replica-a reaches the apiserver through a proxy the freeze phase stops (tests/e2e/freeze_proxy.py).
+PROXY_PORT=6444
 launch_replica() { # NAME HEALTH_PORT
-	local run_as=()
+	local run_as=() kubeconfig=$TKAD/kubeconfig
 	if ((SERVER_UID != 0)); then run_as=(setpriv --reuid "$SERVER_UID" --regid "$SERVER_UID" --clear-groups); fi
+	if [[ $1 == replica-a ]]; then kubeconfig=$TKAD/kubeconfig-proxied; fi
 	spawn "$1" srv "${run_as[@]}" env HOME="$TKAD" TS_AUTHKEY="$SERVER_KEY" TS_DEBUG_USE_DERP_HTTP=1 POD_NAME="$1" \
-		KUBECONFIG="$TKAD/kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$TKA_SERVER" serve --config "$TKAD/config-ha.yaml" \
+		KUBECONFIG="$kubeconfig" RUST_LOG="${RUST_LOG:-info}" "$TKA_SERVER" serve --config "$TKAD/config-ha.yaml" \
 		--health-port "$2"
+}
+start_freeze_proxy() {
+	sed "s|server: $APISERVER|server: https://127.0.0.1:$PROXY_PORT|" "$TKAD/kubeconfig" >"$TKAD/kubeconfig-proxied"
+	grep -q "127.0.0.1:$PROXY_PORT" "$TKAD/kubeconfig-proxied" || die "kubeconfig-proxied: no server line to rewrite"
+	chmod --reference="$TKAD/kubeconfig" "$TKAD/kubeconfig-proxied"
+	chown --reference="$TKAD/kubeconfig" "$TKAD/kubeconfig-proxied"
+	spawn freeze-proxy srv python3 "$REPO/tests/e2e/freeze_proxy.py" "$PROXY_PORT" "${IP[srv]}" 6443
+	wait_for 10 "the apiserver proxy" freeze-proxy nsx srv curl -sk -o /dev/null "https://127.0.0.1:$PROXY_PORT/healthz"
 }
 replica_ready() { # HEALTH_PORT ROLE REASON
 	nsx srv curl -sf -m 2 "http://127.0.0.1:$1/ready" | jq -e --arg r "$2" --arg why "$3" '.role == $r and .reason == $why'
@@ -1330,6 +1341,7 @@ scenario_replicas() {
 		"$TKAD/config.yaml" >"$TKAD/config-ha.yaml"
 	ip_before=$(peer_ip alice tka)
 	kill_tree "${PID[tka-server]}"
+	start_freeze_proxy
 	launch_replica replica-a 8080
 	wait_for 120 "replica-a leads (reason ok)" replica-a replica_ready 8080 leader ok
 	launch_replica replica-b 8081
@@ -1422,6 +1434,64 @@ scenario_replicas() {
 		'[.items[] | select(.regarding.uid == $uid and .reason == "Revoked") | (.series.count // 1)] | add // 0')
 	if ((RC == 0)) && [[ $revoked == 1 ]]; then pass "replicas: logout after two takeovers: the session is cleaned up once" "1 Revoked event"
 	else fail "replicas: logout after two takeovers: the session is cleaned up once" "logout exit $RC, $revoked Revoked events for $uid"; fi
+}
+# Issue 12, leader safety: replica-a leads and its apiserver connection freezes (its proxy gets SIGSTOP: nothing
+# is delivered, connections stay open, and the kube client's own timeouts are minutes long). It must notice on
+# its own clock, kill its tailscaled and exit non-zero within renewDeadline (4 s), before replica-b may take
+# over (leaseDuration, 6 s, after replica-b last saw the Lease change). Sampled all along: never two tailscaleds
+# on the server machine, never two replicas reporting tka_leader 1; the Lease changes hands once, and replica-a
+# never writes it again.
+scenario_frozen_leader() {
+	say "Scenario frozen leader: the leader's apiserver connection freezes; it steps down before the standby takes over"
+	local t0 code took pid bad holders sampler lease_watch deadline
+	if ! replica_ready 8080 leader ok; then fail "frozen leader: replica-a leads" "replica-a is not the leader" "$LOGS/replica-a.log"; return; fi
+	mv "$LOGS/replica-b.log" "$LOGS/replica-b.1.log"
+	launch_replica replica-b 8081
+	wait_for 60 "replica-b is a ready standby" replica-b replica_ready 8081 standby standby
+	( while :; do
+		printf '%s %s %s %s\n' "$(now_ms)" "$(tailscaled_in_srv | wc -l)" \
+			"$(nsx srv curl -s -m 1 http://127.0.0.1:8080/metrics | awk '$1 == "tka_leader" { print $2 }')" \
+			"$(nsx srv curl -s -m 1 http://127.0.0.1:8081/metrics | awk '$1 == "tka_leader" { print $2 }')"
+		sleep 0.02
+	done ) >"$LOGS/frozen-samples.log" 2>/dev/null &
+	sampler=$!
+	admin_kubectl get lease -n tka-system controller.tka.specht-labs.de -w \
+		-o jsonpath='{.spec.holderIdentity}{"\n"}' >"$LOGS/frozen-lease.log" 2>&1 &
+	lease_watch=$!
+	sleep 2
+	pid=${PID[replica-a]}
+	note "SIGSTOP to replica-a's apiserver proxy (pid ${PID[freeze-proxy]}); replica-a (pid $pid) must step down on its own"
+	t0=$(now_ms)
+	kill -STOP "${PID[freeze-proxy]}"
+	deadline=$((SECONDS + 20))
+	while running "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
+	took=$(($(now_ms) - t0))
+	if running "$pid"; then code=running; else wait "$pid" 2>/dev/null && code=0 || code=$?; fi
+	if [[ $code != running && $code != 0 ]] && ((took <= 6000)); then
+		pass "frozen leader: replica-a gave up on its own and exited non-zero" "$took ms after the freeze (renewDeadline 4 s), exit $code"
+	else fail "frozen leader: replica-a gave up on its own and exited non-zero" "exit $code after $took ms" "$LOGS/replica-a.log"; fi
+	if grep -q "leadership lost" "$LOGS/replica-a.log" && grep -q "stopped the tailnet node" "$LOGS/replica-a.log"; then
+		pass "frozen leader: replica-a logged the loss and stopped its tailnet node first"
+	else fail "frozen leader: replica-a logged the loss and stopped its tailnet node first" "no such log lines" "$LOGS/replica-a.log"; fi
+	wait_for 30 "replica-b takes over" replica-b replica_ready 8081 leader ok
+	pass "frozen leader: replica-b leads" "$(($(now_ms) - t0)) ms after the freeze"
+	sleep 1
+	kill "$sampler" "$lease_watch" 2>/dev/null; wait "$sampler" "$lease_watch" 2>/dev/null || true
+	kill -KILL "${PID[freeze-proxy]}" 2>/dev/null; wait "${PID[freeze-proxy]}" 2>/dev/null || true
+	bad=$(awk '$2 > 1' "$LOGS/frozen-samples.log" | wc -l)
+	if ((bad == 0)); then pass "frozen leader: never two tailscaleds on the server machine" "$(wc -l <"$LOGS/frozen-samples.log") samples"
+	else fail "frozen leader: never two tailscaleds on the server machine" "$bad samples with two" "$LOGS/frozen-samples.log"; fi
+	bad=$(awk '$3 == 1 && $4 == 1' "$LOGS/frozen-samples.log" | wc -l)
+	if ((bad == 0)); then pass "frozen leader: never two replicas report tka_leader 1"
+	else fail "frozen leader: never two replicas report tka_leader 1" "$bad samples" "$LOGS/frozen-samples.log"; fi
+	holders=$(grep -v '^$' "$LOGS/frozen-lease.log" | sed 's/_[0-9a-f]*$//' | uniq | tr '\n' ' ' || true)
+	if [[ $holders == "replica-a replica-b " ]]; then pass "frozen leader: the Lease changed hands once; replica-a never wrote it again" "$(grep -c . "$LOGS/frozen-lease.log") Lease versions"
+	else fail "frozen leader: the Lease changed hands once" "holders in order: $holders" "$LOGS/frozen-lease.log"; fi
+	deadline=$((SECONDS + 30))
+	while :; do tka_login alice; ((RC == 0 || SECONDS >= deadline)) && break; sleep 0.5; done
+	if ((RC == 0)); then pass "frozen leader: alice logs in through the new leader"
+	else fail "frozen leader: alice logs in through the new leader" "exit $RC: $ERR" "$LOGS/replica-b.log"; fi
+	tka_as alice logout --quiet
 }
 # check_tailnet_running SCENARIO: right after /ready turned 200, the server's tailscaled must be Running.
 check_tailnet_running() {
@@ -1551,6 +1621,7 @@ main() {
 	scenario_restart
 	scenario_footprint
 	scenario_replicas
+	scenario_frozen_leader
 	scenario_expiry
 	finish
 }

@@ -187,6 +187,12 @@ async fn federation_cluster_names_and_prefixes_stay_with_their_nodes(env: Arc<En
     f.wait_member(&alice, "healthy").await;
     // Its own names are fine: the checks refuse collisions, not members.
     assert_eq!(heartbeat(&rogue, "rogue", "r-user-", "r-").await.0, 200);
+    // One cluster per node: names (and with them metric labels and pins) stay bounded by admitted nodes.
+    assert_eq!(
+        heartbeat(&rogue, "rogue-2", "r2-user-", "r2-").await,
+        names,
+        "a second name for the same node"
+    );
 
     // Where the API servers are is shown only to callers the grant gives a role there.
     let bob = f.primary.user("bob@example.com", json!([]));

@@ -113,6 +113,8 @@ pub async fn apply_value(admin: &Client, value: &Value) {
         "RoleBinding" => "rolebindings",
         "CustomResourceDefinition" => "customresourcedefinitions",
         "Namespace" => "namespaces",
+        "FlowSchema" => "flowschemas",
+        "PriorityLevelConfiguration" => "prioritylevelconfigurations",
         "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
         "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
         other => panic!("add a plural for {other}"),
@@ -132,6 +134,68 @@ pub async fn apply_value(admin: &Client, value: &Value) {
     .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
+/// The roles every test server may grant.
+pub fn server_roles() -> Vec<String> {
+    vec!["view".to_string(), "edit".to_string()]
+}
+
+/// Namespace `t-<name>` with the server's ServiceAccount `tka-controller` and the RBAC `tka-server rbac`
+/// prints (cluster-scoped names made unique per namespace); returns the namespace and a client with a token
+/// of that ServiceAccount, i.e. exactly what the server may do.
+#[allow(dead_code)] // the storm benchmark's floor; the tests start a whole server
+pub async fn server_namespace(env: &Env, name: &str) -> (String, Client) {
+    let (ns, kubeconfig) = server_namespace_kubeconfig(env, name).await;
+    (ns, client_from(&kubeconfig).await)
+}
+
+/// [`server_namespace`], with the client as a kubeconfig document (for a server in its own process).
+pub async fn server_namespace_kubeconfig(env: &Env, name: &str) -> (String, Value) {
+    let ns = format!("t-{name}");
+    let admin = env.admin.clone();
+    apply_value(
+        &admin,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await;
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+    let sa = ServiceAccount {
+        metadata: kube::core::ObjectMeta {
+            name: Some("tka-controller".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = sas.create(&PostParams::default(), &sa).await;
+    let grantable = tka::operator::rbac::GrantableRoles::new(server_roles()).unwrap();
+    let rbac = tka::operator::rbac::manifests(&ns, &grantable)
+        // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
+        .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
+        .replace(
+            "name: tka-server-cluster-info\n",
+            &format!("name: tka-server-cluster-info-{ns}\n"),
+        );
+    apply_yaml(&admin, &rbac).await;
+    let tr = TokenRequest {
+        spec: TokenRequestSpec {
+            // Long enough for the scale benchmark's longest run.
+            expiration_seconds: Some(6 * 3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request("tka-controller", &PostParams::default(), &tr)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    (
+        ns,
+        token_kubeconfig(&env.cp.server_url(), &env.cp.ca_pem(), &token),
+    )
+}
+
 impl Harness {
     /// A namespace of its own, RBAC as `tka-server rbac` prints it (cluster-scoped names made unique per
     /// test), and a started server.
@@ -144,58 +208,14 @@ impl Harness {
         if let Ok(level) = std::env::var("TKA_TEST_LOG") {
             tka::telemetry::logging::init(&level, "text", None);
         }
-        let ns = format!("t-{name}");
-        let admin = env.admin.clone();
-        apply_value(
-            &admin,
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await;
-        let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
-        let sa = ServiceAccount {
-            metadata: kube::core::ObjectMeta {
-                name: Some("tka-controller".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let _ = sas.create(&PostParams::default(), &sa).await;
-        let roles = vec!["view".to_string(), "edit".to_string()];
-        let grantable = tka::operator::rbac::GrantableRoles::new(&roles).unwrap();
-        let rbac = tka::operator::rbac::manifests(&ns, &grantable)
-            // Cluster-scoped objects and the kube-public Role are shared by name; make them per test.
-            .replace("name: tka-server\n", &format!("name: tka-server-{ns}\n"))
-            .replace(
-                "name: tka-server-cluster-info\n",
-                &format!("name: tka-server-cluster-info-{ns}\n"),
-            );
-        apply_yaml(&admin, &rbac).await;
-        let tr = TokenRequest {
-            spec: TokenRequestSpec {
-                expiration_seconds: Some(3600),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let token = sas
-            .create_token_request("tka-controller", &PostParams::default(), &tr)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .token;
-        let server_config = config_from(&token_kubeconfig(
-            &env.cp.server_url(),
-            &env.cp.ca_pem(),
-            &token,
-        ))
-        .await;
+        let (ns, kubeconfig) = server_namespace_kubeconfig(env, name).await;
+        let server_config = config_from(&kubeconfig).await;
         let server_client = Client::try_from(server_config.clone()).expect("client");
-
+        let admin = env.admin.clone();
         let mut config = Config::default();
         config.operator.namespace = ns.clone();
         config.operator.cluster_name = CLUSTER.into();
-        config.operator.allowed_roles = roles;
+        config.operator.allowed_roles = server_roles();
         config.cluster_info.api_endpoint = env.cp.server_url();
         config.cluster_info.ca_data = BASE64.encode(env.cp.ca_pem().as_bytes());
         config.tailscale.port = 8443;
@@ -419,6 +439,37 @@ impl User {
         };
         (r, client)
     }
+}
+
+/// For benchmarks: a runtime and a control plane with the CRD installed. Panics when it cannot start.
+#[allow(dead_code)] // the integration tests start theirs in `main`
+pub fn bench_env() -> (tokio::runtime::Runtime, Env) {
+    let cp = ControlPlane::start().unwrap_or_else(|e| panic!("control plane: {e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = rt.block_on(cp.admin_client());
+    rt.block_on(install_crd(&admin));
+    (rt, Env { cp, admin })
+}
+
+/// For benchmarks: p50, p90, p95, p99 and max of `samples` in milliseconds (nearest rank).
+#[allow(dead_code)] // only the benchmarks report latencies
+pub fn latencies(mut samples: Vec<Duration>) -> Value {
+    samples.sort();
+    let at = |p: f64| {
+        let idx = ((samples.len().max(1) as f64 - 1.0) * p).round() as usize;
+        samples.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    json!({
+        "n": samples.len(),
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "max_ms": at(1.0),
+    })
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes; returns the time it took.

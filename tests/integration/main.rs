@@ -21,10 +21,13 @@ mod doctor_cli;
 mod federation;
 mod federation_trust;
 mod harness;
+mod leader;
+mod limits;
 mod manifests;
 mod monitoring;
 mod scenarios;
 mod security;
+mod shortened;
 
 use std::sync::Arc;
 
@@ -65,6 +68,9 @@ fn main() {
         .chain(cli::ALL)
         .chain(security::ALL)
         .chain(cli_security::ALL)
+        .chain(shortened::ALL)
+        .chain(leader::ALL)
+        .chain(limits::ALL)
         .chain(doctor::ALL)
         .chain(doctor_cli::ALL)
         .map(|(name, f)| {

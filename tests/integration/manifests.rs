@@ -176,8 +176,11 @@ fn base_ids() -> Vec<&'static str> {
         "ConfigMap tka-system/tka-config",
         "CustomResourceDefinition tkasignins.tka.specht-labs.de",
         "Deployment tka-system/tka-server",
+        "FlowSchema tka-controller",
+        "FlowSchema tka-urgent",
         "Namespace tka-system",
         "NetworkPolicy tka-system/tka-server",
+        "PriorityLevelConfiguration tka",
         "Role kube-public/tka-server-cluster-info",
         "Role tka-system/tka-server",
         "RoleBinding kube-public/tka-server-cluster-info",
@@ -252,8 +255,9 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
         "test overlay: TLS files from the Secret",
     );
 
-    // install/ (the release asset tka-k8s.yaml): CRD, SA and RBAC, exactly the base's files. No Namespace:
-    // the guide creates it unlabelled and applies its own (unhardened) Deployment next.
+    // install/ (the release asset tka-k8s.yaml): CRD, SA, RBAC and the SA's API Priority and Fairness, exactly
+    // the base's files. No Namespace: the guide creates it unlabelled and applies its own (unhardened)
+    // Deployment next.
     let (_, install) = render(&env, "install");
     let base = kustomize_dir().join("base");
     let mut expected = Vec::new();
@@ -261,6 +265,7 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
         "crd.yaml",
         "serviceaccount.yaml",
         "rbac.yaml",
+        "flowcontrol.yaml",
         "admission-policy.yaml",
     ] {
         expected.extend(parse_docs(&std::fs::read_to_string(base.join(f)).unwrap()));

@@ -262,7 +262,8 @@ impl Prometheus {
 }
 
 async fn monitoring_prometheus_evaluates_the_guides_alerts_against_a_running_server(env: Arc<Env>) {
-    let h = Harness::new(&env, "prometheus").await;
+    // The 503 phase sends ~100 requests/s from one node: above the default budget, which would answer 429.
+    let h = Harness::with_config(&env, "prometheus", |c| c.api.rate_limit = 1000).await;
     let prom = Prometheus::start(h.health_url.trim_start_matches("http://"));
     let up = eventually(Duration::from_secs(30), || async {
         prom.query(r#"up{job="tka-server"} == 1"#).await.len() == 1

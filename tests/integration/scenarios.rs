@@ -95,7 +95,7 @@ pub fn sa_name(login: &str) -> String {
 }
 
 /// Moves a session's `requested_at` into the past so that it ends `left` from now.
-async fn age_session(h: &Harness, name: &str, period: Duration, left: Duration) {
+pub async fn age_session(h: &Harness, name: &str, period: Duration, left: Duration) {
     let requested = Timestamp::now() - jiff::SignedDuration::try_from(period - left).unwrap();
     let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
     let patch = json!({"spec": {"requested_at": requested.to_string()}});
@@ -1312,7 +1312,7 @@ async fn leader_election_has_one_leader_and_fails_over(env: Arc<Env>) {
     // a crashes: it stops renewing. b must take over after the lease expires, not before.
     let started = std::time::Instant::now();
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    assert!(b.acquire(stop_rx.clone()).await);
+    assert!(b.acquire(stop_rx.clone()).await.is_some());
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(2),
@@ -1329,7 +1329,7 @@ async fn leader_election_has_one_leader_and_fails_over(env: Arc<Env>) {
     // A released Lease is taken at once.
     b.release().await;
     let started = std::time::Instant::now();
-    assert!(a.acquire(stop_rx).await);
+    assert!(a.acquire(stop_rx).await.is_some());
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "released lease taken quickly: {:?}",

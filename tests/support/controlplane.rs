@@ -47,12 +47,25 @@ pub struct ControlPlane {
     children: Vec<(&'static str, Child)>,
 }
 
+/// How a control plane differs from the tests' default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// API Priority and Fairness on, as in a real cluster. Off by default: the tests need no queuing, and a
+    /// benchmark that wants the apiserver to push back (HTTP 429) turns it on.
+    pub priority_and_fairness: bool,
+}
+
 impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until the apiserver is ready (`/readyz`
     /// and the bootstrap ClusterRole `view` readable). Blocking; may be called from any
     /// thread, also inside a Tokio runtime, and several times (independent control planes).
     /// The children get SIGKILL when the test process dies, even by SIGKILL.
     pub fn start() -> Result<ControlPlane, String> {
+        ControlPlane::start_with(Options::default())
+    }
+
+    /// [`ControlPlane::start`] with `options`.
+    pub fn start_with(options: Options) -> Result<ControlPlane, String> {
         let bin = peers_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("tka-controlplane-")
@@ -112,7 +125,10 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", f("sa.key")),
                 format!("--api-audiences={SA_ISSUER}"),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--enable-priority-and-fairness=false".into(),
+                format!(
+                    "--enable-priority-and-fairness={}",
+                    options.priority_and_fairness
+                ),
                 // Nothing serves the `kubernetes` Service, and loopback addresses are not
                 // valid Endpoints anyway.
                 "--endpoint-reconciler-type=none".into(),

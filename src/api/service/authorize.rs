@@ -1,4 +1,5 @@
-//! One path for every caller: WhoIs on the connection's address → identity → rate limit → rules → verdict.
+//! One path for every caller: WhoIs on the connection's address → identity → rules → verdict. The per-node
+//! rate limit runs before all of it, keyed by the peer's address (`api::limits`).
 //! The steps that decide are pure ([`whois`] aside, which asks the backend): a user's identity from the
 //! peer ([`user`]), the rules of the grant, and the verdicts in `model::rules` (`select_for` for a new
 //! session, `verdict` for an existing one), so login, every token mint, revalidation and the federation all
@@ -101,7 +102,7 @@ pub enum Recheck {
 }
 
 impl Service {
-    /// A user caller: WhoIs, identity, then the per-node rate limit.
+    /// A user caller: WhoIs, then identity. The node's request budget was checked before (`middleware::limit`).
     pub async fn caller(
         &self,
         remote: SocketAddr,
@@ -131,9 +132,7 @@ impl Service {
                 auth_span.record("tka.auth.reject_reason", e.code);
             }
         }
-        let caller = result.inspect_err(|e| self.reject(e))?;
-        self.limit(&caller.peer.node_stable_id)?;
-        Ok(caller)
+        result.inspect_err(|e| self.reject(e))
     }
 
     /// A federation peer (a member or the primary, usually tagged nodes): WhoIs without the user-login
@@ -175,15 +174,6 @@ impl Service {
             .with_label_values(&[backend, outcome])
             .observe(started.elapsed().as_secs_f64());
         result
-    }
-
-    fn limit(&self, node: &str) -> Result<(), ApiError> {
-        if self.limiter.check_key(&node.to_string()).is_err() {
-            let e = ApiError::rate_limited();
-            self.reject(&e);
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// Counts a pipeline rejection by its code.

@@ -52,7 +52,7 @@ impl Service {
             Progress::Ready(s) => s,
             Progress::Pending => return Ok(Progress::Pending),
         };
-        self.still_holds(caller, &s)?;
+        let s = self.holds_now(caller, s).await?;
         Ok(Progress::Ready(
             self.credential_for(&s, api_version, rid).await?,
         ))

@@ -181,7 +181,7 @@ impl Service {
             Progress::Ready(s) => s,
             Progress::Pending => return Ok(Progress::Pending),
         };
-        self.still_holds(caller, &s)?;
+        let s = self.holds_now(caller, s).await?;
         let entry = self.own_ready_entry(&s, req.exec, rid).await?;
         Ok(Progress::Ready(Document {
             doc: self.document(&caller.login, &[entry], req.format),
@@ -210,8 +210,12 @@ impl Service {
                 Ok(s) => self.ready(s, req.wait).await,
                 Err(e) => Err(e),
             };
+            let own = match own {
+                Ok(Progress::Ready(s)) => self.holds_now(caller, s).await.map(Progress::Ready),
+                other => other,
+            };
             match own {
-                Ok(Progress::Ready(s)) if self.still_holds(caller, &s).is_ok() => {
+                Ok(Progress::Ready(s)) => {
                     entries.push(self.own_ready_entry(&s, req.exec, rid).await?)
                 }
                 Err(e) if e.status == http::StatusCode::UNAUTHORIZED => {}

@@ -209,6 +209,7 @@ fn listed(s: &TkaSignin) -> MemberSession {
         role: s.spec.role.clone(),
         namespaces: s.spec.namespaces.clone(),
         until: s.until().map(wire::rfc3339).unwrap_or_default(),
+        started: s.started().map(wire::rfc3339).unwrap_or_default(),
         provisioned: s.is_ready(),
     }
 }

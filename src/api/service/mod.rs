@@ -17,20 +17,21 @@ pub mod login;
 pub mod logout;
 pub mod members;
 pub mod outcome;
+pub mod period;
 pub mod relay;
 pub mod revalidate;
 pub mod store;
 
-use std::num::NonZeroU32;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::watch;
 
 pub use authorize::{AuthSettings, Caller};
 pub use store::Store;
 
+use crate::api::limits::Limits;
 use crate::federation::Federation;
 use crate::identity::Identity;
 use crate::operator::cluster_info::ClusterInfoSource;
@@ -48,8 +49,6 @@ pub struct Settings {
     pub write_timeout: Duration,
     pub exec_credential_ttl: Duration,
     pub token_audiences: Vec<String>,
-    pub rate_limit: u32,
-    pub rate_burst: u32,
     /// This server's own URL, recorded in kubeconfig extensions and exec stanzas.
     pub self_url: String,
 }
@@ -79,6 +78,8 @@ pub struct Parts {
     pub federation: Arc<Federation>,
     /// Flips to true on shutdown: long-poll waiters are released with 503.
     pub shutdown: watch::Receiver<bool>,
+    /// Per-peer limits of the tailnet listener (shared with the connection loop).
+    pub limits: Arc<Limits>,
 }
 
 pub struct Service {
@@ -91,16 +92,13 @@ pub struct Service {
     expiries: ExpiryNotifier,
     federation: Arc<Federation>,
     shutdown: watch::Receiver<bool>,
-    limiter: DefaultKeyedRateLimiter<String>,
+    limits: Arc<Limits>,
 }
 
 impl Service {
     pub fn new(settings: Settings, parts: Parts) -> Service {
-        let rate = NonZeroU32::new(settings.rate_limit.max(1)).expect("non-zero");
-        let burst =
-            NonZeroU32::new(settings.rate_burst.max(settings.rate_limit).max(1)).expect("non-zero");
         Service {
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            limits: parts.limits,
             settings,
             identity: parts.identity,
             client: parts.client,
@@ -123,5 +121,17 @@ impl Service {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The peer at `peer` passed the federation's trust check: on the federation routes it draws on the
+    /// admitted peers' budget from now on, and only the total connection cap applies to it.
+    pub fn admitted(&self, peer: Option<IpAddr>) {
+        if let Some(p) = peer {
+            self.limits.trust(p);
+        }
     }
 }

@@ -47,8 +47,14 @@ impl Service {
             ..Policy::default()
         };
         let cluster = &m.announcement.cluster_name;
-        let Err(rejected) = rules::verdict(rules, &policy, cluster, &s.role, &s.namespaces) else {
-            return Ok(OnMember::Holds(s));
+        let rejected = match rules::verdict(rules, &policy, cluster, &s.role, &s.namespaces) {
+            Ok(rule) if s.period_ran_out(rule.period.as_std(), jiff::Timestamp::now()) => {
+                Reject::PeriodShortened {
+                    period: rule.period,
+                }
+            }
+            Ok(_) => return Ok(OnMember::Holds(s)),
+            Err(rejected) => rejected,
         };
         let r = SessionRef {
             login_name: caller.login.clone(),

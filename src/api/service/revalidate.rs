@@ -15,30 +15,29 @@ use super::authorize::Recheck;
 use crate::federation::Member;
 use crate::federation::client::SessionQuery;
 use crate::federation::wire::{MemberSession, SessionRef};
-use crate::model::rules::{self, Policy};
+use crate::model::rules::{self, Policy, Rule};
 
 impl Service {
-    /// Why a session of (login, node) holding `role`/`namespaces` on `cluster` (under `policy`) must end, or
-    /// `None` to keep it.
+    /// The rule that still gives a session of (login, node) holding `role`/`namespaces` on `cluster`
+    /// (under `policy`), or why the session must end; `Ok(None)` keeps it unchecked (identity backend down).
     async fn verdict(
         &self,
         held: &Held<'_>,
         cluster: &str,
         policy: &Policy,
-    ) -> Option<&'static str> {
+    ) -> Result<Option<Rule>, &'static str> {
         let caller = match self.recheck(held.node_ip, held.node_id, held.login).await {
             Recheck::Same(c) => c,
-            Recheck::Unknown => return None,
-            Recheck::NodeGone => return Some("node_gone"),
-            Recheck::IdentityChanged => return Some("identity_changed"),
+            Recheck::Unknown => return Ok(None),
+            Recheck::NodeGone => return Err("node_gone"),
+            Recheck::IdentityChanged => return Err("identity_changed"),
         };
         let Ok(all) = super::authorize::rules_of(&caller, &self.settings.auth.cap_name) else {
-            return Some("grant_changed");
+            return Err("grant_changed");
         };
-        match rules::verdict(&all, policy, cluster, held.role, held.namespaces) {
-            Ok(_) => None,
-            Err(_) => Some("grant_changed"),
-        }
+        rules::verdict(&all, policy, cluster, held.role, held.namespaces)
+            .map(Some)
+            .map_err(|_| "grant_changed")
     }
 
     /// One pass over this cluster's local sessions.
@@ -56,8 +55,19 @@ impl Service {
                 role: &s.spec.role,
                 namespaces: &s.spec.namespaces,
             };
-            let Some(reason) = self.verdict(&held, &policy.cluster, &policy).await else {
-                continue;
+            let reason = match self.verdict(&held, &policy.cluster, &policy).await {
+                Ok(None) => continue,
+                Ok(Some(rule)) => {
+                    // Ends it (logged and counted there) only when a shortened period has run out.
+                    if let Err(e) = self.fit_period(s, &rule).await {
+                        tracing::debug!(
+                            code = e.code,
+                            "revalidation: fitting the session's period"
+                        );
+                    }
+                    continue;
+                }
+                Err(reason) => reason,
             };
             tracing::info!(audit = true, event = "revoked", user = %s.spec.username, node = %s.spec.node, role = %s.spec.role,
                 session = %s.name_any(), reason, "grant revoked");
@@ -98,7 +108,8 @@ impl Service {
         }
     }
 
-    /// The verdict for a member's session: evaluated here, under the member's announced allow-list.
+    /// The verdict for a member's session: evaluated here, under the member's announced allow-list. A
+    /// shortened period ends it once the new period has run out (within one revalidation interval).
     async fn member_verdict(&self, m: &Member, s: &MemberSession) -> Option<&'static str> {
         let policy = Policy {
             cluster: self.settings.cluster_name().to_string(),
@@ -112,8 +123,16 @@ impl Service {
             role: &s.role,
             namespaces: &s.namespaces,
         };
-        self.verdict(&held, &m.announcement.cluster_name, &policy)
+        match self
+            .verdict(&held, &m.announcement.cluster_name, &policy)
             .await
+        {
+            Ok(Some(rule)) if s.period_ran_out(rule.period.as_std(), Timestamp::now()) => {
+                Some("period_shortened")
+            }
+            Ok(_) => None,
+            Err(reason) => Some(reason),
+        }
     }
 
     fn count_revoked(&self) {

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -160,6 +160,33 @@ impl Store {
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
+            .await
+    }
+
+    /// Moves a session's end earlier: its period becomes `period` (counted from its latest login, so the
+    /// controller ends it at `until`). Guarded by the resource version: a login in between wrote the
+    /// current grant's period itself, and this write then fails with 409 instead of undoing it.
+    pub async fn shorten(
+        &self,
+        signin: &TkaSignin,
+        period: Duration,
+        until: Timestamp,
+    ) -> Result<TkaSignin, kube::Error> {
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": signin.metadata.resource_version,
+                "annotations": { VALID_UNTIL: crate::model::wire::rfc3339(until) },
+            },
+            "spec": {
+                "validity_period": crate::model::duration::GoDuration::from_std(period).to_string(),
+            },
+        });
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.api()
+            .patch(&signin.name_any(), &pp, &Patch::Merge(&patch))
             .await
     }
 

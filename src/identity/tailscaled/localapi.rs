@@ -1,4 +1,4 @@
-//! A client of tailscaled's LocalAPI over its unix socket (spec: identity.md §2). tailscaled authorizes
+//! A client of tailscaled's LocalAPI over its unix socket. tailscaled authorizes
 //! callers by the socket's peer credentials; no secret is sent.
 //!
 //! One HTTP/1.1 connection per call: connecting to a unix socket costs microseconds, and a fresh connection

@@ -1,7 +1,9 @@
-//! The `tailscaled` backend (spec: identity.md §2): WhoIs and status through the LocalAPI of a Go
+//! The `tailscaled` backend: WhoIs and status through the LocalAPI of a Go
 //! tailscaled, either supervised by tka-server or an existing daemon (sidecar or host).
 
 pub mod localapi;
+#[cfg(test)]
+mod peer_addr_tests;
 pub mod supervisor;
 
 use std::net::SocketAddr;
@@ -147,6 +149,25 @@ impl Identity for TailscaledIdentity {
 
     async fn dial(&self, host: &str, port: u16) -> std::io::Result<Box<dyn super::PeerStream>> {
         Ok(Box::new(self.api.dial(host, port).await?))
+    }
+
+    /// In userspace mode tailscaled forwards every tailnet connection from loopback, so the remote address
+    /// names no node; the daemon's WhoIs maps the forwarded connection to its peer. One lookup per
+    /// connection; a connection it cannot place (a local process, a daemon that is down) keeps the loopback
+    /// address, so all of those share one peer's limits.
+    async fn peer_addr(&self, remote: SocketAddr) -> std::net::IpAddr {
+        if !remote.ip().is_loopback() {
+            return remote.ip();
+        }
+        // tailscaled records the mapping just after its connection to us is established, so a lookup made
+        // the moment we accept can come too early: one more try a little later.
+        for pause in [Duration::ZERO, Duration::from_millis(10)] {
+            tokio::time::sleep(pause).await;
+            if let Ok(Some(peer)) = self.api.whois(remote).await {
+                return peer.node_ip.unwrap_or(remote.ip());
+            }
+        }
+        remote.ip()
     }
 }
 

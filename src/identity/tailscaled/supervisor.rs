@@ -1,4 +1,4 @@
-//! Supervised mode (spec: identity.md §2.1): tka-server runs its own `tailscaled` with userspace networking
+//! Supervised mode: tka-server runs its own `tailscaled` with userspace networking
 //! (no NET_ADMIN, non-root), restarts it when it dies, and stops it on shutdown.
 
 use std::path::{Path, PathBuf};

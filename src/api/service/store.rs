@@ -36,9 +36,12 @@ impl Store {
         let api: Api<TkaSignin> = Api::namespaced(client.clone(), namespace);
         let (store, writer) = reflector::store();
         let (tx, changed) = watch::channel(0u64);
+        // The cache keeps no field-ownership records: nothing reads them, and they are most of a TkaSignin.
         let stream = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(|s: &mut TkaSignin| s.managed_fields_mut().clear()),
         );
         tokio::spawn(async move {
             stream

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::model::naming;
-use crate::operator::crd::{Origin, TkaSignin, TkaSigninSpec};
+use crate::operator::crd::{FINALIZER, Origin, TkaSignin, TkaSigninSpec};
 use crate::operator::objects::{self, CLUSTER_ROLE, LAST_SIGN_IN, LOGIN_NAME, NODE, VALID_UNTIL};
 
 /// Field manager of the spec the API writes.
@@ -140,6 +140,9 @@ impl Store {
             "kind": "TkaSignin",
             "metadata": {
                 "name": name,
+                // The controller's finalizer, set with the session: the controller would otherwise add it
+                // in a write and a watch round trip of its own before provisioning.
+                "finalizers": [FINALIZER],
                 "labels": {
                     objects::MANAGED_BY: "tka",
                     objects::INSTANCE: self.namespace,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -34,6 +34,8 @@ pub struct Context {
     holders: Mutex<HashMap<String, Holder>>,
     /// The controller's cache of all TkaSignins (set when the controller starts).
     pub(super) cache: OnceLock<Store<TkaSignin>>,
+    /// ClusterRoles seen to exist, and when: provisioning need not look one up for every session.
+    roles_seen: Mutex<HashMap<String, Instant>>,
 }
 
 /// A session holding its user's ServiceAccount and binding.
@@ -68,6 +70,7 @@ impl Context {
             created_secrets: Mutex::default(),
             holders: Mutex::default(),
             cache: OnceLock::new(),
+            roles_seen: Mutex::default(),
             recorder: Recorder::new(
                 client_for_events,
                 Reporter {
@@ -164,6 +167,18 @@ impl Context {
         {
             holders.remove(key);
         }
+    }
+
+    /// `role` was seen to exist just now.
+    pub(super) fn role_seen(&self, role: &str) {
+        let mut seen = self.roles_seen.lock().expect("lock poisoned");
+        seen.insert(role.to_string(), Instant::now());
+    }
+
+    /// Was `role` seen to exist less than `ttl` ago?
+    pub(super) fn role_seen_within(&self, role: &str, ttl: Duration) -> bool {
+        let seen = self.roles_seen.lock().expect("lock poisoned");
+        seen.get(role).is_some_and(|t| t.elapsed() < ttl)
     }
 
     pub(super) fn signins(&self) -> Api<TkaSignin> {

@@ -11,6 +11,7 @@ pub mod cluster_info;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod ensure;
 pub mod error;
 pub mod expiry;
 pub mod objects;

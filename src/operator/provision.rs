@@ -1,16 +1,18 @@
 //! Provisioning one session, idempotently: the role must exist, then the user's ServiceAccount, the session
-//! Secret and the bindings are applied. Pure object builders are in [`super::objects`]; this is the apply
+//! Secret and the bindings are made as desired ([`super::ensure`]: created for a new session, otherwise read
+//! and written only where they differ). Pure object builders are in [`super::objects`]; this is the apply
 //! step.
 
 use std::ops::ControlFlow::{self, Break, Continue};
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
-use super::context::{Context, FIELD_MANAGER};
+use super::context::Context;
 use super::crd::{BindingRef, SecretRef, TkaSignin};
+use super::ensure::{Ensured, Mode, ensure};
 use super::error::{At, Error, Step, ignore_not_found, is_status};
 use super::objects::Session;
 use super::status::Provisioned;
@@ -35,11 +37,12 @@ pub(super) async fn provision(
     if let Break(not_ready) = check_role(s, ctx).await? {
         return Ok(not_ready);
     }
-    if let Break(not_ready) = apply_service_account(s, ctx).await? {
+    let mode = Mode::for_session(signin.is_provisioned());
+    if let Break(not_ready) = apply_service_account(s, ctx, mode).await? {
         return Ok(not_ready);
     }
     let secret = ensure_session_secret(s, signin, ctx).await?;
-    let (bindings, missing) = match apply_bindings(s, ctx).await? {
+    let (bindings, missing) = match apply_bindings(s, ctx, mode).await? {
         Continue(applied) => applied,
         Break(not_ready) => return Ok(not_ready),
     };
@@ -58,14 +61,25 @@ pub(super) async fn provision(
     })
 }
 
+/// How long a ClusterRole seen to exist is not looked up again. A role deleted meanwhile only makes a binding
+/// to nothing, which grants nothing; whether the server may bind it the apiserver decides at every binding
+/// write (RBAC escalation prevention).
+const ROLE_SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The role must exist and be grantable; the server may only `get` allow-listed roles, so 403 here already
 /// tells us the role is outside the allow-list.
 async fn check_role(s: &Session, ctx: &Context) -> Result<ControlFlow<Provisioned>, Error> {
+    if ctx.role_seen_within(&s.role, ROLE_SEEN_FOR) {
+        return Ok(Continue(()));
+    }
     match Api::<ClusterRole>::all(ctx.client.clone())
         .get_opt(&s.role)
         .await
     {
-        Ok(Some(_)) => Ok(Continue(())),
+        Ok(Some(_)) => {
+            ctx.role_seen(&s.role);
+            Ok(Continue(()))
+        }
         Ok(None) => Ok(Break(Provisioned::not_ready(
             "RoleNotFound",
             format!("ClusterRole {:?} does not exist", s.role),
@@ -84,19 +98,16 @@ async fn check_role(s: &Session, ctx: &Context) -> Result<ControlFlow<Provisione
 async fn apply_service_account(
     s: &Session,
     ctx: &Context,
+    mode: Mode,
 ) -> Result<ControlFlow<Provisioned>, Error> {
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let sa_name = s.user_object_name();
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &s.namespace);
-    if let Some(existing) = sas.get_opt(&sa_name).await.at(Step::ApplyServiceAccount)?
-        && !s.owns(existing.meta())
-    {
-        return Ok(Break(collision(s)));
-    }
-    sas.patch(&sa_name, &pp, &Patch::Apply(&s.service_account()))
+    match ensure(&sas, s, s.service_account(), mode)
         .await
-        .at(Step::ApplyServiceAccount)?;
-    Ok(Continue(()))
+        .at(Step::ApplyServiceAccount)?
+    {
+        Ensured::Done => Ok(Continue(())),
+        Ensured::Collision => Ok(Break(collision(s))),
+    }
 }
 
 /// One ClusterRoleBinding, or a RoleBinding per namespace of the grant (the ClusterRoleBinding of an
@@ -104,13 +115,14 @@ async fn apply_service_account(
 async fn apply_bindings(
     s: &Session,
     ctx: &Context,
+    mode: Mode,
 ) -> Result<ControlFlow<Provisioned, (Vec<BindingRef>, Vec<String>)>, Error> {
     let client = &ctx.client;
     let mut bindings = Vec::new();
     let mut missing = Vec::new();
     let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
     if s.namespaces.is_empty() {
-        match ensure_binding(&crbs, s, s.cluster_role_binding()).await? {
+        match ensure_binding(&crbs, s, s.cluster_role_binding(), mode).await? {
             BindingOutcome::Applied => bindings.push(binding_ref("ClusterRoleBinding", None, s)),
             BindingOutcome::Collision => return Ok(Break(collision(s))),
             BindingOutcome::Forbidden => return Ok(Break(not_grantable(s))),
@@ -125,7 +137,7 @@ async fn apply_bindings(
     .at(Step::DeleteBinding)?;
     for ns in &s.namespaces {
         let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-        match ensure_binding(&rbs, s, s.role_binding(ns)).await? {
+        match ensure_binding(&rbs, s, s.role_binding(ns), mode).await? {
             BindingOutcome::Applied => bindings.push(binding_ref("RoleBinding", Some(ns), s)),
             BindingOutcome::Collision => return Ok(Break(collision(s))),
             BindingOutcome::Forbidden => return Ok(Break(not_grantable(s))),
@@ -198,12 +210,13 @@ pub(super) enum BindingOutcome {
     NamespaceMissing,
 }
 
-/// Applies a (Cluster)RoleBinding. `roleRef` is immutable, so a binding with another role is deleted and
-/// recreated (updating it in place gets stuck forever).
-pub(super) async fn ensure_binding<K>(
+/// A (Cluster)RoleBinding made as desired, with the apiserver's refusals read as outcomes: 403 is RBAC
+/// escalation prevention (the server holds neither the role nor `bind` on it), 404 a missing namespace.
+async fn ensure_binding<K>(
     api: &Api<K>,
     s: &Session,
     desired: K,
+    mode: Mode,
 ) -> Result<BindingOutcome, Error>
 where
     K: Resource
@@ -211,51 +224,14 @@ where
         + serde::Serialize
         + serde::de::DeserializeOwned
         + std::fmt::Debug
-        + RoleRefOf,
+        + super::ensure::Desired,
 {
-    let name = s.binding_name();
-    match api.get_opt(&name).await {
-        Ok(Some(existing)) => {
-            if !s.owns(existing.meta()) {
-                return Ok(BindingOutcome::Collision);
-            }
-            if existing.role_name() != s.role {
-                ignore_not_found(api.delete(&name, &DeleteParams::default()).await)
-                    .at(Step::DeleteBinding)?;
-            }
-        }
-        Ok(None) => {}
-        Err(e) if is_status(&e, 403) => return Ok(BindingOutcome::Forbidden),
-        Err(e) => return Err(e).at(Step::ApplyBinding),
-    }
-    match api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-    {
-        Ok(_) => Ok(BindingOutcome::Applied),
-        // RBAC escalation prevention: the server holds neither the role nor `bind` on it.
+    match ensure(api, s, desired, mode).await {
+        Ok(Ensured::Done) => Ok(BindingOutcome::Applied),
+        Ok(Ensured::Collision) => Ok(BindingOutcome::Collision),
         Err(e) if is_status(&e, 403) => Ok(BindingOutcome::Forbidden),
         Err(e) if is_status(&e, 404) => Ok(BindingOutcome::NamespaceMissing),
         Err(e) => Err(e).at(Step::ApplyBinding),
-    }
-}
-
-/// Both binding kinds expose their role the same way.
-pub trait RoleRefOf {
-    fn role_name(&self) -> &str;
-}
-impl RoleRefOf for ClusterRoleBinding {
-    fn role_name(&self) -> &str {
-        &self.role_ref.name
-    }
-}
-impl RoleRefOf for RoleBinding {
-    fn role_name(&self) -> &str {
-        &self.role_ref.name
     }
 }
 

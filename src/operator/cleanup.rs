@@ -18,20 +18,7 @@ use super::objects::{self, Session};
 /// another live session of the same user still needs them. NotFound counts as done everywhere.
 pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     let s = Session::from_signin(signin, &ctx.namespace);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    // Revoke first: the recorded Secret is deleted by name, without waiting for any LIST.
-    if let Some(recorded) = signin
-        .status
-        .as_ref()
-        .and_then(|st| st.session_secret.as_ref())
-    {
-        ignore_not_found(
-            secrets
-                .delete(&recorded.name, &DeleteParams::default())
-                .await,
-        )
-        .at(Step::Revoke)?;
-    }
+    revoke(signin, &s, ctx).await?;
     tracing::info!(audit = true, event = "revoked", user = %s.login, node = %s.node, role = %s.role, session = %s.signin_name, "session revoked");
     ctx.event(
         signin,
@@ -39,44 +26,62 @@ pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action,
         "Revoked",
         "session ended; its tokens are revoked".into(),
     );
-    let lp = ListParams::default().labels(&format!("{}={}", objects::SESSION, s.signin_name));
-    // Only this object's Secrets: a new session of the same name (a re-login) has its own owner UID.
-    for secret in secrets.list(&lp).await.at(Step::Revoke)? {
-        if secret
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == s.signin_uid)
-        {
-            ignore_not_found(
-                secrets
-                    .delete(&secret.name_any(), &DeleteParams::default())
-                    .await,
-            )
-            .at(Step::Revoke)?;
-        }
+    ctx.release(signin);
+    if !still_used(&s, ctx).await? {
+        delete_user_objects(&ctx.client, &ctx.namespace, &s.subject_key).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Deletes the session's Secrets by name, without waiting for any LIST: the one recorded in status and the
+/// one this process created for it (they differ only when a status write failed). Tokens are only minted for
+/// the recorded Secret, so any other Secret of the session (an attempt whose status write failed before a
+/// restart) holds none; it is owned by the TkaSignin, so the garbage collector removes it, and the sweep
+/// removes it in any case.
+async fn revoke(signin: &TkaSignin, s: &Session, ctx: &Context) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let recorded = signin
+        .status
+        .as_ref()
+        .and_then(|st| st.session_secret.clone());
+    let remembered = ctx
+        .created_secrets
+        .lock()
+        .expect("lock poisoned")
+        .get(&s.signin_uid)
+        .cloned();
+    let mut names: Vec<String> = recorded
+        .into_iter()
+        .chain(remembered)
+        .map(|r| r.name)
+        .collect();
+    names.dedup();
+    for name in names {
+        ignore_not_found(secrets.delete(&name, &DeleteParams::default()).await).at(Step::Revoke)?;
     }
     ctx.created_secrets
         .lock()
         .expect("lock poisoned")
         .remove(&s.signin_uid);
-    ctx.release(signin);
+    Ok(())
+}
 
+/// Does another live session of this user still need the SA (its tokens are bound to the SA's UID) and the
+/// bindings? Answered from the controller's cache under the user's lock, without a LIST: every session this
+/// controller provisioned was in the cache before its reconcile ran (the cache is written before a reconcile
+/// is triggered) and stays there until it is deleted; one not provisioned yet creates the objects again when
+/// its reconcile runs after this one. Without a cache (the controller has not started) a LIST answers.
+async fn still_used(s: &Session, ctx: &Context) -> Result<bool, Error> {
     let now = Timestamp::now();
-    // A fresh list, not the cache: a session of this user created a moment ago must keep its SA (its
-    // tokens are bound to the SA's UID). This runs after revocation, so it costs no revocation latency.
-    let lp = ListParams::default().labels(&format!("{}={}", objects::USER_KEY, s.subject_key));
-    let still_used = ctx
-        .signins()
-        .list(&lp)
-        .await
-        .at(Step::ListSignins)?
-        .items
-        .iter()
-        .any(|o| o.name_any() != s.signin_name && o.is_live(now));
-    if !still_used {
-        delete_user_objects(&ctx.client, &ctx.namespace, &s.subject_key).await?;
+    let other_live = |o: &TkaSignin| {
+        o.spec.subject_key == s.subject_key && o.name_any() != s.signin_name && o.is_live(now)
+    };
+    if let Some(cache) = ctx.cache.get() {
+        return Ok(cache.state().iter().any(|o| other_live(o)));
     }
-    Ok(Action::await_change())
+    let lp = ListParams::default().labels(&format!("{}={}", objects::USER_KEY, s.subject_key));
+    let list = ctx.signins().list(&lp).await.at(Step::ListSignins)?;
+    Ok(list.items.iter().any(other_live))
 }
 
 /// Deletes a user's SA and every binding of this instance labelled with the user's key. Bindings are found by

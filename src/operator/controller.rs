@@ -1,5 +1,6 @@
-//! Wiring of the kube-runtime Controller: what is watched, how events on owned objects map back to
-//! TkaSignins, periodic sweeps. The reconcile logic itself is in [`super::reconcile`].
+//! Wiring of the kube-runtime Controller: what is watched, which changes trigger a reconcile
+//! ([`super::triggers`]), how events on owned objects map back to TkaSignins, periodic sweeps. The reconcile
+//! logic itself is in [`super::reconcile`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,14 +8,16 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::crd::TkaSignin;
 use super::objects::{self, USER_KEY};
 use super::reconcile::{error_policy, reconcile};
+use super::triggers::{Relisted, due, foreign_changes, lifecycle};
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first (every step is
 /// idempotent, so stopping between reconciles never leaves half-applied state).
@@ -29,9 +32,20 @@ pub async fn run(
     let managed = watcher::Config::default().labels(&format!("{}=tka", objects::MANAGED_BY));
     let instance = watcher::Config::default().labels(&objects::managed_selector(&ns));
 
-    let controller = Controller::new(signins, watcher::Config::default());
-    let store = controller.store();
+    // The cache keeps no field-ownership records: nothing reads them, and they are most of a TkaSignin.
+    let (store, writer) = reflector::store();
+    let changes = reflector::reflector(
+        writer,
+        watcher(signins, watcher::Config::default())
+            .default_backoff()
+            .modify(|s: &mut TkaSignin| s.managed_fields_mut().clear()),
+    )
+    .applied_objects()
+    .predicate_filter(lifecycle, PredicateConfig::default());
+    let controller = Controller::for_stream(changes, store.clone());
     let _ = ctx.cache.set(store.clone());
+    // Sessions being deleted are left out: their deletion triggered their cleanup, and the objects that
+    // cleanup deletes would only trigger it again.
     let by_user = |store: Store<TkaSignin>| {
         move |labels: &std::collections::BTreeMap<String, String>| -> Vec<ObjectRef<TkaSignin>> {
             let Some(key) = labels.get(USER_KEY) else {
@@ -40,45 +54,64 @@ pub async fn run(
             store
                 .state()
                 .iter()
-                .filter(|s| s.spec.subject_key == *key)
+                .filter(|s| s.spec.subject_key == *key && !s.is_ending())
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect()
         }
     };
+    let owner = {
+        let (store, ns) = (store.clone(), ns.clone());
+        move |secret: PartialObjectMeta<Secret>| -> Option<ObjectRef<TkaSignin>> {
+            let o = secret
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "TkaSignin")?;
+            let r = ObjectRef::new(&o.name).within(&ns);
+            let s = store.get(&r)?;
+            (s.uid().as_deref() == Some(o.uid.as_str()) && !s.is_ending()).then_some(r)
+        }
+    };
+    let relisted = Relisted::default();
     let (sa_map, crb_map, rb_map) = (
         by_user(store.clone()),
         by_user(store.clone()),
         by_user(store.clone()),
     );
 
-    let sweeps = futures::stream::unfold((), move |_| async move {
-        tokio::time::sleep(sweep_interval).await;
-        Some(((), ()))
-    });
-
     controller
-        .owns(
-            Api::<Secret>::namespaced(client.clone(), &ns),
-            managed.clone(),
+        .watches_stream(
+            foreign_changes(
+                Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &ns),
+                managed.clone(),
+                relisted.clone(),
+            ),
+            owner,
         )
-        .watches(
-            Api::<ServiceAccount>::namespaced(client.clone(), &ns),
-            managed,
+        .watches_stream(
+            foreign_changes(
+                Api::<PartialObjectMeta<ServiceAccount>>::namespaced(client.clone(), &ns),
+                managed,
+                relisted.clone(),
+            ),
             move |sa| sa_map(sa.labels()),
         )
-        .watches(
-            Api::<ClusterRoleBinding>::all(client.clone()),
-            instance.clone(),
+        .watches_stream(
+            foreign_changes(
+                Api::<PartialObjectMeta<ClusterRoleBinding>>::all(client.clone()),
+                instance.clone(),
+                relisted.clone(),
+            ),
             move |b| crb_map(b.labels()),
         )
-        .watches(
-            Api::<RoleBinding>::all(client.clone()),
-            instance,
+        .watches_stream(
+            foreign_changes(
+                Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
+                instance,
+                relisted.clone(),
+            ),
             move |b| rb_map(b.labels()),
         )
-        // Periodic sweep: requeue everything, so expired or not-ready sessions are looked at again even if a
-        // timer was lost.
-        .reconcile_all_on(sweeps)
+        .reconcile_on(due(store, sweep_interval, relisted))
         .graceful_shutdown_on(shutdown.map(|_| ()))
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

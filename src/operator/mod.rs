@@ -3,8 +3,9 @@
 //!
 //! Layout follows fetch → validate → build → apply → status: [`signin`] (what an object says), [`objects`]
 //! and [`status`] (pure builders), [`provision`] and [`cleanup`] (apply), [`reconcile`] (one pass),
-//! [`controller`] (the kube-runtime wiring), [`sweep`] (garbage), [`token`] and [`expiry`] (tokens),
-//! [`cluster_info`] (the endpoint users get), [`rbac`] (the server's own permissions).
+//! [`controller`] (the kube-runtime wiring) and [`triggers`] (which changes need a reconcile), [`sweep`]
+//! (garbage), [`token`] and [`expiry`] (tokens), [`cluster_info`] (the endpoint users get), [`rbac`] (the
+//! server's own permissions).
 
 pub mod cleanup;
 pub mod cluster_info;
@@ -22,6 +23,7 @@ pub mod signin;
 pub mod status;
 pub mod sweep;
 pub mod token;
+pub mod triggers;
 
 pub use crd::{TkaSignin, TkaSigninSpec, TkaSigninStatus};
 pub use error::Error;

@@ -5,8 +5,8 @@
 //! [`Report`] renders them as text or JSON. The pure parts are tested without I/O:
 //!
 //! - `server.rs` (Kubernetes side) and `tailnet.rs` (tailnet side): the server's facts → checks;
-//!   `server_probe.rs` and `listener_probe.rs`: gathering them (kube-apiserver, LocalAPI, the health port,
-//!   the tailnet listener);
+//!   `server_probe.rs`, `rbac_probe.rs` and `listener_probe.rs`: gathering them (kube-apiserver and its
+//!   access reviews, LocalAPI, the health port, the tailnet listener);
 //! - `client.rs`: the user's machine (tailscaled, the server, grant, kubeconfig, kubectl, caches) → checks,
 //!   gathered by `cli/doctor.rs`;
 //! - `kuberc.rs`: kubectl's credential plugin policy; `cert.rs`: the served certificate.
@@ -18,6 +18,7 @@ pub mod cert;
 pub mod client;
 pub mod kuberc;
 pub mod listener_probe;
+pub mod rbac_probe;
 pub mod server;
 pub mod server_probe;
 pub mod tailnet;

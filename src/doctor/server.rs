@@ -340,7 +340,7 @@ pub fn bind_unlisted(f: &BindFacts, namespace: &str) -> Check {
     if f.escalate == Ok(true) {
         may.push("escalate (any role)");
     }
-    let list = "set operator.allowedRoles to the roles users may get and apply the generated RBAC for them";
+    let list = "set operator.allowedRoles to the roles users may get";
     if unbounded {
         return Check::fail(
             "bind",
@@ -349,7 +349,7 @@ pub fn bind_unlisted(f: &BindFacts, namespace: &str) -> Check {
                 may.join(", ")
             ),
         )
-        .advice(format!("{list}: {}", rbac_advice(namespace, &[])));
+        .advice(format!("{list}, then {}", rbac_advice(namespace, &[])));
     }
     let message = match may.as_slice() {
         [] => "operator.allowedRoles is empty and the server may bind none of the roles checked: only roles its \

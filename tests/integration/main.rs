@@ -17,6 +17,7 @@ mod cli_security;
 mod controlplane;
 mod dashboard;
 mod doctor;
+mod doctor_cli;
 mod federation;
 mod federation_trust;
 mod harness;
@@ -71,6 +72,7 @@ fn main() {
         .chain(leader::ALL)
         .chain(limits::ALL)
         .chain(doctor::ALL)
+        .chain(doctor_cli::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

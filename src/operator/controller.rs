@@ -57,6 +57,9 @@ pub async fn run(
     });
 
     controller
+        // One backoff for all of the controller's watches: short, so it sees the apiserver again soon after a
+        // restart (see super::backoff).
+        .trigger_backoff(super::backoff::watch())
         .owns(
             Api::<Secret>::namespaced(client.clone(), &ns),
             managed.clone(),

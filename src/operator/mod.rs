@@ -4,8 +4,10 @@
 //! Layout follows fetch → validate → build → apply → status: [`signin`] (what an object says), [`objects`]
 //! and [`status`] (pure builders), [`provision`] and [`cleanup`] (apply), [`reconcile`] (one pass),
 //! [`controller`] (the kube-runtime wiring), [`sweep`] (garbage), [`token`] and [`expiry`] (tokens),
-//! [`cluster_info`] (the endpoint users get), [`rbac`] (the server's own permissions).
+//! [`cluster_info`] (the endpoint users get), [`rbac`] (the server's own permissions), [`backoff`] (when to
+//! try the apiserver again).
 
+pub mod backoff;
 pub mod cleanup;
 pub mod cluster_info;
 pub mod context;

@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::model::naming;
+use crate::operator::backoff;
 use crate::operator::crd::{Origin, TkaSignin, TkaSigninSpec};
 use crate::operator::objects::{self, CLUSTER_ROLE, LAST_SIGN_IN, LOGIN_NAME, NODE, VALID_UNTIL};
 
@@ -38,7 +39,7 @@ impl Store {
         let (tx, changed) = watch::channel(0u64);
         let stream = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
+            watcher(api, watcher::Config::default()).backoff(backoff::watch()),
         );
         tokio::spawn(async move {
             stream

@@ -32,11 +32,12 @@ pub fn watch() -> watcher::ExponentialBackoff {
 /// [`TRANSIENT_MAX`] when the error says the apiserver is away or busy, else at [`LASTING_MAX`].
 pub fn retry(failures: u32, transient: bool) -> Duration {
     let doubled = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9));
-    doubled.min(if transient {
+    let cap = if transient {
         TRANSIENT_MAX
     } else {
         LASTING_MAX
-    })
+    };
+    doubled.min(cap)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 {
   description = "TKA: short-lived Kubernetes credentials from tailnet identity";
 
-  # The only input (spec: deploy.md §1). Every extra input is another fetch that breaks offline builds. The branch
+  # The only input. Every extra input is another fetch that breaks offline builds. The branch
   # must carry headscale >= 0.29 for the VM tests; flake.lock is committed from a machine with network access.
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
 

@@ -1,4 +1,4 @@
-//! Exec plugin benchmark (cli.md §5): wall time of a whole `tka credential` process on a warm cache, as
+//! Exec plugin benchmark: wall time of a whole `tka credential` process on a warm cache, as
 //! kubectl experiences it (fork, exec, dynamic loading, argument parsing, one cache read, the JSON on stdout).
 //! Target: p99 ≤ 5 ms.
 //!
@@ -28,7 +28,7 @@ fn main() {
     }
     let home = tempfile::tempdir().unwrap();
     let cache = home.path().join("cache");
-    // A warm cache exactly as `tka credential` writes it (cli.md §5 file name).
+    // A warm cache exactly as `tka credential` writes it.
     let key = hex::encode(Sha256::digest(format!("{SERVER}\n{CLUSTER}")));
     let dir = cache.join("tka/credentials");
     std::fs::create_dir_all(&dir).unwrap();

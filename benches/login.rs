@@ -1,4 +1,4 @@
-//! Login latency benchmark (spec: testing.md §9): request in to kubeconfig out, server side, against the
+//! Login latency benchmark: request in to kubeconfig out, server side, against the
 //! real local apiserver, beside the apiserver's own floor (one ServiceAccount create).
 //!
 //! `cargo bench --features integration --bench login [-- --logins N]`; writes `target/bench/login.json`

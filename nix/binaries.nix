@@ -32,7 +32,7 @@ let
     mainProgram = bin;
   };
 
-  # `ts-k8s-auth` keeps the upstream CLI's shell wrappers working (spec: cli.md §1).
+  # `ts-k8s-auth` keeps the upstream CLI's shell wrappers working.
   cliAlias = "ln -s tka $out/bin/ts-k8s-auth";
 
   compiled = rustPlatform.buildRustPackage {

@@ -1,4 +1,4 @@
-# `nix flake check` (spec: deploy.md §1, testing.md §5 and §8). The VM tests need KVM and the binary cache.
+# `nix flake check`. The VM tests need KVM and the binary cache.
 { pkgs, info, packages }:
 let
   inherit (pkgs) lib;
@@ -40,7 +40,7 @@ let
         { };
 in
 {
-  # The image holds no shell and no coreutils, and is configured as deploy.md §2 says.
+  # The image holds no shell and no coreutils, and is configured as the product states.
   image-closure = pkgs.runCommand "tka-image-closure"
     {
       nativeBuildInputs = [ pkgs.jq pkgs.gnutar pkgs.gzip ];
@@ -74,7 +74,7 @@ in
     touch $out
   '';
 
-  # The rendered overlays satisfy Pod Security "restricted" (spec: deploy.md §7, testing.md §7).
+  # The rendered overlays satisfy Pod Security "restricted".
   manifests = pkgs.runCommand "tka-manifests-check"
     {
       nativeBuildInputs = [ pkgs.yq-go ];

@@ -1,4 +1,4 @@
-# The appliance image (spec: deploy.md §2): a static tka-server, unwrapped static tailscaled/tailscale, CA
+# The appliance image: a static tka-server, unwrapped static tailscaled/tailscale, CA
 # certificates, /etc/passwd and /etc/group with tka:65532 — and nothing else: no shell, no coreutils, no libc.
 { dockerTools
 , runCommand
@@ -47,7 +47,7 @@ let
         "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
         "PATH=/bin"
         "HOME=/tmp"
-        # JSON logs even when run with a TTY (observability.md §5).
+        # JSON logs even when run with a TTY.
         "TKA_LOG_FORMAT=json"
       ];
       WorkingDir = "/";
@@ -70,7 +70,7 @@ in
 {
   # `./result | podman load` or `./result > tka.tar`.
   image = dockerTools.streamLayeredImage args;
-  # A gzip-compressed docker-archive for transfer (air-gapped installs, deploy.md §6).
+  # A gzip-compressed docker-archive for transfer (air-gapped installs).
   image-tarball = dockerTools.buildLayeredImage args;
   # What the image is made of, for the closure check.
   contents = args.contents;

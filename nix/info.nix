@@ -16,7 +16,7 @@ in
   dirtyRev = self.dirtyRev or null;
   date = "${part 0 4}-${part 4 2}-${part 6 2}T${part 8 2}:${part 10 2}:${part 12 2}Z";
 
-  # Sources, each restricted to what its consumer reads (spec: deploy.md §1), so that editing tests, docs or
+  # Sources, each restricted to what its consumer reads, so that editing tests, docs or
   # manifests does not rebuild the binaries.
   sources =
     let

@@ -1,4 +1,4 @@
-# Rendered manifests (spec: deploy.md §1, §4): one file per overlay and the release asset tka-k8s.yaml
+# Rendered manifests: one file per overlay and the release asset tka-k8s.yaml
 # (CRD, ServiceAccount, RBAC) that the deployment guide applies first.
 { runCommand
 , kustomize

@@ -1,4 +1,4 @@
-# NixOS module `services.tka` (spec: deploy.md §3): tka-server as a hardened systemd service, next to the
+# NixOS module `services.tka`: tka-server as a hardened systemd service, next to the
 # host's tailscaled (default) or supervising its own.
 { self }:
 { config, lib, pkgs, ... }:
@@ -9,7 +9,7 @@ let
 
   setting = path: default: lib.attrByPath path default cfg.settings;
   tlsMode = setting [ "tls" "mode" ] "auto";
-  # identity.md §3: `auto` on port 443 without certificate files means certificates from tailscaled.
+  # `auto` on port 443 without certificate files means certificates from tailscaled.
   tlsFromTailscale =
     tlsMode == "tailscale"
     || (tlsMode == "auto" && setting [ "tailscale" "port" ] 443 == 443 && setting [ "tls" "certFile" ] "" == "");

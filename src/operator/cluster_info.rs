@@ -69,7 +69,7 @@ impl ClusterInfoSource {
         let writer = source.clone();
         tokio::spawn(async move {
             let mut stream = watcher(api, cfg)
-                .default_backoff()
+                .backoff(super::backoff::watch())
                 .applied_objects()
                 .boxed();
             while let Some(event) = stream.next().await {

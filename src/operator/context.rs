@@ -22,7 +22,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Serializes reconciles of the same user (they share the SA and bindings).
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Consecutive failures per object, for the 1 s → 5 min backoff.
+    /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
     recorder: Recorder,
     /// Session Secret created per TkaSignin UID. A reconcile may run on a cached object that does not yet
@@ -111,12 +111,12 @@ impl Context {
         locks.entry(key.to_string()).or_default().clone()
     }
 
-    /// Backoff for the next retry of `name` after an error: 1 s, 2 s, 4 s … capped at 5 min.
-    pub fn backoff(&self, name: &str) -> Duration {
+    /// Backoff for the next retry of `name` after an error ([`super::backoff::retry`]).
+    pub fn backoff(&self, name: &str, transient: bool) -> Duration {
         let mut f = self.failures.lock().expect("lock poisoned");
         let n = f.entry(name.to_string()).or_insert(0);
         *n = (*n + 1).min(20);
-        Duration::from_secs(1u64 << (*n - 1).min(9)).min(Duration::from_secs(300))
+        super::backoff::retry(*n, transient)
     }
 
     pub(super) fn succeeded(&self, name: &str) {

@@ -37,7 +37,7 @@ pub async fn run(
     let changes = reflector::reflector(
         writer,
         watcher(signins, watcher::Config::default())
-            .default_backoff()
+            .backoff(super::backoff::watch())
             .modify(|s: &mut TkaSignin| s.managed_fields_mut().clear()),
     )
     .applied_objects()
@@ -78,7 +78,10 @@ pub async fn run(
         by_user(store.clone()),
     );
 
+    // Every watch stream has the short backoff of super::backoff (it comes back within 2 s of the apiserver
+    // after a restart); so has the controller's own, for errors that reach it anyway.
     controller
+        .trigger_backoff(super::backoff::watch())
         .watches_stream(
             foreign_changes(
                 Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &ns),

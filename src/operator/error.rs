@@ -66,6 +66,25 @@ impl Error {
         }
     }
 
+    /// Did the apiserver say it is away or busy (unreachable, 5xx, 429, a write conflict)? Such errors are
+    /// retried soon; the others back off slowly.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } => s.code >= 500 || s.code == 429 || s.code == 409,
+            Error::Kube { .. } => true,
+            Error::InvalidSpec { .. } => false,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.is_transient()
+                }
+                _ => true,
+            },
+        }
+    }
+
     /// The failed step, when it was an apiserver call.
     pub fn step(&self) -> Option<Step> {
         match self {

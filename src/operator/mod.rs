@@ -5,8 +5,9 @@
 //! and [`status`] (pure builders), [`provision`] and [`cleanup`] (apply), [`reconcile`] (one pass),
 //! [`controller`] (the kube-runtime wiring) and [`triggers`] (which changes need a reconcile), [`sweep`]
 //! (garbage), [`token`] and [`expiry`] (tokens), [`cluster_info`] (the endpoint users get), [`rbac`] (the
-//! server's own permissions).
+//! server's own permissions), [`backoff`] (when to try the apiserver again).
 
+pub mod backoff;
 pub mod cleanup;
 pub mod cluster_info;
 pub mod context;

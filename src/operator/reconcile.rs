@@ -102,7 +102,7 @@ async fn confirmed(signin: Arc<TkaSignin>, ctx: &Context) -> Result<Option<Arc<T
 
 /// Error policy: log once, count by category, back off.
 pub fn error_policy(signin: Arc<TkaSignin>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&signin.name_any());
+    let delay = ctx.backoff(&signin.name_any(), error.is_transient());
     ctx.metrics.requeues.with_label_values(&["error"]).inc();
     tracing::warn!(signin = %signin.name_any(), category = error.category(), step = error.step().map(|s| s.to_string()),
         error = %error, retry_in = ?delay, "reconcile failed");

@@ -94,7 +94,7 @@ where
     let mut versions = Versions::default();
     let mut lists = Lists::default();
     watcher(api, config)
-        .default_backoff()
+        .backoff(super::backoff::watch())
         .try_filter_map(move |event| {
             let changed = match event {
                 watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {

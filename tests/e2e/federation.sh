@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Federation mode of tests/e2e/run.sh (`run.sh --federation`; spec: testing.md §6, federation.md): a second
+# Federation mode of tests/e2e/run.sh (`run.sh --federation`): a second
 # "cluster" in namespace $NS_PREFIX-mem (10.77.0.6) with its own etcd + kube-apiserver and a member tka-server
 # (node tka-west, tag:tka-member, federation.loginServer https://tka.tailnet.test). Sourced by run.sh after its
 # own functions, so the definitions here that share a name (write_policy) replace run.sh's.
@@ -76,7 +76,7 @@ start_member_controlplane() {
 	)
 }
 
-# The member tka-server, configured like the deployment guide's federated ConfigMap (deploy-production.md §6).
+# The member tka-server, configured like the deployment guide's federated ConfigMap.
 start_member_server() {
 	phase "member tka-server (node tka-west, tag:tka-member) pointing at https://$TKA_HOST"
 	TKAD_MEM=$RUN/tka-server-mem

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end test of the whole login flow on one machine with real components (spec: testing.md §6).
+# End-to-end test of the whole login flow on one machine with real components.
 #
 #   tests/e2e/run.sh               set up, run every scenario, tear down; terse; exit 1 on the first failed check
 #   tests/e2e/run.sh --demo        the same, explaining each step and showing the commands and their output
@@ -606,7 +606,7 @@ EOF
 	# Reusable: the restart scenario starts the server again with the same key (the e2e tailnet lives 1 h).
 	SERVER_KEY=$(hs preauthkeys create --user "$(user_id alice)" --tags tag:tka --reusable --expiration 1h -o json | jq -er .key)
 	if ((SERVER_UID != 0)); then
-		# As in a pod: unprivileged, binding 443 thanks to the namespaced sysctl (identity.md §2.3).
+		# As in a pod: unprivileged, binding 443 thanks to the namespaced sysctl.
 		nsx srv sysctl -qw net.ipv4.ip_unprivileged_port_start=0
 		chown -R "$SERVER_UID:$SERVER_UID" "$TKAD"
 	fi
@@ -630,8 +630,8 @@ launch_tka_server() {
 ready_code() { nsx srv curl -s -o /dev/null -m 2 -w '%{http_code}' http://127.0.0.1:8080/ready || true; }
 ready_ok() { [[ $(nsx srv curl -sf -m 2 http://127.0.0.1:8080/ready | jq -r .reason) == ok ]]; }
 # wait_first_ready NAME: waits for the first 200 of /ready and records its body in FIRST_READY[NAME]. Out of
-# cluster there is no leader election (kubernetes.md §7), so that first 200 must already be the leader's,
-# with the tailnet Running (observability.md §2); check_first_ready turns that into a check.
+# cluster there is no leader election, so that first 200 must already be the leader's,
+# with the tailnet Running; check_first_ready turns that into a check.
 declare -A FIRST_READY
 wait_first_ready() {
 	local deadline=$((SECONDS + 120)) body
@@ -1211,7 +1211,7 @@ scenario_faults() {
 	tka_as alice logout --quiet
 }
 
-# Spec testing.md §6 `restart`: a session outlives the server process; its expiry is kept in the cluster.
+# Restart: a session outlives the server process; its expiry is kept in the cluster.
 scenario_restart() {
 	say "Scenario restart: tka-server is stopped and started again; alice's session survives"
 	local until_before until_after pid t0 deadline
@@ -1258,7 +1258,7 @@ subject_key() {
 	h=$(printf '%s' "$1" | openssl dgst -sha256 -binary | base32 -w0 | tr -d '=' | tr 'A-Z' 'a-z' | cut -c1-26)
 	printf '%s-%s\n' "${s:-user}" "$h"
 }
-# Footprint (issue "operations" §6): resident memory of tka-server idle and with 1,000 live sessions. The sessions
+# Footprint: resident memory of tka-server idle and with 1,000 live sessions. The sessions
 # are TkaSignins created by the admin (1,000 tailnet identities are not available here); the controller
 # provisions each (ServiceAccount, binding, Secret) and the server caches them all, as for real logins.
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
@@ -1307,7 +1307,7 @@ scenario_footprint() {
 	else fail "footprint: $n sessions cleaned up" "ServiceAccounts left"; fi
 }
 
-# Spec observability.md §6 and issue "two replicas": two tka-servers share the state volume and contend for the
+# Two replicas: two tka-servers share the state volume and contend for the
 # Lease; only the leader runs the tailnet node. A crashed leader (SIGKILL) is replaced within leaseDuration + 5 s
 # by the standby, on the same tailnet node (state reused, same address), and alice's session survives; a
 # SIGTERMed leader finishes in-flight requests, exits 0 and releases the Lease, so the standby takes over at once.

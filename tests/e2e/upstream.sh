@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The upstream Go CLI as a real client of our server (spec: testing.md §6 "compat"): `ts-k8s-auth`, built from
+# The upstream Go CLI as a real client of our server: `ts-k8s-auth`, built from
 # github.com/spechtlabs/tka v0.2.2 by tests/peers/build.sh, run by dave (grant: view) on his own node
 # ($NS_PREFIX-dave, 10.77.0.8). It must work against our server as it does against upstream's: login, get
 # login, get kubeconfig, cluster-info, reauth, signout and shell, with kubectl using the kubeconfigs it writes,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Image checks (spec: testing.md §8, deploy.md §2).
+# Image checks.
 #
-# Without Nix (default) the image of deploy.md §2 is assembled from scratch with buildah: the static
+# Without Nix (default) the product's image is assembled from scratch with buildah: the static
 # tka-server (glibc static, built here into target/static), the static tailscaled/tailscale of tests/peers,
 # Debian's CA bundle, root/nobody/tka:65532 in /etc/passwd and /etc/group (as dockerTools.fakeNss writes
 # them), /tmp 1777, /var/lib/tsnet owned by 65532, /etc/tka. With TKA_IMAGE_FROM_NIX=1 the image is
@@ -142,7 +142,7 @@ else
 			fail "$b is statically linked"
 	done
 
-	echo "==> assembling $IMAGE from scratch (deploy.md §2 layout)"
+	echo "==> assembling $IMAGE from scratch (the product's layout)"
 	R=$WORK/rootfs
 	mkdir -p "$R"/{bin,etc/ssl/certs,etc/pki/tls/certs,etc/tka,var/empty,var/lib/tsnet,tmp}
 	install -m 0555 "$SERVER" "$R/tka-server"
@@ -297,7 +297,7 @@ if podman run -d --name "$NAME" "${BASE[@]}" --tmpfs /tmp "${SERVE[@]}" "$IMAGE"
 	done
 	podman logs "$NAME" >"$WORK/serve.log" 2>&1
 	if [[ $(podman inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null) != true ]]; then
-		# observability.md §2: an apiserver outage must never cause a restart loop; /ready reports it.
+		# An apiserver outage must never cause a restart loop; /ready reports it.
 		fail "serve stays up while the apiserver is unreachable (it exited $(podman inspect -f '{{.State.ExitCode}}' "$NAME"))" \
 			"$WORK/serve.log"
 	else
@@ -326,7 +326,7 @@ if podman run -d --name "$NAME" "${BASE[@]}" --tmpfs /tmp "${SERVE[@]}" "$IMAGE"
 		podman logs "$NAME" >"$WORK/serve.log" 2>&1
 		[[ $exit_code == 0 ]] && pass "serve: SIGTERM stops it cleanly (exit 0 after $took s)" ||
 			fail "serve: SIGTERM stops it cleanly (exit $exit_code after $took s)" "$WORK/serve.log"
-		# observability.md §5: JSON in the image by default (its Env sets TKA_LOG_FORMAT; the config does not).
+		# JSON in the image by default (its Env sets TKA_LOG_FORMAT; the config does not).
 		if [[ -s $WORK/serve.log ]] && jq -e -s 'length > 0 and all(.[]; type == "object" and has("level") and has("timestamp"))' \
 			"$WORK/serve.log" >/dev/null 2>&1; then
 			pass "serve: logs are JSON lines by default ($(wc -l <"$WORK/serve.log") lines)"
@@ -592,7 +592,7 @@ if grep -Ev '^d' "$WORK/listing" | grep -Eq ' (\./)?(bin|usr/bin|sbin)/(sh|bash|
 fi
 files=$(grep -Evc '^d' "$WORK/listing")
 ((layout_ok)) && pass "layout: /tka-server, /bin/tailscale{d,}, CA bundle, passwd/group, /tmp 1777, /var/lib/tsnet 65532, /etc/tka; no shell ($files files)" ||
-	fail "layout of deploy.md §2" "$WORK/listing"
+	fail "image layout" "$WORK/listing"
 for layer in $(jq -r '.layers[].digest | sub("sha256:"; "")' "$WORK/oci/blobs/sha256/$manifest"); do
 	tar -xOf "$WORK/oci/blobs/sha256/$layer" --wildcards '*etc/passwd' 2>/dev/null >>"$WORK/passwd"
 	tar -xOf "$WORK/oci/blobs/sha256/$layer" --wildcards '*etc/group' 2>/dev/null >>"$WORK/group"

@@ -1,4 +1,4 @@
-//! The `tka` CLI as kubectl uses it (cli.md §5–6): a real kubectl runs the real `tka credential` exec plugin
+//! The `tka` CLI as kubectl uses it: a real kubectl runs the real `tka credential` exec plugin
 //! against the real apiserver, through a cache expiry, with 50 parallel refreshes, and a user kubeconfig holding
 //! other clusters that tka must never touch.
 

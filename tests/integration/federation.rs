@@ -1,4 +1,4 @@
-//! Federation against two real control planes (spec: testing.md §4 "Federation"): a primary and a member
+//! Federation against two real control planes: a primary and a member
 //! tka-server, each with its own apiserver, talking over loopback with the static identity backend mapping
 //! each node's address to its tailnet identity (WhoIs), as tailscaled would.
 
@@ -403,7 +403,7 @@ fn alice_node(u: &User) -> String {
     format!("nnode-{}", u.ip)
 }
 
-/// federation.md §6: a member the primary cannot reach at logout is reported in `clusters` and kept on the
+/// A member the primary cannot reach at logout is reported in `clusters` and kept on the
 /// retry list; its next heartbeat delivers the revocation. Both ways of being unreachable: heartbeating but
 /// not answering the primary, and down (stale in the registry).
 async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: Arc<Env>) {
@@ -467,7 +467,7 @@ async fn federation_logout_reaches_a_member_that_was_down_once_it_is_back(env: A
     f.stop().await;
 }
 
-/// A member down long enough to be removed from the registry (federation.md §3) still holds the user's
+/// A member down long enough to be removed from the registry still holds the user's
 /// session: a logout meanwhile is delivered when it registers again.
 async fn federation_logout_reaches_a_removed_member_once_it_registers_again(env: Arc<Env>) {
     let mut f = Federated::start(&env, "fedgone", |_| {}, |_| {}, |n| n).await;
@@ -489,7 +489,7 @@ async fn federation_logout_reaches_a_removed_member_once_it_registers_again(env:
     f.stop().await;
 }
 
-/// federation.md §5, api.md §4.6: `/exec-credential?cluster=` at the primary relays to the member; the
+/// `/exec-credential?cluster=` at the primary relays to the member; the
 /// token works on that cluster's apiserver only. The own name is served locally, an unknown one is 404.
 async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
     let f = Federated::start(&env, "fedrelay", |_| {}, |_| {}, |n| n).await;
@@ -541,7 +541,7 @@ async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
     .await;
     works_only_on(&user_token("tka-user-alice@example.com"), primary, member).await;
 
-    // auth=exec: the member's entry runs the plugin against the primary for that cluster (cli.md §5).
+    // auth=exec: the member's entry runs the plugin against the primary for that cluster.
     let k = alice
         .get("/api/v1alpha1/kubeconfig?format=v1&auth=exec")
         .await;
@@ -563,7 +563,7 @@ async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
             .unwrap_or_else(|| panic!("no exec entry for {cluster}: {args:?}"))
     };
     assert_eq!(server_for("member"), server_for("primary"), "{args:?}");
-    // The member unreachable: the kubeconfig still comes, naming the missing cluster (federation.md §5).
+    // The member unreachable: the kubeconfig still comes, naming the missing cluster.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     f.primary
         .identity
@@ -628,7 +628,7 @@ async fn federation_exec_credential_relays_per_cluster(env: Arc<Env>) {
     f.stop().await;
 }
 
-/// `federation.allowDirectLogin: false` (config.md §10, federation.md §1): the member refuses its users'
+/// `federation.allowDirectLogin: false`: the member refuses its users'
 /// own logins but still serves the primary's fan-out.
 async fn federation_member_without_direct_login_serves_only_the_primary(env: Arc<Env>) {
     let f = Federated::start(
@@ -678,7 +678,7 @@ async fn federation_member_without_direct_login_serves_only_the_primary(env: Arc
     f.stop().await;
 }
 
-/// federation.md §2: a member admitted by the capability `federation.memberCapName` (no tag), whose
+/// A member admitted by the capability `federation.memberCapName` (no tag), whose
 /// `clusters` globs must match the announced name.
 async fn federation_admits_members_by_capability(env: Arc<Env>) {
     let cap = "specht-labs.de/cap/tka-federation";
@@ -715,7 +715,7 @@ async fn federation_admits_members_by_capability(env: Arc<Env>) {
     f.stop().await;
 }
 
-/// federation.md §3: until one heartbeat interval has passed since start, the registry may be incomplete and
+/// Until one heartbeat interval has passed since start, the registry may be incomplete and
 /// `GET /clusters` marks itself (the own entry) `rebuilding: true`; afterwards the mark is gone.
 async fn federation_clusters_marks_itself_rebuilding_after_start(env: Arc<Env>) {
     let h = harness::Harness::with_config(&env, "fed-rebuild", |c| {

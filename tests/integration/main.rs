@@ -1,4 +1,4 @@
-//! Integration tests against a real kube-apiserver + etcd (spec: testing.md §4). One control plane per run,
+//! Integration tests against a real kube-apiserver + etcd. One control plane per run,
 //! started in `main` and always stopped at the end; every test has its own namespace and server.
 //!
 //! Run: `cargo test --features integration --test integration` (needs `tests/peers/build.sh` first).

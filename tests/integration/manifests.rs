@@ -1,4 +1,4 @@
-//! The kustomize manifests under `deploy/kustomize/` (spec: deploy.md §4–5, testing.md §7): they render, the
+//! The kustomize manifests under `deploy/kustomize/`: they render, the
 //! real apiserver accepts them, their pods pass Pod Security "restricted" (and the deployment guide's do not),
 //! the generated RBAC has not drifted, and every shipped `config.yaml` passes `tka-server check`.
 //!
@@ -226,7 +226,7 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
     let pod = &deploy["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     assert_eq!(c["imagePullPolicy"], "Never");
-    // The VM test imports the Nix-built image, tagged with the crate version (deploy.md §2).
+    // The VM test imports the Nix-built image, tagged with the crate version.
     assert_eq!(
         c["image"],
         format!("ghcr.io/spechtlabs/tka:{}", env!("CARGO_PKG_VERSION"))
@@ -283,7 +283,7 @@ async fn manifests_every_overlay_and_install_render(env: Arc<Env>) {
 async fn manifests_keep_the_guides_objects_and_add_the_hardening(env: Arc<Env>) {
     let guide = parse_docs(&fixture("guide-manifests.yaml"));
     let mut guide_deploy = get(&guide, "Deployment", "tka-server").clone();
-    // The guide's probes on /metrics are replaced by /healthz and /ready (observability.md §2).
+    // The guide's probes on /metrics are replaced by /healthz and /ready.
     let c = &mut guide_deploy["spec"]["template"]["spec"]["containers"][0];
     let c = c.as_object_mut().unwrap();
     assert!(c.remove("readinessProbe").is_some() && c.remove("livenessProbe").is_some());
@@ -320,7 +320,7 @@ async fn manifests_keep_the_guides_objects_and_add_the_hardening(env: Arc<Env>) 
         assert_eq!(get(&primary, kind, name), get(&guide, kind, name), "{kind}");
     }
 
-    // deploy.md §4.1, the hardening table.
+    // The hardening table: what the product adds to the guide's Deployment.
     let deploy = get(&primary, "Deployment", "tka-server");
     let port_probe = |path: &str| json!({"httpGet": {"path": path, "port": "metrics"}});
     assert_contains(
@@ -354,7 +354,7 @@ async fn manifests_keep_the_guides_objects_and_add_the_hardening(env: Arc<Env>) 
                 },
             },
         }}),
-        "deploy.md §4.1",
+        "the hardening table",
     );
     let pod = &deploy["spec"]["template"]["spec"];
     assert_eq!(
@@ -538,7 +538,7 @@ fn assert_rejected(out: &Output, what: &str, reasons: &[&str]) {
     }
 }
 
-/// Static checks of testing.md §7 on a rendered pod spec.
+/// Static checks on a rendered pod spec.
 fn assert_restricted_shape(yaml: &str, pod: &Value, what: &str) {
     assert!(!yaml.contains("hostPath"), "{what}: hostPath");
     let psc = &pod["securityContext"];
@@ -653,7 +653,7 @@ async fn manifests_pods_pass_pod_security_restricted_and_the_guides_do_not(env: 
         &["\"hostPath\""],
     );
 
-    // The deployment guide's pod spec as written is rejected (deploy.md §5).
+    // The deployment guide's pod spec as written is rejected.
     let guide = parse_docs(&fixture("guide-manifests.yaml"));
     let guide_pod = &get(&guide, "Deployment", "tka-server")["spec"]["template"]["spec"];
     assert_rejected(
@@ -727,7 +727,7 @@ async fn manifests_overlay_configs_pass_tka_server_check(env: Arc<Env>) {
                     "operator": {"namespace": NS}}),
             dir,
         );
-        // The grantable roles equal what the ClusterRole may bind (kubernetes.md §6).
+        // The grantable roles equal what the ClusterRole may bind.
         assert_eq!(eff["operator"]["allowedRoles"], roles, "{dir}");
         let bind = get(&docs, "ClusterRole", "tka-server")["rules"]
             .as_array()

@@ -1,4 +1,4 @@
-//! The deployment guide's monitoring (observability.md §3, deploy-production.md "PrometheusRule") against
+//! The deployment guide's monitoring (deploy-production.md "PrometheusRule") against
 //! what tka-server really exports: `promtool check rules`/`test rules` on the rules as the monitoring
 //! component ships them, `promtool check metrics` on a live scrape, and a real Prometheus scraping a running
 //! server that must see `TKAHighErrorRate` go pending on server errors (and only on those) and

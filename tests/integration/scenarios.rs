@@ -498,7 +498,7 @@ async fn bad_grants_are_4xx_and_leave_nothing_behind(env: Arc<Env>) {
         "{}",
         r.text
     );
-    // A period above operator.maxPeriod is clamped to it (spec: identity.md §6).
+    // A period above operator.maxPeriod is clamped to it.
     let u = h.user(
         "max@example.com",
         rules(r#"[{"role": "view", "period": "24h"}]"#),

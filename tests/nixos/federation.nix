@@ -1,4 +1,4 @@
-# NixOS VM test of federation (spec: federation.md, testing.md §5): headscale, two k3s clusters each running
+# NixOS VM test of federation: headscale, two k3s clusters each running
 # the Nix-built image (the primary `tka` and a member `tka-west` configured like the deployment guide's
 # federated ConfigMap), and a client laptop. One `tka login` at the primary gives contexts for both clusters;
 # a member that is down is named and the login exits 6; logout at the primary revokes on both.
@@ -40,7 +40,7 @@ let
     issue tka-west tka-west.${tailnet} 4
   '';
 
-  # identity.md §7: users reach the primary only; members and primary reach each other on 443. alice's rule
+  # Users reach the primary only; members and primary reach each other on 443. alice's rule
   # names clusters explicitly (rules without `clusters` never apply to members).
   policy = pkgs.writeText "policy.json" (builtins.toJSON {
     tagOwners = {
@@ -79,7 +79,7 @@ let
       heartbeatInterval: 5s
   '';
 
-  # The deployment guide's federated ConfigMap (deploy-production.md §6) on the test overlay.
+  # The deployment guide's federated ConfigMap on the test overlay.
   memberConfig = pkgs.writeText "config.yaml" ''
     tailscale:
       hostname: tka-west

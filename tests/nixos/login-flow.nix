@@ -1,4 +1,4 @@
-# NixOS VM test of the whole login flow (spec: testing.md §5): a headscale control server, a k3s cluster running
+# NixOS VM test of the whole login flow: a headscale control server, a k3s cluster running
 # the Nix-built image with the `test` overlay, and a client laptop with tailscale, tka and kubectl.
 #
 #   nix build .#checks.x86_64-linux.vm-login-flow            (needs KVM and the binary cache)
@@ -36,7 +36,7 @@ let
     issue tka tka.${tailnet} 3
   '';
 
-  # identity.md §7 adapted: alice@ may log in with `view`, bob@ reaches the server but has no grant.
+  # The spec's example grants, adapted: alice@ may log in with `view`, bob@ reaches the server but has no grant.
   policy = pkgs.writeText "policy.json" (builtins.toJSON {
     tagOwners."tag:tka" = [ "alice@" ];
     grants = [

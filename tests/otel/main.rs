@@ -1,4 +1,4 @@
-//! Trace export (observability.md §4) against a real OTLP receiver: a tonic gRPC `TraceService` and an HTTP
+//! Trace export against a real OTLP receiver: a tonic gRPC `TraceService` and an HTTP
 //! `/v1/traces` endpoint, both decoding the protobuf the exporter sends. Each scenario installs the
 //! product's own subscriber (`logging::subscriber` + `otel::Otel`) on its thread and runs the server (the
 //! integration harness, against a real kube-apiserver) on a current-thread runtime, so only its own spans
@@ -375,7 +375,7 @@ fn unreachable(env: Arc<Env>) {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
-/// observability.md §4, federation.md §1: a login at the primary reaches the member with W3C trace context,
+/// A login at the primary reaches the member with W3C trace context,
 /// so the member's `http.server` span is in the caller's trace, a child of the primary's
 /// `federation.signin` client span. Both servers run in this process and export to one receiver.
 fn federated(env: Arc<Env>) {

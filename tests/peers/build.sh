@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the peer binaries the integration/e2e tests run against from pinned Go modules
-# (spec/testing.md §3) into tests/peers/bin/, and writes bin/versions.txt.
+# into tests/peers/bin/, and writes bin/versions.txt.
 #
 #   build.sh [GROUP|MODULE]...   no argument (or "all") builds every peer
 #     kube     k8s module (.):            kube-apiserver, kubectl, etcd

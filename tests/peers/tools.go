@@ -1,7 +1,7 @@
 //go:build tools
 
-// Package peers pins the real components the integration and e2e tests run against
-// (spec/testing.md §3). The blank imports keep the main packages (and so their
+// Package peers pins the real components the integration and e2e tests run against.
+// The blank imports keep the main packages (and so their
 // dependencies) in go.mod/go.sum; build.sh builds them. Never compiled itself.
 package peers
 

@@ -87,8 +87,8 @@ start_clients() {
 }
 
 # ------------------------------------------------------------------------------------------------ helpers
-# soak_log LINE...: one line of this worker's record (analysed at the end).
-soak_log() { printf '%s\n' "$*" >>"$SOAK/$SOAK_ME.log"; }
+# soak_log LINE...: one line of this worker's record (analysed at the end), the time (ms) as its last field.
+soak_log() { printf '%s %s\n' "$*" "$(now_ms)" >>"$SOAK/$SOAK_ME.log"; }
 violation() { soak_log "violation $SOAK_ME $*"; }
 # rfc3339 MILLISECONDS: UTC, second precision, as Kubernetes writes times.
 rfc3339() { date -u -d "@$(($1 / 1000))" +%Y-%m-%dT%H:%M:%SZ; }
@@ -104,6 +104,7 @@ soak_tka() {
 	while :; do
 		TRIES=$((TRIES + 1))
 		tka_as "$user" "$@"
+		if ((RC != 0)); then soak_log "attempt $user $1 exit $RC: $(head -n 1 <<<"$ERR" | cut -c1-160)"; fi
 		if ((RC == 0)) || { ((RC != 5 && RC != 1)); } || ((SECONDS >= deadline)); then return; fi
 		sleep 0.5
 	done
@@ -155,16 +156,22 @@ soak_kubectl() {
 			soak_log "failure $SOAK_ME kubectl $* kept failing for ${SOAK_RETRY_SECONDS}s: $(head -c 300 <<<"$ERR")"
 			return 1
 		fi
+		soak_log "attempt $user kubectl exit $RC: $(tail -n 1 <<<"$ERR" | cut -c1-160)"
 		sleep 0.5
 	done
 }
 
 # check_access USER KUBECONFIG ROLE UNTIL_MS WHAT: the kubeconfig acts as USER's ServiceAccount with ROLE's
-# rights (in SOAK_SCOPE's namespace only, if the user has one). Returns as soak_kubectl.
+# rights (in SOAK_SCOPE's namespace only, if the user has one). One kubectl call creates a SelfSubjectReview
+# and a SelfSubjectRulesReview for soak-a and for soak-b (the apiserver answers each as the token's subject).
+# Returns as soak_kubectl.
 check_access() {
-	local user=$1 kc=$2 role=$3 until=$4 what=$5 name ns want got rc=0
-	soak_kubectl "$user" "$kc" "$until" auth whoami -o json || return $?
-	name=$(jq -r .status.userInfo.username <<<"$OUT")
+	local user=$1 kc=$2 role=$3 until=$4 what=$5 name ns want got rc=0 i=1
+	# --validate=false: client-side validation would list CRDs, which a user's token may not.
+	soak_kubectl "$user" "$kc" "$until" create --validate=false -o json -f "$SOAK/reviews.yaml" || return $?
+	# kubectl prints the three answers one after the other.
+	OUT=$(jq -sc . <<<"$OUT")
+	name=$(jq -r '.[0].status.userInfo.username' <<<"$OUT")
 	if [[ $name != system:serviceaccount:tka-system:tka-user-$user-* ]]; then
 		violation "$what: the token is $name, not one of $user's"
 		rc=1
@@ -177,13 +184,13 @@ check_access() {
 	for ns in soak-a soak-b; do
 		want=$role
 		if [[ -n ${SOAK_SCOPE[$user]:-} && ${SOAK_SCOPE[$user]} != "$ns" ]]; then want=none; fi
-		# --validate=false: client-side validation would list CRDs, which a user's token may not.
-		soak_kubectl "$user" "$kc" "$until" create --validate=false -o json -f "$SOAK/rules-$ns.json" || return $?
-		got=$(jq -r "$RULES_CLASS" <<<"$OUT")
+		# The answer does not repeat the namespace; kubectl keeps the file's order (soak-a, then soak-b).
+		got=$(jq -r ".[$i] | if .kind == \"SelfSubjectRulesReview\" then $RULES_CLASS else \"no\" end" <<<"$OUT")
 		if [[ $got != "$want" ]]; then
 			violation "$what: in $ns the token has $got rights, expected $want"
 			rc=1
 		fi
+		i=$((i + 1))
 	done
 	CHECKS=$((CHECKS + 1))
 	return $rc
@@ -408,10 +415,12 @@ soak() {
 	admin_kubectl create namespace soak-a >/dev/null
 	admin_kubectl create namespace soak-b >/dev/null
 	local ns u pids=() t0
-	for ns in soak-a soak-b; do
-		printf '{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectRulesReview","spec":{"namespace":"%s"}}\n' \
-			"$ns" >"$SOAK/rules-$ns.json"
-	done
+	{
+		echo '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}'
+		for ns in soak-a soak-b; do
+			printf -- '---\n{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectRulesReview","spec":{"namespace":"%s"}}\n' "$ns"
+		done
+	} >"$SOAK/reviews.yaml"
 	t0=$SECONDS
 	(soak_chaos; touch "$SOAK/chaos.done") >"$SOAK/chaos.out" 2>&1 &
 	pids+=($!)

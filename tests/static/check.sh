@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Static checks (spec: testing.md §8) of what cannot be built or booted here (no binary cache, no KVM):
+# Static checks of what cannot be built or booted here (no binary cache, no KVM):
 #
 #   nix.sh        every .nix file parses, deadnix and nixpkgs-fmt are clean; the flake is evaluated with
 #                 nixpkgs' real lib (Nix 2.26 in a Debian 13 root: nixpkgs needs >= 2.18) against stub

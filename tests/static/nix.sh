@@ -74,7 +74,7 @@ if ((NIX_OK)); then
 	check "checks.x86_64-linux = $want" bash -c 'got=$("${@:2}") && echo "$got" && [[ $got == "$1" ]]' _ "$want" \
 		"${NIXC[@]}" nix eval --json "${STUB[@]}" "$REF#checks.x86_64-linux" --apply builtins.attrNames
 
-	# The image configuration as deploy.md §2 states it.
+	# The image configuration as the product states it.
 	check "image config (User, Entrypoint, Cmd, Env, ExposedPorts, OCI labels)" bash -c '"$@" | jq -e "
 		.User == \"65532:65532\" and .Entrypoint == [\"/tka-server\"]
 		and .Cmd == [\"serve\", \"--config\", \"/etc/tka/config.yaml\"]

@@ -1,4 +1,4 @@
-//! A real Kubernetes control plane for integration tests (spec/testing.md §4): etcd and
+//! A real Kubernetes control plane for integration tests: etcd and
 //! kube-apiserver, built from pinned sources by `tests/peers/build.sh`, on free loopback
 //! ports with a throw-away PKI and data dir.
 //!

@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::model::naming;
+use crate::operator::backoff;
 use crate::operator::crd::{FINALIZER, Origin, TkaSignin, TkaSigninSpec};
 use crate::operator::objects::{self, CLUSTER_ROLE, LAST_SIGN_IN, LOGIN_NAME, NODE, VALID_UNTIL};
 
@@ -40,7 +41,7 @@ impl Store {
         let stream = reflector::reflector(
             writer,
             watcher(api, watcher::Config::default())
-                .default_backoff()
+                .backoff(backoff::watch())
                 .modify(|s: &mut TkaSignin| s.managed_fields_mut().clear()),
         );
         tokio::spawn(async move {

@@ -1,6 +1,9 @@
 //! Ending a session: revoke by deleting the session Secret, remove the user's objects when no other live
 //! session needs them, and migrate objects written by upstream TKA.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
@@ -10,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
-use super::crd::TkaSignin;
+use super::crd::{BindingRef, TkaSignin};
 use super::error::{At, Error, Step, ignore_not_found};
 use super::objects::{self, Session};
 
@@ -28,7 +31,10 @@ pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action,
     );
     ctx.release(signin);
     if !still_used(&s, ctx).await? {
-        delete_user_objects(&ctx.client, &ctx.namespace, &s.subject_key).await?;
+        match known_bindings(&s, signin, ctx) {
+            Some(bindings) => delete_known_user_objects(ctx, &s, bindings).await?,
+            None => delete_user_objects(&ctx.client, &ctx.namespace, &s.subject_key).await?,
+        }
     }
     Ok(Action::await_change())
 }
@@ -82,6 +88,107 @@ async fn still_used(s: &Session, ctx: &Context) -> Result<bool, Error> {
     let lp = ListParams::default().labels(&format!("{}={}", objects::USER_KEY, s.subject_key));
     let list = ctx.signins().list(&lp).await.at(Step::ListSignins)?;
     Ok(list.items.iter().any(other_live))
+}
+
+/// A binding: its namespace (none for a ClusterRoleBinding) and name.
+pub(super) type BindingKey = (Option<String>, String);
+
+/// The user's bindings, found without a LIST, or `None` while the controller's binding caches have not
+/// listed yet (then a LIST finds them).
+fn known_bindings(s: &Session, signin: &TkaSignin, ctx: &Context) -> Option<BTreeSet<BindingKey>> {
+    let caches = ctx.bindings.get()?;
+    let listed = caches
+        .cluster
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+        && caches
+            .namespaced
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|r| r.is_ok());
+    if !listed {
+        return None;
+    }
+    let mine = |labels: &BTreeMap<String, String>| is_users(labels, &s.namespace, &s.subject_key);
+    let cached = caches
+        .cluster
+        .state()
+        .iter()
+        .filter(|b| mine(b.labels()))
+        .map(|b| (None, b.name_any()))
+        .chain(
+            caches
+                .namespaced
+                .state()
+                .iter()
+                .filter(|b| mine(b.labels()))
+                .map(|b| (b.namespace(), b.name_any())),
+        )
+        .collect::<Vec<_>>();
+    let recorded = signin
+        .status
+        .as_ref()
+        .map(|st| st.bindings.as_slice())
+        .unwrap_or_default();
+    Some(user_bindings(s, recorded, cached))
+}
+
+/// The bindings to delete for a user: those the caches hold with the user's key and this instance, and
+/// those this session recorded in its status (made by its provisioning a moment ago, a cache may not show
+/// them yet). Recorded ones only under the user's own binding name: a status names nothing else to delete.
+/// A binding of that name which provisioning found to be someone else's is never recorded.
+pub(super) fn user_bindings(
+    s: &Session,
+    recorded: &[BindingRef],
+    cached: impl IntoIterator<Item = BindingKey>,
+) -> BTreeSet<BindingKey> {
+    let name = s.binding_name();
+    let mut all: BTreeSet<BindingKey> = cached.into_iter().collect();
+    all.extend(
+        recorded
+            .iter()
+            .filter(|b| b.name == name)
+            .map(|b| (b.namespace.clone(), b.name.clone())),
+    );
+    all
+}
+
+/// Labels of one of this instance's objects of this user.
+fn is_users(labels: &BTreeMap<String, String>, instance: &str, subject_key: &str) -> bool {
+    let is = |k: &str, v: &str| labels.get(k).is_some_and(|x| x == v);
+    is(objects::MANAGED_BY, "tka")
+        && is(objects::INSTANCE, instance)
+        && is(objects::USER_KEY, subject_key)
+}
+
+/// Deletes the user's SA and `bindings` by name.
+async fn delete_known_user_objects(
+    ctx: &Context,
+    s: &Session,
+    bindings: BTreeSet<BindingKey>,
+) -> Result<(), Error> {
+    let dp = DeleteParams::default();
+    for (namespace, name) in bindings {
+        let deleted = match namespace {
+            None => Api::<ClusterRoleBinding>::all(ctx.client.clone())
+                .delete(&name, &dp)
+                .await
+                .map(drop),
+            Some(ns) => Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+                .delete(&name, &dp)
+                .await
+                .map(drop),
+        };
+        ignore_not_found(deleted).at(Step::DeleteUserObjects)?;
+    }
+    ignore_not_found(
+        Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ctx.namespace)
+            .delete(&s.user_object_name(), &dp)
+            .await,
+    )
+    .at(Step::DeleteUserObjects)?;
+    Ok(())
 }
 
 /// Deletes a user's SA and every binding of this instance labelled with the user's key. Bindings are found by
@@ -168,4 +275,75 @@ async fn remove_legacy_objects(signin: &TkaSignin, ctx: &Context) -> Result<(), 
     }
     ignore_not_found(ctx.signins().delete(&signin.name_any(), &dp).await)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(namespaces: &[&str]) -> Session {
+        Session {
+            namespace: "tka-system".into(),
+            signin_name: "tka-a-b".into(),
+            signin_uid: "u1".into(),
+            login: "alice@example.com".into(),
+            subject_key: "alice-example-com-abc".into(),
+            node: "laptop".into(),
+            node_key: "n".into(),
+            role: "view".into(),
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn recorded(namespace: Option<&str>, name: &str) -> BindingRef {
+        BindingRef {
+            kind: if namespace.is_some() {
+                "RoleBinding"
+            } else {
+                "ClusterRoleBinding"
+            }
+            .into(),
+            namespace: namespace.map(str::to_string),
+            name: name.into(),
+            role: "view".into(),
+        }
+    }
+
+    #[test]
+    fn cached_and_recorded_bindings_are_deleted_other_names_in_a_status_never() {
+        let s = session(&["team-a"]);
+        let name = s.binding_name();
+        let cached = vec![(None, "tka-user-old-name".to_string())];
+        let status = [
+            recorded(Some("team-a"), &name),
+            recorded(Some("kube-system"), "someone-elses-binding"),
+        ];
+        let all = user_bindings(&s, &status, cached);
+        let want: BTreeSet<BindingKey> = [
+            (None, "tka-user-old-name".to_string()),
+            (Some("team-a".to_string()), name),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(all, want);
+    }
+
+    #[test]
+    fn only_this_users_objects_of_this_instance_are_the_users() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let own = [
+            (objects::MANAGED_BY, "tka"),
+            (objects::INSTANCE, "tka-system"),
+            (objects::USER_KEY, "alice"),
+        ];
+        assert!(is_users(&labels(&own), "tka-system", "alice"));
+        assert!(!is_users(&labels(&own), "tka-other", "alice"));
+        assert!(!is_users(&labels(&own), "tka-system", "bob"));
+        assert!(!is_users(&labels(&own[1..]), "tka-system", "alice"));
+    }
 }

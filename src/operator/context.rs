@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -36,6 +38,16 @@ pub struct Context {
     pub(super) cache: OnceLock<Store<TkaSignin>>,
     /// ClusterRoles seen to exist, and when: provisioning need not look one up for every session.
     roles_seen: Mutex<HashMap<String, Instant>>,
+    /// The controller's caches of this instance's bindings (set when the controller starts).
+    pub(super) bindings: OnceLock<BindingCaches>,
+}
+
+/// Metadata of this instance's bindings as the controller's watches see them: cleanup finds a user's
+/// bindings here instead of listing them (a LIST of every binding costs the apiserver far more than a
+/// DELETE, and its priority and fairness turns many of them away with 429).
+pub(super) struct BindingCaches {
+    pub cluster: Store<PartialObjectMeta<ClusterRoleBinding>>,
+    pub namespaced: Store<PartialObjectMeta<RoleBinding>>,
 }
 
 /// A session holding its user's ServiceAccount and binding.
@@ -71,6 +83,7 @@ impl Context {
             holders: Mutex::default(),
             cache: OnceLock::new(),
             roles_seen: Mutex::default(),
+            bindings: OnceLock::new(),
             recorder: Recorder::new(
                 client_for_events,
                 Reporter {

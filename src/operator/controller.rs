@@ -13,11 +13,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
-use super::context::Context;
+use super::context::{BindingCaches, Context};
 use super::crd::TkaSignin;
 use super::objects::{self, USER_KEY};
 use super::reconcile::{error_policy, reconcile};
-use super::triggers::{Relisted, due, foreign_changes, lifecycle};
+use super::triggers::{Relisted, due, foreign_changes, lifecycle, watch_meta};
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first (every step is
 /// idempotent, so stopping between reconciles never leaves half-applied state).
@@ -80,36 +80,56 @@ pub async fn run(
 
     // Every watch stream has the short backoff of super::backoff (it comes back within 2 s of the apiserver
     // after a restart); so has the controller's own, for errors that reach it anyway.
+    let (crbs, crb_writer) = reflector::store();
+    let (rbs, rb_writer) = reflector::store();
+    let _ = ctx.bindings.set(BindingCaches {
+        cluster: crbs,
+        namespaced: rbs,
+    });
     controller
         .trigger_backoff(super::backoff::watch())
         .watches_stream(
             foreign_changes(
-                Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &ns),
-                managed.clone(),
+                watch_meta(
+                    Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &ns),
+                    managed.clone(),
+                ),
                 relisted.clone(),
             ),
             owner,
         )
         .watches_stream(
             foreign_changes(
-                Api::<PartialObjectMeta<ServiceAccount>>::namespaced(client.clone(), &ns),
-                managed,
+                watch_meta(
+                    Api::<PartialObjectMeta<ServiceAccount>>::namespaced(client.clone(), &ns),
+                    managed,
+                ),
                 relisted.clone(),
             ),
             move |sa| sa_map(sa.labels()),
         )
         .watches_stream(
             foreign_changes(
-                Api::<PartialObjectMeta<ClusterRoleBinding>>::all(client.clone()),
-                instance.clone(),
+                reflector::reflector(
+                    crb_writer,
+                    watch_meta(
+                        Api::<PartialObjectMeta<ClusterRoleBinding>>::all(client.clone()),
+                        instance.clone(),
+                    ),
+                ),
                 relisted.clone(),
             ),
             move |b| crb_map(b.labels()),
         )
         .watches_stream(
             foreign_changes(
-                Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
-                instance,
+                reflector::reflector(
+                    rb_writer,
+                    watch_meta(
+                        Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
+                        instance,
+                    ),
+                ),
                 relisted.clone(),
             ),
             move |b| rb_map(b.labels()),

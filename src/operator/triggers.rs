@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 
 use super::crd::TkaSignin;
 
@@ -80,40 +80,50 @@ impl Lists {
     }
 }
 
-/// Watch of `api` (metadata only: labels and owners are all the mappers read) passing on only changes of
-/// objects seen before, and deletions; a relist raises `relisted`.
-pub fn foreign_changes<K>(
+/// Metadata-only watch of `api` (labels and owners are all the mappers and cleanup read), with the capped
+/// backoff; field-ownership records are dropped.
+pub fn watch_meta<K>(
     api: Api<PartialObjectMeta<K>>,
     config: watcher::Config,
-    relisted: Relisted,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>> + Send + 'static
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Clone + Eq + std::hash::Hash,
 {
-    let mut versions = Versions::default();
-    let mut lists = Lists::default();
     watcher(api, config)
         .backoff(super::backoff::watch())
-        .try_filter_map(move |event| {
-            let changed = match event {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    versions.changed(&o).then_some(o)
+        .modify(|o: &mut PartialObjectMeta<K>| o.managed_fields_mut().clear())
+}
+
+/// Of a watch's `events`, only changes of objects seen before, and deletions; a relist raises `relisted`.
+pub fn foreign_changes<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    relisted: Relisted,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+{
+    let mut versions = Versions::default();
+    let mut lists = Lists::default();
+    events.try_filter_map(move |event| {
+        let changed = match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                versions.changed(&o).then_some(o)
+            }
+            watcher::Event::Delete(o) => {
+                versions.deleted(&o);
+                Some(o)
+            }
+            watcher::Event::Init => {
+                if lists.started() {
+                    relisted.0.notify_one();
                 }
-                watcher::Event::Delete(o) => {
-                    versions.deleted(&o);
-                    Some(o)
-                }
-                watcher::Event::Init => {
-                    if lists.started() {
-                        relisted.0.notify_one();
-                    }
-                    None
-                }
-                watcher::Event::InitDone => None,
-            };
-            futures::future::ready(Ok(changed))
-        })
+                None
+            }
+            watcher::Event::InitDone => None,
+        };
+        futures::future::ready(Ok(changed))
+    })
 }
 
 /// Is this session where the controller left it: live, and `Ready` for its current generation?

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::context::{BindingCaches, Context};
@@ -18,6 +18,12 @@ use super::crd::TkaSignin;
 use super::objects::{self, USER_KEY};
 use super::reconcile::{error_policy, reconcile};
 use super::triggers::{Relisted, due, foreign_changes, lifecycle, watch_meta};
+
+/// Reconciles at a time. Unbounded, a mass logout started one per session at once, more requests than the
+/// apiserver's priority and fairness queues for tka's flow (deploy/kustomize/base/flowcontrol.yaml: 4 queues
+/// of 50), so it answered many with 429 and their retries waited; at this bound the controller and 100
+/// concurrent API requests fit.
+const CONCURRENCY: u16 = 50;
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first (every step is
 /// idempotent, so stopping between reconciles never leaves half-applied state).
@@ -42,7 +48,8 @@ pub async fn run(
     )
     .applied_objects()
     .predicate_filter(lifecycle, PredicateConfig::default());
-    let controller = Controller::for_stream(changes, store.clone());
+    let controller = Controller::for_stream(changes, store.clone())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let _ = ctx.cache.set(store.clone());
     // Sessions being deleted are left out: their deletion triggered their cleanup, and the objects that
     // cleanup deletes would only trigger it again.

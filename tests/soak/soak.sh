@@ -134,13 +134,23 @@ RULES_CLASS='[.status.resourceRules[]? | select(any(.apiGroups[]?; . == "apps" o
 # kubectl errors a kill explains: the apiserver down or restarting, the exec plugin unable to reach tka-server.
 TRANSIENT='connection refused|connection reset|EOF|i/o timeout|Timeout|timed out|deadline exceeded|ServiceUnavailable|unable to handle the request|InternalError|TLS handshake|no route to host|exit code 5|etcdserver'
 
+# apiserver_restarted_since MS: was kube-apiserver restarting (killed and not yet ready) at some moment since
+# MS? A restarting apiserver serves requests before its RBAC authorizer has loaded the roles and answers 403 to
+# what every authenticated user may do (seen: SelfSubjectReviews forbidden about a second before /readyz).
+apiserver_restarted_since() {
+	awk -v t0="$1" '$2 == "kube-apiserver" && $1 == "kill" { down = 1 }
+		$2 == "kube-apiserver" && $1 == "up" { down = 0; if ($3 >= t0) hit = 1 }
+		END { exit !(hit || down) }' "$SOAK/chaos.log" 2>/dev/null
+}
+
 # soak_kubectl USER KUBECONFIG UNTIL_MS ARGS...: kubectl_user, retried while a kill explains the failure.
 # Returns 0 (answered), 2 (the session is over: rejected at or after UNTIL), 1 (recorded as a violation or
 # a failure).
 soak_kubectl() {
-	local user=$1 kc=$2 until=$3 deadline=$((SECONDS + SOAK_RETRY_SECONDS))
+	local user=$1 kc=$2 until=$3 deadline=$((SECONDS + SOAK_RETRY_SECONDS)) t0
 	shift 3
 	while :; do
+		t0=$(now_ms)
 		kubectl_user "$user" "$kc" "$@"
 		((RC == 0)) && return 0
 		if grep -qE 'Unauthorized|not signed in|session (has )?ended' <<<"$ERR"; then
@@ -148,7 +158,7 @@ soak_kubectl() {
 			violation "rejected $((until - $(now_ms))) ms before the session's end ($*): $(head -c 300 <<<"$ERR")"
 			return 1
 		fi
-		if ! grep -qE "$TRANSIENT" <<<"$ERR"; then
+		if ! grep -qE "$TRANSIENT" <<<"$ERR" && ! { grep -q 'is forbidden' <<<"$ERR" && apiserver_restarted_since "$t0"; }; then
 			soak_log "failure $SOAK_ME kubectl $*: $(head -c 300 <<<"$ERR")"
 			return 1
 		fi
@@ -337,6 +347,15 @@ soak_up() {
 		"$APISERVER/readyz" >/dev/null 2>&1 && ready_ok
 }
 
+# all_threads_gone PID: PID has exited or is a zombie with no thread left, so its files and sockets are closed.
+all_threads_gone() {
+	local tasks
+	[[ -d /proc/$1 ]] || return 0
+	[[ $(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) == Z ]] || return 1
+	tasks=$(find "/proc/$1/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+	((tasks <= 1))
+}
+
 soak_chaos() {
 	local victims=() v i n=0 pid t0
 	for ((i = 0; i < SOAK_KILLS; i++)); do victims+=("${SOAK_VICTIMS[i % ${#SOAK_VICTIMS[@]}]}"); done
@@ -358,7 +377,9 @@ soak_chaos() {
 		t0=$(now_ms)
 		kill -KILL "$pid"
 		echo "kill $v $pid $t0" >>"$SOAK/chaos.log"
-		while running "$pid"; do sleep 0.05; done
+		# Not `running`: a multithreaded process's first thread shows Z while its other threads still exit and
+		# hold its sockets, and a restart then fails with "address already in use" (seen with kube-apiserver).
+		while ! all_threads_gone "$pid"; do sleep 0.05; done
 		case $v in
 		tka-server)
 			mv "$LOGS/tka-server.log" "$LOGS/tka-server.killed-$n.log"

@@ -50,12 +50,7 @@ async fn revoke(signin: &TkaSignin, s: &Session, ctx: &Context) -> Result<(), Er
         .status
         .as_ref()
         .and_then(|st| st.session_secret.clone());
-    let remembered = ctx
-        .created_secrets
-        .lock()
-        .expect("lock poisoned")
-        .get(&s.signin_uid)
-        .cloned();
+    let remembered = ctx.created_secret(&s.signin_uid);
     let mut names: Vec<String> = recorded
         .into_iter()
         .chain(remembered)
@@ -65,10 +60,7 @@ async fn revoke(signin: &TkaSignin, s: &Session, ctx: &Context) -> Result<(), Er
     for name in names {
         ignore_not_found(secrets.delete(&name, &DeleteParams::default()).await).at(Step::Revoke)?;
     }
-    ctx.created_secrets
-        .lock()
-        .expect("lock poisoned")
-        .remove(&s.signin_uid);
+    ctx.forget_secret(&s.signin_uid);
     Ok(())
 }
 

@@ -29,7 +29,7 @@ pub struct Context {
     recorder: Recorder,
     /// Session Secret created per TkaSignin UID. A reconcile may run on a cached object that does not yet
     /// show the status written a moment ago; this keeps it from creating a second Secret.
-    pub(super) created_secrets: Mutex<HashMap<String, SecretRef>>,
+    created_secrets: Mutex<HashMap<String, SecretRef>>,
     /// The session that holds each user's binding (by subject key), as this controller provisioned it:
     /// exact for the life of the process, since only the leader's controller provisions. After a restart it
     /// starts empty and the cache's statuses stand in.
@@ -115,6 +115,27 @@ impl Context {
                 tracing::debug!(error = %e, "publishing an event failed");
             }
         });
+    }
+
+    /// The session Secret this process created for the TkaSignin `uid`, if any.
+    pub(super) fn created_secret(&self, uid: &str) -> Option<SecretRef> {
+        self.created_secrets
+            .lock()
+            .expect("lock poisoned")
+            .get(uid)
+            .cloned()
+    }
+
+    pub(super) fn remember_secret(&self, uid: &str, secret: SecretRef) {
+        let mut created = self.created_secrets.lock().expect("lock poisoned");
+        created.insert(uid.to_string(), secret);
+    }
+
+    pub(super) fn forget_secret(&self, uid: &str) {
+        self.created_secrets
+            .lock()
+            .expect("lock poisoned")
+            .remove(uid);
     }
 
     pub(super) fn user_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {

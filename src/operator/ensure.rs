@@ -131,27 +131,22 @@ fn same_subjects(a: &Option<Vec<Subject>>, b: &Option<Vec<Subject>>) -> bool {
     norm(a) == norm(b)
 }
 
-impl Desired for ClusterRoleBinding {
-    fn is_as(&self, desired: &Self) -> bool {
-        has_meta(self, desired)
-            && self.role_ref == desired.role_ref
-            && same_subjects(&self.subjects, &desired.subjects)
-    }
-    fn must_replace(&self, desired: &Self) -> bool {
-        self.role_ref != desired.role_ref
-    }
+/// The two binding kinds have the same fields (`roleRef`, `subjects`) but no common trait.
+macro_rules! binding_desired {
+    ($($kind:ty),+) => {$(
+        impl Desired for $kind {
+            fn is_as(&self, desired: &Self) -> bool {
+                has_meta(self, desired)
+                    && self.role_ref == desired.role_ref
+                    && same_subjects(&self.subjects, &desired.subjects)
+            }
+            fn must_replace(&self, desired: &Self) -> bool {
+                self.role_ref != desired.role_ref
+            }
+        }
+    )+};
 }
-
-impl Desired for RoleBinding {
-    fn is_as(&self, desired: &Self) -> bool {
-        has_meta(self, desired)
-            && self.role_ref == desired.role_ref
-            && same_subjects(&self.subjects, &desired.subjects)
-    }
-    fn must_replace(&self, desired: &Self) -> bool {
-        self.role_ref != desired.role_ref
-    }
-}
+binding_desired!(ClusterRoleBinding, RoleBinding);
 
 #[cfg(test)]
 mod tests {

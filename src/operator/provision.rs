@@ -245,12 +245,7 @@ pub(super) async fn ensure_session_secret(
     ctx: &Context,
 ) -> Result<SecretRef, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.namespace);
-    let remembered = ctx
-        .created_secrets
-        .lock()
-        .expect("lock poisoned")
-        .get(&s.signin_uid)
-        .cloned();
+    let remembered = ctx.created_secret(&s.signin_uid);
     let recorded = signin
         .status
         .as_ref()
@@ -284,9 +279,6 @@ pub(super) async fn ensure_session_secret(
         name: created.name_any(),
         uid: created.uid().unwrap_or_default(),
     };
-    ctx.created_secrets
-        .lock()
-        .expect("lock poisoned")
-        .insert(s.signin_uid.clone(), r.clone());
+    ctx.remember_secret(&s.signin_uid, r.clone());
     Ok(r)
 }

@@ -83,9 +83,13 @@ pub fn binding_name(subject_key: &str, instance: &str) -> String {
     format!("tka-user-{subject_key}-{instance}")
 }
 
-/// `generateName` prefix of a session Secret.
-pub fn session_secret_prefix(signin_name: &str) -> String {
-    format!("{signin_name}-")
+/// `<signin name>-<h(uid, 8)>`: the Secret of one TkaSignin object. Named after the object's UID, not
+/// generated: a retry after a crash between creating the Secret and recording it in status finds the one the
+/// earlier attempt created instead of leaving it behind (the chaos soak found such orphans), cleanup can
+/// delete it by name without a LIST, and a new session under the same name (after logout or expiry) has a new
+/// UID and so always gets a new Secret.
+pub fn session_secret_name(signin_name: &str, signin_uid: &str) -> String {
+    format!("{signin_name}-{}", hash(signin_uid, 8))
 }
 
 /// True when `s` is a DNS-1123 label (lowercase alphanumerics and `-`, alphanumeric at both ends, ≤ 63).

@@ -39,28 +39,21 @@ pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action,
     Ok(Action::await_change())
 }
 
-/// Deletes the session's Secrets by name, without waiting for any LIST: the one recorded in status and the
-/// one this process created for it (they differ only when a status write failed). Tokens are only minted for
-/// the recorded Secret, so any other Secret of the session (an attempt whose status write failed before a
-/// restart) holds none; it is owned by the TkaSignin, so the garbage collector removes it, and the sweep
-/// removes it in any case.
+/// Deletes the session's Secret by name, without waiting for any LIST: its name follows from the
+/// TkaSignin's UID, so this finds it also when the status write that records it failed. A Secret recorded
+/// under another name (named by an earlier version) is deleted too.
 async fn revoke(signin: &TkaSignin, s: &Session, ctx: &Context) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let recorded = signin
         .status
         .as_ref()
-        .and_then(|st| st.session_secret.clone());
-    let remembered = ctx.created_secret(&s.signin_uid);
-    let mut names: Vec<String> = recorded
-        .into_iter()
-        .chain(remembered)
-        .map(|r| r.name)
-        .collect();
-    names.dedup();
+        .and_then(|st| st.session_secret.as_ref())
+        .map(|r| r.name.clone());
+    let mut names = vec![s.session_secret_name()];
+    names.extend(recorded.filter(|r| *r != names[0]));
     for name in names {
         ignore_not_found(secrets.delete(&name, &DeleteParams::default()).await).at(Step::Revoke)?;
     }
-    ctx.forget_secret(&s.signin_uid);
     Ok(())
 }
 

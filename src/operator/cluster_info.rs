@@ -68,8 +68,7 @@ impl ClusterInfoSource {
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", cm.name));
         let writer = source.clone();
         tokio::spawn(async move {
-            let mut stream = watcher(api, cfg)
-                .backoff(super::backoff::watch())
+            let mut stream = super::backoff::paced(watcher(api, cfg))
                 .applied_objects()
                 .boxed();
             while let Some(event) = stream.next().await {

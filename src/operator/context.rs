@@ -11,7 +11,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::crd::{SecretRef, TkaSignin};
+use super::crd::TkaSignin;
 use crate::telemetry::Metrics;
 
 /// Field manager of everything the controller writes (objects, status, token expiries).
@@ -27,9 +27,6 @@ pub struct Context {
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
     recorder: Recorder,
-    /// Session Secret created per TkaSignin UID. A reconcile may run on a cached object that does not yet
-    /// show the status written a moment ago; this keeps it from creating a second Secret.
-    created_secrets: Mutex<HashMap<String, SecretRef>>,
     /// The session that holds each user's binding (by subject key), as this controller provisioned it:
     /// exact for the life of the process, since only the leader's controller provisions. After a restart it
     /// starts empty and the cache's statuses stand in.
@@ -79,7 +76,6 @@ impl Context {
             metrics,
             user_locks: Mutex::default(),
             failures: Mutex::default(),
-            created_secrets: Mutex::default(),
             holders: Mutex::default(),
             cache: OnceLock::new(),
             roles_seen: Mutex::default(),
@@ -115,27 +111,6 @@ impl Context {
                 tracing::debug!(error = %e, "publishing an event failed");
             }
         });
-    }
-
-    /// The session Secret this process created for the TkaSignin `uid`, if any.
-    pub(super) fn created_secret(&self, uid: &str) -> Option<SecretRef> {
-        self.created_secrets
-            .lock()
-            .expect("lock poisoned")
-            .get(uid)
-            .cloned()
-    }
-
-    pub(super) fn remember_secret(&self, uid: &str, secret: SecretRef) {
-        let mut created = self.created_secrets.lock().expect("lock poisoned");
-        created.insert(uid.to_string(), secret);
-    }
-
-    pub(super) fn forget_secret(&self, uid: &str) {
-        self.created_secrets
-            .lock()
-            .expect("lock poisoned")
-            .remove(uid);
     }
 
     pub(super) fn user_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {

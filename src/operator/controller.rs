@@ -42,8 +42,7 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let changes = reflector::reflector(
         writer,
-        watcher(signins, watcher::Config::default())
-            .backoff(super::backoff::watch())
+        super::backoff::paced(watcher(signins, watcher::Config::default()))
             .modify(|s: &mut TkaSignin| s.managed_fields_mut().clear()),
     )
     .applied_objects()
@@ -85,8 +84,8 @@ pub async fn run(
         by_user(store.clone()),
     );
 
-    // Every watch stream has the short backoff of super::backoff (it comes back within 2 s of the apiserver
-    // after a restart); so has the controller's own, for errors that reach it anyway.
+    // Every watch stream has its own short backoff (super::backoff::paced: back within 2 s of the apiserver
+    // after a restart); the merged stream has none, so one watch's errors never pause the others.
     let (crbs, crb_writer) = reflector::store();
     let (rbs, rb_writer) = reflector::store();
     let _ = ctx.bindings.set(BindingCaches {
@@ -94,7 +93,7 @@ pub async fn run(
         namespaced: rbs,
     });
     controller
-        .trigger_backoff(super::backoff::watch())
+        .trigger_backoff(super::backoff::NoPause)
         .watches_stream(
             foreign_changes(
                 watch_meta(

@@ -132,10 +132,14 @@ impl Session {
     /// A new session Secret: the bound object of every token of this session, deleted to revoke them.
     /// Owned by its TkaSignin only as a garbage-collection backstop; never carries a finalizer, because a
     /// Secret held by a finalizer keeps its tokens valid while deletion waits.
+    pub fn session_secret_name(&self) -> String {
+        naming::session_secret_name(&self.signin_name, &self.signin_uid)
+    }
+
     pub fn session_secret(&self) -> Secret {
         Secret {
             metadata: ObjectMeta {
-                generate_name: Some(naming::session_secret_prefix(&self.signin_name)),
+                name: Some(self.session_secret_name()),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(self.session_labels()),
                 annotations: Some(self.annotations()),
@@ -237,7 +241,20 @@ mod tests {
             s.metadata.labels.unwrap()[SESSION],
             "tka-alice-example-com-abcdefgh-xyz123"
         );
-        assert!(s.metadata.generate_name.unwrap().ends_with("-xyz123-"));
+        let name = s.metadata.name.unwrap();
+        assert!(
+            name.starts_with("tka-alice-example-com-abcdefgh-xyz123-"),
+            "{name}"
+        );
+        let other = Session {
+            signin_uid: "another-uid".into(),
+            ..session()
+        };
+        assert_ne!(
+            other.session_secret().metadata.name.unwrap(),
+            name,
+            "a new TkaSignin of the same name gets a new Secret"
+        );
     }
 
     #[test]

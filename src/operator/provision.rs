@@ -235,50 +235,58 @@ where
     }
 }
 
-/// Keeps this session's Secret, or creates one. Only the Secret recorded in status, still owned by *this*
-/// TkaSignin object (same UID), is kept, so a new session after logout or expiry always gets a new Secret and
-/// old tokens cannot revive. A GET by name, not a LIST: a consistent LIST waits for the apiserver's watch
-/// cache and costs up to ~100 ms on the login path.
+/// Keeps this session's Secret, or creates one. Only a Secret owned by *this* TkaSignin object (same UID) is
+/// kept, so a new session after logout or expiry always gets a new Secret and old tokens cannot revive. A GET
+/// by name, not a LIST: a consistent LIST waits for the apiserver's watch cache and costs up to ~100 ms on
+/// the login path. A new session costs one POST.
 pub(super) async fn ensure_session_secret(
     s: &Session,
     signin: &TkaSignin,
     ctx: &Context,
 ) -> Result<SecretRef, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.namespace);
-    let remembered = ctx.created_secret(&s.signin_uid);
+    // The recorded Secret stays the session's (also one an earlier version named with generateName).
     let recorded = signin
         .status
         .as_ref()
         .and_then(|st| st.session_secret.clone());
-    for candidate in remembered.into_iter().chain(recorded) {
-        if let Some(secret) = secrets
-            .get_opt(&candidate.name)
+    if let Some(recorded) = recorded
+        && let Some(secret) = secrets
+            .get_opt(&recorded.name)
+            .await
+            .at(Step::GetSessionSecret)?
+        && is_sessions(&secret, s)
+        && secret.uid().as_deref() == Some(recorded.uid.as_str())
+    {
+        return Ok(recorded);
+    }
+    let desired = s.session_secret();
+    let secret = match secrets.create(&PostParams::default(), &desired).await {
+        Ok(created) => created,
+        // The name is taken: by an earlier attempt for this session whose status write failed (or whose
+        // process stopped before it), which holds no tokens yet (tokens are only minted for the recorded
+        // Secret) and is reused; anything else (being deleted, another owner) is the conflict it is.
+        Err(conflict) if is_status(&conflict, 409) => match secrets
+            .get_opt(&desired.name_any())
             .await
             .at(Step::GetSessionSecret)?
         {
-            let recorded = candidate;
-            let owned = secret
-                .owner_references()
-                .iter()
-                .any(|o| o.uid == s.signin_uid);
-            if owned
-                && secret.uid().as_deref() == Some(recorded.uid.as_str())
-                && secret.meta().deletion_timestamp.is_none()
-            {
-                return Ok(recorded);
-            }
-        }
-    }
-    // Secrets of an earlier attempt whose status write failed hold no handed-out tokens (tokens are only
-    // minted for the recorded Secret); cleanup removes every Secret labelled with the session.
-    let created = secrets
-        .create(&PostParams::default(), &s.session_secret())
-        .await
-        .at(Step::CreateSessionSecret)?;
-    let r = SecretRef {
-        name: created.name_any(),
-        uid: created.uid().unwrap_or_default(),
+            Some(existing) if is_sessions(&existing, s) => existing,
+            _ => return Err(conflict).at(Step::CreateSessionSecret),
+        },
+        Err(e) => return Err(e).at(Step::CreateSessionSecret),
     };
-    ctx.remember_secret(&s.signin_uid, r.clone());
-    Ok(r)
+    Ok(SecretRef {
+        name: secret.name_any(),
+        uid: secret.uid().unwrap_or_default(),
+    })
+}
+
+/// Owned by this TkaSignin object and not being deleted.
+fn is_sessions(secret: &Secret, s: &Session) -> bool {
+    secret.meta().deletion_timestamp.is_none()
+        && secret
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == s.signin_uid)
 }

@@ -90,8 +90,7 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Clone + Eq + std::hash::Hash,
 {
-    watcher(api, config)
-        .backoff(super::backoff::watch())
+    super::backoff::paced(watcher(api, config))
         .modify(|o: &mut PartialObjectMeta<K>| o.managed_fields_mut().clear())
 }
 

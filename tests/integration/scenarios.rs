@@ -23,6 +23,7 @@ scenarios!(
     logout_revokes_the_token_within_two_seconds,
     expiry_removes_everything_without_logout,
     restart_mid_session_still_expires_on_time,
+    a_crash_before_the_status_write_leaves_no_second_secret,
     renewal_rearms_expiry,
     role_change_recreates_the_binding,
     users_differing_after_the_at_sign_share_nothing,
@@ -283,6 +284,52 @@ async fn restart_mid_session_still_expires_on_time(env: Arc<Env>) {
         gone.is_some(),
         "a restarted server must still expire the session on time (upstream B1)"
     );
+    h.stop().await;
+}
+
+/// The controller created the session Secret and stopped before recording it in status (killed between the
+/// two writes; the chaos soak found the Secret this used to leave behind). After the restart the session
+/// keeps that Secret instead of making a second one, and logout removes it: no garbage collector runs here,
+/// so nothing else would.
+async fn a_crash_before_the_status_write_leaves_no_second_secret(env: Arc<Env>) {
+    let mut h = Harness::new(&env, "orphan").await;
+    let frank = h.user("frank@example.com", rules(VIEW));
+    let (r, _) = frank.login().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let name = r.body["session"].as_str().unwrap().to_string();
+    let first = h.names::<Secret>().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    h.crash().await;
+    let api: Api<TkaSignin> = Api::namespaced(h.admin.clone(), &h.ns);
+    let unrecorded = json!({"status": {"session_secret": null}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&unrecorded))
+        .await
+        .unwrap();
+    h.restart().await;
+    let recorded = eventually(Duration::from_secs(10), || async {
+        let s = api.get(&name).await.unwrap();
+        s.status.and_then(|st| st.session_secret).is_some()
+    })
+    .await;
+    assert!(
+        recorded.is_some(),
+        "the restarted controller provisions the session again"
+    );
+    assert_eq!(
+        h.names::<Secret>().await,
+        first,
+        "the first attempt's Secret is the session's"
+    );
+    let (again, client) = frank.login().await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert!(whoami(&client.unwrap()).await.is_ok());
+    let r = frank.post("/api/v1alpha1/logout").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let gone = eventually(Duration::from_secs(10), || async {
+        h.names::<Secret>().await.is_empty() && h.names::<TkaSignin>().await.is_empty()
+    })
+    .await;
+    assert!(gone.is_some(), "left: {:?}", h.names::<Secret>().await);
     h.stop().await;
 }
 

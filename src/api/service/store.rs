@@ -40,8 +40,7 @@ impl Store {
         // The cache keeps no field-ownership records: nothing reads them, and they are most of a TkaSignin.
         let stream = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default())
-                .backoff(backoff::watch())
+            backoff::paced(watcher(api, watcher::Config::default()))
                 .modify(|s: &mut TkaSignin| s.managed_fields_mut().clear()),
         );
         tokio::spawn(async move {

@@ -17,11 +17,23 @@ use super::crd::{BindingRef, TkaSignin};
 use super::error::{At, Error, Step, ignore_not_found};
 use super::objects::{self, Session};
 
-/// Under the finalizer: revoke (delete the session Secret), then remove the user's SA and bindings unless
-/// another live session of the same user still needs them. NotFound counts as done everywhere.
+/// Under the finalizer: revoke (delete the session Secret) and remove the user's SA and bindings unless
+/// another live session of the same user still needs them. NotFound counts as done everywhere. The deletes
+/// are independent (deleting either the Secret or the SA invalidates the session's tokens), so they are sent
+/// together: a cleanup waits for one round trip, not one per object.
 pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
     let s = Session::from_signin(signin, &ctx.namespace);
-    revoke(signin, &s, ctx).await?;
+    let remove = async {
+        if still_used(&s, ctx).await? {
+            return Ok(());
+        }
+        match known_bindings(&s, signin, ctx) {
+            Some(bindings) => delete_known_user_objects(ctx, &s, bindings).await,
+            None => delete_user_objects(&ctx.client, &ctx.namespace, &s.subject_key).await,
+        }
+    };
+    let (revoked, removed) = tokio::join!(revoke(signin, &s, ctx), remove);
+    revoked?;
     tracing::info!(audit = true, event = "revoked", user = %s.login, node = %s.node, role = %s.role, session = %s.signin_name, "session revoked");
     ctx.event(
         signin,
@@ -30,12 +42,7 @@ pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action,
         "session ended; its tokens are revoked".into(),
     );
     ctx.release(signin);
-    if !still_used(&s, ctx).await? {
-        match known_bindings(&s, signin, ctx) {
-            Some(bindings) => delete_known_user_objects(ctx, &s, bindings).await?,
-            None => delete_user_objects(&ctx.client, &ctx.namespace, &s.subject_key).await?,
-        }
-    }
+    removed?;
     Ok(Action::await_change())
 }
 
@@ -153,26 +160,32 @@ async fn delete_known_user_objects(
     s: &Session,
     bindings: BTreeSet<BindingKey>,
 ) -> Result<(), Error> {
-    let dp = DeleteParams::default();
-    for (namespace, name) in bindings {
-        let deleted = match namespace {
+    let dp = &DeleteParams::default();
+    let binding = |(namespace, name): BindingKey| async move {
+        match namespace {
             None => Api::<ClusterRoleBinding>::all(ctx.client.clone())
-                .delete(&name, &dp)
+                .delete(&name, dp)
                 .await
                 .map(drop),
             Some(ns) => Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
-                .delete(&name, &dp)
+                .delete(&name, dp)
                 .await
                 .map(drop),
-        };
+        }
+    };
+    let sa = async {
+        Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ctx.namespace)
+            .delete(&s.user_object_name(), dp)
+            .await
+            .map(drop)
+    };
+    let deletes = bindings
+        .into_iter()
+        .map(|b| binding(b).boxed())
+        .chain(std::iter::once(sa.boxed()));
+    for deleted in futures::future::join_all(deletes).await {
         ignore_not_found(deleted).at(Step::DeleteUserObjects)?;
     }
-    ignore_not_found(
-        Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ctx.namespace)
-            .delete(&s.user_object_name(), &dp)
-            .await,
-    )
-    .at(Step::DeleteUserObjects)?;
     Ok(())
 }
 

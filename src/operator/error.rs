@@ -6,7 +6,7 @@ use kube::runtime::finalizer;
 /// The step of a reconcile (or sweep) that talks to the apiserver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    GetSignin,
+    ReleaseFinalizer,
     GetRole,
     ApplyServiceAccount,
     CreateSessionSecret,

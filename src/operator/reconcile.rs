@@ -15,7 +15,7 @@ use serde_json::json;
 use super::cleanup::{cleanup, remove_legacy};
 use super::context::{Context, FIELD_MANAGER, Holder};
 use super::crd::{FINALIZER, TkaSignin};
-use super::error::{At, Error, Step};
+use super::error::{At, Error, Step, is_status};
 use super::objects::Session;
 use super::provision::provision;
 use super::status::{self, Provisioned, Transition};
@@ -55,17 +55,17 @@ async fn reconcile_observed(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result
         } else {
             "provision"
         };
-        let r = match confirmed(signin, &ctx).await {
-            Ok(Some(signin)) => finalizer(&ctx.signins(), FINALIZER, signin, |event| async {
+        let r = if signin.is_ending() {
+            finish(&signin, &ctx).await
+        } else {
+            finalizer(&ctx.signins(), FINALIZER, signin, |event| async {
                 match event {
                     Event::Apply(s) => apply(&s, &ctx).await,
-                    Event::Cleanup(s) => cleanup(&s, &ctx).await,
+                    Event::Cleanup(s) => finish(&s, &ctx).await,
                 }
             })
             .await
-            .map_err(|e| Error::Finalizer(Box::new(e))),
-            Ok(None) => Ok(Action::await_change()),
-            Err(e) => Err(e),
+            .map_err(|e| Error::Finalizer(Box::new(e)))
         };
         (action, r)
     };
@@ -81,22 +81,33 @@ async fn reconcile_observed(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result
     result
 }
 
-/// A cached object being deleted may be stale: it may already be gone and a re-login may have created a
-/// new object of the same name. Cleaning up then would remove the *new* session's SA and finalizer (kube's
-/// finalizer helper patches by name), so deletions are confirmed against the apiserver. `None`: nothing to
-/// do for this object any more.
-async fn confirmed(signin: Arc<TkaSignin>, ctx: &Context) -> Result<Option<Arc<TkaSignin>>, Error> {
-    if !signin.is_ending() {
-        return Ok(Some(signin));
-    }
+/// A session being deleted: clean up, then release the finalizer. The object is the controller's cached
+/// copy, which may be stale: the object may be gone already and a re-login may have created a new one of the
+/// same name. kube-runtime's finalizer helper removes the finalizer by name, so on a stale copy it would take
+/// the *new* session's finalizer; here the removal is a JSON patch that first tests the UID, and fails without
+/// effect on any other object (that object's own reconcile follows). This saves a GET per ending session.
+///
+/// Cleanup itself is safe on a stale copy: the Secret it deletes is named after this object's UID, and a new
+/// session of the same name has not been provisioned yet (the cache holds one object per name, so it would
+/// show the new one), so the user objects it may remove are created again by that session's reconcile.
+async fn finish(signin: &TkaSignin, ctx: &Context) -> Result<Action, Error> {
+    let Some(release) = finalizer_release(signin) else {
+        return Ok(Action::await_change());
+    };
+    cleanup(signin, ctx).await?;
     match ctx
         .signins()
-        .get_opt(&signin.name_any())
+        .patch(
+            &signin.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(release),
+        )
         .await
-        .at(Step::GetSignin)?
     {
-        Some(fresh) if fresh.uid() == signin.uid() => Ok(Some(Arc::new(fresh))),
-        _ => Ok(None),
+        Ok(_) => Ok(Action::await_change()),
+        // Gone, or no longer this object with the finalizer where it was: nothing of ours to release.
+        Err(e) if is_status(&e, 404) || is_status(&e, 422) => Ok(Action::await_change()),
+        Err(e) => Err(e).at(Step::ReleaseFinalizer),
     }
 }
 
@@ -196,6 +207,19 @@ async fn end(signin: &TkaSignin, ctx: &Context, why: Ending) -> Result<(), Error
         .delete_exactly(&ctx.signins())
         .await
         .at(Step::ExpireSignin)
+}
+
+/// The JSON patch that removes tka's finalizer from exactly this object: it tests the UID and the finalizer's
+/// position first, so applied to any other object of the same name it fails (422) and changes nothing.
+/// `None` when the object does not carry the finalizer.
+pub fn finalizer_release(signin: &TkaSignin) -> Option<json_patch::Patch> {
+    let i = signin.finalizers().iter().position(|f| f == FINALIZER)?;
+    let patch = json!([
+        { "op": "test", "path": "/metadata/uid", "value": signin.uid() },
+        { "op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER },
+        { "op": "remove", "path": format!("/metadata/finalizers/{i}") },
+    ]);
+    Some(serde_json::from_value(patch).expect("a valid JSON patch"))
 }
 
 /// Writes the computed status when it changed, then tells people (events) and metrics what happened.

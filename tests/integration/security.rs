@@ -25,6 +25,7 @@ scenarios!(
     security_grants_cannot_reach_the_servers_namespace,
     security_run_dir_others_can_write_is_refused_by_the_server,
     security_sessions_with_short_subject_keys_are_ended,
+    security_a_stale_copy_never_releases_a_new_sessions_finalizer,
 );
 
 const VIEW: &str = r#"[{"role": "view", "period": "1h"}]"#;
@@ -447,4 +448,62 @@ async fn security_sessions_with_short_subject_keys_are_ended(env: Arc<Env>) {
         crbs.get_opt(&old_name).await.unwrap().is_some()
     );
     h.stop().await;
+}
+
+/// The controller cleans up ending sessions from its cache without reading them again, so the copy it holds
+/// may be stale: the session may be gone and a re-login may have created a new one of the same name. The
+/// finalizer release it sends then must not touch the new session (it would lose its cleanup); the same
+/// release on the current object works.
+async fn security_a_stale_copy_never_releases_a_new_sessions_finalizer(env: Arc<Env>) {
+    let (ns, _) = crate::harness::server_namespace(&env, "stale-release").await;
+    let api: Api<TkaSignin> = Api::namespaced(env.admin.clone(), &ns);
+    let mut signin = TkaSignin::new(
+        "tka-stale",
+        tka::operator::crd::TkaSigninSpec {
+            username: "stale@example.com".into(),
+            role: "view".into(),
+            validity_period: "1h0m0s".into(),
+            subject_key: naming::subject_key("stale@example.com"),
+            node_id: "nstale".into(),
+            ..Default::default()
+        },
+    );
+    signin.metadata.finalizers = Some(vec![tka::operator::crd::FINALIZER.to_string()]);
+    let old = api.create(&PostParams::default(), &signin).await.unwrap();
+    api.delete("tka-stale", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stale = api.get("tka-stale").await.unwrap();
+    assert!(stale.metadata.deletion_timestamp.is_some());
+    // Someone releases it (the controller, an earlier reconcile); a re-login creates the new session.
+    let release = |s: &TkaSignin| {
+        kube::api::Patch::Json::<()>(
+            tka::operator::reconcile::finalizer_release(s).expect("carries the finalizer"),
+        )
+    };
+    let pp = kube::api::PatchParams::default();
+    api.patch("tka-stale", &pp, &release(&stale)).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            api.get_opt("tka-stale").await.unwrap().is_none()
+        })
+        .await
+        .is_some()
+    );
+    let new = api.create(&PostParams::default(), &signin).await.unwrap();
+    assert_ne!(new.metadata.uid, old.metadata.uid);
+    match api.patch("tka-stale", &pp, &release(&stale)).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 422, "{s:?}"),
+        other => panic!("the stale release must fail: {other:?}"),
+    }
+    let kept = api.get("tka-stale").await.unwrap();
+    assert_eq!(
+        kept.metadata.finalizers.as_deref(),
+        Some(&[tka::operator::crd::FINALIZER.to_string()][..]),
+        "the new session keeps its finalizer"
+    );
+    api.patch("tka-stale", &pp, &release(&kept)).await.unwrap();
+    api.delete("tka-stale", &DeleteParams::default())
+        .await
+        .unwrap();
 }

@@ -264,6 +264,10 @@ on_exit() {
 		exit "$rc"
 	fi
 	phase "tearing down"
+	# Background loops of a scenario a failed check cut short (samplers, load) would outlive the run and hold
+	# its lock.
+	local job
+	for job in $(jobs -p); do kill "$job" 2>/dev/null || true; done
 	teardown_dir "$RUN"
 	touch "$RUN/.down"
 	rm -rf "$K8S/etcd" # 60 MB of preallocated WAL; the logs are what tells what happened

@@ -51,14 +51,14 @@ pub(super) async fn cleanup(signin: &TkaSignin, ctx: &Context) -> Result<Action,
 /// under another name (named by an earlier version) is deleted too.
 async fn revoke(signin: &TkaSignin, s: &Session, ctx: &Context) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let own = s.session_secret_name();
     let recorded = signin
         .status
         .as_ref()
         .and_then(|st| st.session_secret.as_ref())
-        .map(|r| r.name.clone());
-    let mut names = vec![s.session_secret_name()];
-    names.extend(recorded.filter(|r| *r != names[0]));
-    for name in names {
+        .map(|r| r.name.clone())
+        .filter(|r| *r != own);
+    for name in std::iter::once(own).chain(recorded) {
         ignore_not_found(secrets.delete(&name, &DeleteParams::default()).await).at(Step::Revoke)?;
     }
     Ok(())

@@ -129,13 +129,14 @@ impl Session {
         }
     }
 
-    /// A new session Secret: the bound object of every token of this session, deleted to revoke them.
-    /// Owned by its TkaSignin only as a garbage-collection backstop; never carries a finalizer, because a
-    /// Secret held by a finalizer keeps its tokens valid while deletion waits.
+    /// The name of this session's Secret (it follows from the TkaSignin's UID).
     pub fn session_secret_name(&self) -> String {
         naming::session_secret_name(&self.signin_name, &self.signin_uid)
     }
 
+    /// A new session Secret: the bound object of every token of this session, deleted to revoke them.
+    /// Owned by its TkaSignin only as a garbage-collection backstop; never carries a finalizer, because a
+    /// Secret held by a finalizer keeps its tokens valid while deletion waits.
     pub fn session_secret(&self) -> Secret {
         Secret {
             metadata: ObjectMeta {

@@ -50,24 +50,21 @@ async fn reconcile_observed(signin: Arc<TkaSignin>, ctx: Arc<Context>) -> Result
     } else {
         let lock = ctx.user_lock(&signin.spec.subject_key);
         let _guard = lock.lock().await;
-        let action = if signin.is_ending() {
-            "cleanup"
+        if signin.is_ending() {
+            ("cleanup", finish(&signin, &ctx).await)
         } else {
-            "provision"
-        };
-        let r = if signin.is_ending() {
-            finish(&signin, &ctx).await
-        } else {
-            finalizer(&ctx.signins(), FINALIZER, signin, |event| async {
+            // kube-runtime's helper adds the finalizer before the first apply; the session is not being
+            // deleted, so its cleanup branch is not taken (ending sessions go to `finish` above).
+            let r = finalizer(&ctx.signins(), FINALIZER, signin, |event| async {
                 match event {
                     Event::Apply(s) => apply(&s, &ctx).await,
                     Event::Cleanup(s) => finish(&s, &ctx).await,
                 }
             })
             .await
-            .map_err(|e| Error::Finalizer(Box::new(e)))
-        };
-        (action, r)
+            .map_err(|e| Error::Finalizer(Box::new(e)));
+            ("provision", r)
+        }
     };
     tracing::Span::current().record("tka.action", action);
     ctx.metrics.observe_reconcile(

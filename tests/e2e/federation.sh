@@ -204,11 +204,7 @@ scenario_federation() {
 	# SIGKILL, not a graceful stop: a graceful stop takes seconds (drain, tailscaled's flush), and with
 	# heartbeats every 2 s the primary may already count the member stale (not part of a login) by the time
 	# the login starts.
-	local tree
-	mapfile -t tree < <(descendants "${PID[tka-server-mem]}")
-	kill -KILL "${PID[tka-server-mem]}" "${tree[@]}" 2>/dev/null || true
-	deadline=$((SECONDS + 10))
-	while running "${PID[tka-server-mem]}" "${tree[@]}" && ((SECONDS < deadline)); do sleep 0.05; done
+	kill_tree --crash "${PID[tka-server-mem]}"
 	tka_login alice login
 	if ((RC == 6)) && grep -q "$MEM_CLUSTER" <<<"$ERR"; then pass "$s: login with the member down exits 6 naming it" "$(grep -m1 "$MEM_CLUSTER" <<<"$ERR")"
 	else fail "$s: login with the member down exits 6 naming it" "exit $RC: $ERR"; return; fi

@@ -150,14 +150,21 @@ running() {
 	done
 	return 1
 }
-# kill_tree PID...: SIGTERM to the processes (a daemon stops its own children in order), after 5 s SIGTERM to
-# whatever is left of their trees, after 2 s more SIGKILL.
+# kill_tree [--crash] PID...: SIGTERM to the processes (a daemon stops its own children in order), after 5 s
+# SIGTERM to whatever is left of their trees, after 2 s more SIGKILL. --crash: SIGKILL to the whole trees at
+# once, as a crash (no drain, no goodbye).
 kill_tree() {
-	local tree=() p i
+	local tree=() p i crash=0
+	if [[ $1 == --crash ]]; then crash=1; shift; fi
 	for p in "$@"; do
 		tree+=("$p")
 		mapfile -t -O "${#tree[@]}" tree < <(descendants "$p")
 	done
+	if ((crash)); then
+		kill -KILL "${tree[@]}" 2>/dev/null || true
+		for i in $(seq 100); do running "${tree[@]}" || return 0; sleep 0.1; done
+		return 0
+	fi
 	kill -TERM "$@" 2>/dev/null || true
 	for i in $(seq 50); do running "${tree[@]}" || return 0; sleep 0.1; done
 	kill -TERM "${tree[@]}" 2>/dev/null || true

@@ -19,10 +19,8 @@ use crate::config::Config;
 use crate::telemetry::Metrics;
 use crate::telemetry::kube_api::KubeApiMetricsLayer;
 
-/// Time tailscaled gets to deliver the final responses before it is stopped. One second still cut off one
-/// response of 60 once in the end-to-end replicas test on a loaded 2-core machine; the standby takes over
-/// when the Lease is released after this, so it only delays the hand-over.
-const TAILNET_FLUSH: Duration = Duration::from_secs(2);
+/// Time tailscaled gets to deliver the final responses before it is stopped.
+const TAILNET_FLUSH: Duration = Duration::from_secs(1);
 
 /// The one shared kube client (in-cluster or KUBECONFIG), with request metrics.
 async fn kube_client(metrics: &Arc<Metrics>) -> Result<kube::Client, StartError> {

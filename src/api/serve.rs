@@ -51,52 +51,69 @@ pub async fn serve(
     opts: ServeOptions,
     tls: Option<TlsAcceptor>,
     guard: Option<Guard>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let builder = http(&opts);
     let mut connections = JoinSet::new();
+    let accept = |connections: &mut JoinSet<()>, stream: tokio::net::TcpStream, remote| {
+        // The total cap comes first and costs nothing: a full server closes at once.
+        let slot = match guard.as_ref().map(|g| g.limits.slot()) {
+            Some(Err(why)) => {
+                guard.as_ref().expect("guarded").refused(why, remote);
+                return;
+            }
+            Some(Ok(slot)) => Some(slot),
+            None => None,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            remote,
+            router: router.clone(),
+            builder: builder.clone(),
+            opts,
+            tls: tls.clone(),
+            guard: guard.clone(),
+            shutdown: shutdown.clone(),
+        };
+        connections.spawn(connection.run(stream, slot));
+    };
+    let mut stop = shutdown.clone();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                // The total cap comes first and costs nothing: a full server closes at once.
-                let slot = match guard.as_ref().map(|g| g.limits.slot()) {
-                    Some(Err(why)) => {
-                        guard.as_ref().expect("guarded").refused(why, remote);
-                        continue;
-                    }
-                    Some(Ok(slot)) => Some(slot),
-                    None => None,
-                };
-                let _ = stream.set_nodelay(true);
-                let connection = Connection {
-                    remote,
-                    router: router.clone(),
-                    builder: builder.clone(),
-                    opts,
-                    tls: tls.clone(),
-                    guard: guard.clone(),
-                    shutdown: shutdown.clone(),
-                };
-                connections.spawn(connection.run(stream, slot));
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => accept(&mut connections, stream, remote),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stopped(&mut shutdown) => break,
+            _ = stopped(&mut stop) => break,
         }
     }
-    drop(listener);
+    // Connections the kernel completed but we had not accepted yet have sent their request already (their
+    // client saw the connect succeed): closing the listener would reset them. They are served like the rest.
+    for (stream, remote) in backlog(listener) {
+        accept(&mut connections, stream, remote);
+    }
     let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(opts.drain, drained).await.is_err() {
         tracing::warn!("some connections did not finish within the shutdown timeout");
     }
+}
+
+/// Takes the connections waiting in the listener's backlog, without waiting for more; closes the listener.
+fn backlog(listener: TcpListener) -> Vec<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    let Ok(listener) = listener.into_std() else {
+        return Vec::new();
+    };
+    std::iter::from_fn(|| listener.accept().ok())
+        .filter_map(|(s, remote)| {
+            s.set_nonblocking(true).ok()?;
+            Some((tokio::net::TcpStream::from_std(s).ok()?, remote))
+        })
+        .collect()
 }
 
 /// Resolves once shutdown is requested (or its sender is gone).

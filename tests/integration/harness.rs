@@ -59,6 +59,8 @@ pub struct Harness {
     pub server: Option<Running>,
     pub url: String,
     pub listener_addr: SocketAddr,
+    /// Certificate and key files the API serves TLS with; plain HTTP when `None`.
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Kube client from a kubeconfig document (YAML or JSON value).
@@ -237,6 +239,7 @@ impl Harness {
             server: None,
             url: format!("http://{listener_addr}"),
             listener_addr,
+            tls_files: None,
         };
         h.start_with(listener).await;
         h
@@ -256,7 +259,20 @@ impl Harness {
             client,
             identity: self.backend.clone(),
             api_listeners: vec![listener],
-            tls: None,
+            tls: match &self.tls_files {
+                Some((cert, key)) => {
+                    let files = tka::api::tls::CertSource::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    };
+                    Some(
+                        tka::api::tls::start(files, "tka.test".into())
+                            .await
+                            .expect("TLS"),
+                    )
+                }
+                None => None,
+            },
             health_listener: Some(health),
         };
         self.server = Some(
@@ -287,6 +303,13 @@ impl Harness {
             .await
             .unwrap();
         self.start_with(listener).await;
+    }
+
+    /// Serves the API over TLS (HTTP/2 and HTTP/1.1, as in production) from now on: restarts the server.
+    pub async fn use_tls(&mut self, cert: std::path::PathBuf, key: std::path::PathBuf) {
+        self.tls_files = Some((cert, key));
+        self.url = format!("https://{}", self.listener_addr);
+        self.restart().await;
     }
 
     /// Registers a tailnet user at a fresh loopback address with these capability rules.

@@ -156,7 +156,7 @@ fn rows(report: &Value) -> Vec<Row> {
         "limited",
     ));
     out.push(row(
-        "pushback: apiserver 429s to tka; user errors",
+        "pushback: apiserver 429s to tka; commands failed (retrying as `tka` does)",
         "pushback",
         format!(
             "{}; {} (logins), {} (logouts)",

@@ -4,6 +4,7 @@
 //! the sweep, the API listener and the health server. Shutdown: not ready → stop accepting and release
 //! long-poll waiters → drain → stop the controller after its current reconciles.
 
+pub mod apiserver;
 pub mod leader;
 mod nofile;
 pub mod run;

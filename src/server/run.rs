@@ -17,7 +17,6 @@ use std::sync::Arc;
 use super::leader::{Elector, Settings};
 use crate::config::Config;
 use crate::telemetry::Metrics;
-use crate::telemetry::kube_api::KubeApiMetricsLayer;
 
 /// Time tailscaled gets to deliver the final responses before it is stopped.
 const TAILNET_FLUSH: Duration = Duration::from_secs(1);
@@ -30,15 +29,12 @@ async fn kube_client(metrics: &Arc<Metrics>) -> Result<kube::Client, StartError>
             "run in a pod with a service account, or set KUBECONFIG",
         )
     })?;
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| {
+    super::apiserver::client(config, metrics.clone()).map_err(|e| {
         start_error(
             format!("Kubernetes client: {e}"),
             "check the kubeconfig's TLS settings",
         )
-    })?;
-    Ok(builder
-        .with_layer(&KubeApiMetricsLayer(metrics.clone()))
-        .build())
+    })
 }
 
 type Signals = signal_hook_tokio::Signals;

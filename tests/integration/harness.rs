@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use tka::config::Config;
 use tka::identity::{PeerIdentity, StaticIdentity};
 use tka::server::{Parts, Running};
-use tka::telemetry::kube_api::KubeApiMetricsLayer;
 
 use crate::controlplane::ControlPlane;
 
@@ -251,10 +250,8 @@ impl Harness {
         // The server's client counts its Kubernetes API requests into the server's registries, as the one
         // `tka-server serve` builds does (fresh ones per start, like a new process).
         let metrics = Arc::new(tka::telemetry::Metrics::new(self.backend.backend()));
-        let client = kube::client::ClientBuilder::try_from(self.server_config.clone())
-            .expect("client config")
-            .with_layer(&KubeApiMetricsLayer(metrics.clone()))
-            .build();
+        let client = tka::server::apiserver::client(self.server_config.clone(), metrics.clone())
+            .expect("client config");
         let parts = Parts {
             client,
             identity: self.backend.clone(),
@@ -328,6 +325,20 @@ impl Harness {
         if let Some(s) = self.server.take() {
             s.shutdown(Duration::from_secs(5)).await;
         }
+    }
+
+    /// The sum of a metric's samples whose line contains `selector`, from the health port's `path`.
+    pub async fn metric(&self, path: &str, name: &str, selector: &str) -> f64 {
+        let text = reqwest::get(format!("{}{path}", self.health_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(selector))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Names of objects of a kind in the test namespace, as the admin sees them.
@@ -433,6 +444,45 @@ impl User {
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.http.get(format!("{}{path}", self.base)))
             .await
+    }
+
+    /// One `tka` command as the CLI runs it: one 30 s deadline; the request again after 429/502/503/504 (but
+    /// not `cluster_info_unavailable`), after `Retry-After` (0.1–5 s, else 0.5 s); after a 202 the long poll
+    /// of `GET /kubeconfig`, as `tka login` does. Every answer (status and error code) on the way, and
+    /// whether it ended 200.
+    pub async fn command(&self, path: &str) -> (Vec<String>, bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut answers, mut pending) = (Vec::new(), false);
+        loop {
+            let r = if pending {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .max(1);
+                self.get(&format!("/api/v1alpha1/kubeconfig?format=v1&wait={left}s"))
+                    .await
+            } else {
+                self.post(path).await
+            };
+            let code = r.body["code"].as_str().unwrap_or_default();
+            answers.push(format!("{} {code}", r.status).trim().to_string());
+            pending |= r.status == 202;
+            let again = match r.status {
+                202 | 429 | 502 | 504 => true,
+                503 => code != "cluster_info_unavailable",
+                _ => false,
+            };
+            let pause = r
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .map_or(Duration::from_millis(500), Duration::from_secs)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5));
+            if r.status == 200 || !again || Instant::now() + pause >= deadline {
+                return (answers, r.status == 200);
+            }
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// A federated login that waits until every cluster has settled. A member waits at most the

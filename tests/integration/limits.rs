@@ -61,19 +61,6 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
 }
 
 /// A counter of the server's `/metrics`, summed over the series matching `selector` (e.g. a label).
-async fn metric(h: &Harness, name: &str, selector: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", h.health_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(selector))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Ten idle connections from one peer: four are kept (its cap), six are closed at once; another peer is
 /// served meanwhile.
 async fn idle_connections_of_one_peer_are_capped(env: Arc<Env>) {
@@ -98,10 +85,19 @@ async fn idle_connections_of_one_peer_are_capped(env: Arc<Env>) {
         "of 10 idle connections of one peer, all but 4 are closed"
     );
     assert_eq!(
-        metric(&h, "tka_server_connections_refused_total", "per_peer").await,
+        h.metric(
+            "/metrics",
+            "tka_server_connections_refused_total",
+            "per_peer"
+        )
+        .await,
         6.0
     );
-    assert_eq!(metric(&h, "tka_server_connections_open", "").await, 4.0);
+    assert_eq!(
+        h.metric("/metrics", "tka_server_connections_open", "")
+            .await,
+        4.0
+    );
     let other = h.user("calm@example.com", view());
     assert_eq!(other.get("/api/v1alpha1/whoami").await.status, 200);
     drop(conns);

@@ -25,6 +25,7 @@ mod leader;
 mod limits;
 mod manifests;
 mod monitoring;
+mod pushback;
 mod scenarios;
 mod security;
 mod shortened;
@@ -73,6 +74,7 @@ fn main() {
         .chain(limits::ALL)
         .chain(doctor::ALL)
         .chain(doctor_cli::ALL)
+        .chain(pushback::ALL)
         .map(|(name, f)| {
             let (env, rt, f) = (env.clone(), rt.clone(), *f as TestFn);
             Trial::test(*name, move || {

@@ -1272,17 +1272,12 @@ async fn concurrent_logins_with_two_roles_leave_one_binding(env: Arc<Env>) {
     // No reconcile loop: with both sessions in place nothing is reconciled while nobody acts (once the last
     // token's expiry, recorded in status within 5 s, has been seen).
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let reconciles = || async {
-        let text = reqwest::get(format!("{}/metrics/controller", h.health_url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("tka_controller_reconciliations_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
+    let reconciles = || {
+        h.metric(
+            "/metrics/controller",
+            "tka_controller_reconciliations_total",
+            "",
+        )
     };
     let before = reconciles().await;
     tokio::time::sleep(Duration::from_secs(5)).await;

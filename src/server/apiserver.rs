@@ -25,9 +25,9 @@ use crate::telemetry::kube_api::KubeApiMetricsLayer;
 /// The first pause after a 429/503/504; it doubles (with jitter) up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause between two attempts, whatever `Retry-After` asks for.
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Attempts after the first: about 40 s of retrying at the longest pause.
-const RETRIES: u32 = 20;
+const RETRIES: u32 = 40;
 /// Requests waiting for the retrying layer; the client is shared by the API and the controller.
 const QUEUE: usize = 1024;
 

@@ -148,6 +148,16 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
+        // On shutdown, a connection accepted just before the drain began has usually sent its first request
+        // already, unread: closing it now would drop that request (HTTP/2 answers it with GOAWAY, HTTP/1 with
+        // a bare close or a reset). Like Go's `Shutdown`, it may reach the handler first (briefly: a silent
+        // client must not hold the drain), then it finishes as any other.
+        let draining = async {
+            let _ = shutdown.wait_for(|s| *s).await;
+            activity
+                .first_request(IDLE_GRACE.min(self.opts.read_header_timeout))
+                .await;
+        };
         let grace = tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -156,23 +166,8 @@ impl Connection {
                 return;
             }
             _ = activity.idle(self.opts.read_header_timeout, self.opts.idle_timeout) => IDLE_GRACE,
-            _ = shutdown.wait_for(|s| *s) => self.opts.drain,
+            _ = draining => self.opts.drain,
         };
-        // A connection accepted just before the drain began has usually sent its first request already,
-        // unread: closing it now would drop that request (HTTP/2 answers it with GOAWAY, HTTP/1 with a bare
-        // close or a reset). Like Go's `Shutdown`, let it reach the handler first (briefly: a silent client
-        // must not hold the drain), then finish it as any other.
-        if !activity.started() {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %remote, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = activity.first_request(IDLE_GRACE.min(self.opts.read_header_timeout)) => {}
-            }
-        }
         conn.as_mut().graceful_shutdown();
         if tokio::time::timeout(grace, conn).await.is_err() {
             tracing::debug!(%remote, "connection cut after its grace period");
@@ -208,12 +203,7 @@ impl Activity {
         Busy(self.0.clone())
     }
 
-    /// Has any request reached the handler yet?
-    fn started(&self) -> bool {
-        self.0.borrow().1
-    }
-
-    /// Resolves once the first request reaches the handler, or after `within`.
+    /// Resolves once a first request has reached the handler (at once if one has), or after `within`.
     async fn first_request(&self, within: Duration) {
         let mut changes = self.0.subscribe();
         let _ = tokio::time::timeout(within, changes.wait_for(|(_, started)| *started)).await;

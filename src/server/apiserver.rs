@@ -91,15 +91,16 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for Pushback {
     }
 }
 
-/// The pause before retry number `retry` (0 for the first): [`FIRST_PAUSE`] doubling up to [`MAX_PAUSE`],
-/// its upper half jittered by `jitter` (0..1) so that requests rejected together do not return together;
-/// at least what `Retry-After` asked, up to [`MAX_PAUSE`].
+/// The pause before retry number `retry` (0 for the first): [`FIRST_PAUSE`] doubling up to [`MAX_PAUSE`], or
+/// what `Retry-After` asked (up to [`MAX_PAUSE`]) when that is longer; its upper half jittered by `jitter`
+/// (0..1). The jitter also applies to what the server asked: APF gives every request it rejects the same
+/// `Retry-After`, and requests rejected together must not all come back in the same instant.
 fn pause(retry: u32, asked: Option<Duration>, jitter: f64) -> Duration {
     let base = FIRST_PAUSE
         .saturating_mul(1u32 << retry.min(16))
+        .max(asked.unwrap_or_default())
         .min(MAX_PAUSE);
-    let backoff = base / 2 + (base / 2).mul_f64(jitter.clamp(0.0, 1.0));
-    backoff.max(asked.unwrap_or_default().min(MAX_PAUSE))
+    base / 2 + (base / 2).mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -114,11 +115,15 @@ mod tests {
         assert_eq!(pause(30, None, 1.0), MAX_PAUSE);
         assert_eq!(pause(30, None, 0.0), MAX_PAUSE / 2);
         // APF's Retry-After grows while it keeps dropping; a request must not sleep past its caller.
-        assert_eq!(pause(0, Some(Duration::from_secs(32)), 0.5), MAX_PAUSE);
+        assert_eq!(pause(0, Some(Duration::from_secs(32)), 1.0), MAX_PAUSE);
         assert_eq!(
-            pause(0, Some(Duration::from_secs(1)), 0.0),
-            Duration::from_secs(1)
+            pause(0, Some(Duration::from_secs(32)), 0.5),
+            MAX_PAUSE * 3 / 4
         );
+        // What the server asked is jittered too: its rejects must not all return at once.
+        let asked = Some(Duration::from_millis(800));
+        assert_eq!(pause(0, asked, 0.0), Duration::from_millis(400));
+        assert_eq!(pause(0, asked, 1.0), Duration::from_millis(800));
     }
 
     #[tokio::test]

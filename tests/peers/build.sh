@@ -151,3 +151,11 @@ if [[ $rebuilt == 1 || ! -f $bin/versions.txt ]]; then
 	mv -f "$bin/.versions.txt.$$" "$bin/versions.txt"
 	echo "peers: wrote $bin/versions.txt"
 fi
+
+# A one-shot run on a small disk (.ci/run sets TKA_PEERS_DROP_GO_CACHES=1) has no use for Go's build and
+# module caches once the binaries are built: together they are several GB the cargo builds after this need.
+# Not for runs that overlap another go command (it empties the shared caches).
+if [[ ${TKA_PEERS_DROP_GO_CACHES-} == 1 && $rebuilt == 1 ]]; then
+	go clean -cache -modcache
+	echo "peers: dropped Go's build and module caches (TKA_PEERS_DROP_GO_CACHES=1)"
+fi

@@ -196,10 +196,13 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
     let idle = settle_rss(&server).await;
 
     // The floor: the admin creates, a bare client with the server's identity writes the rest.
+    let floor_before = apiserver::scrape(admin).await;
     let (floor_run, floor_created) =
         floor::logins(admin, &floor_client, &floor_ns, "pf", n, concurrency, false).await;
+    let floor_after = apiserver::scrape(admin).await;
     let floor_cleanup =
         floor::cleanups(&floor_client, &floor_ns, &floor_created, concurrency).await;
+    let floor_after_cleanup = apiserver::scrape(admin).await;
 
     let before = apiserver::scrape(admin).await;
     let (creates, ready) = create_and_wait(
@@ -278,7 +281,9 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
             "apiserver": apiserver::report(&after, &after_cleanup, n, "tka"),
         },
         "floor_provision": floor_run.json(),
+        "floor_provision_apiserver": apiserver::report(&floor_before, &floor_after, n, "tka"),
         "floor_cleanup": floor_cleanup.json(),
+        "floor_cleanup_apiserver": apiserver::report(&floor_after, &floor_after_cleanup, n, "tka"),
         "big": big_result,
     })
 }

@@ -177,6 +177,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    apiserver::count_cpu_of(cp.pids());
     let admin = rt.block_on(cp.admin_client());
     rt.block_on(harness::install_crd(&admin));
     let mut env = harness::Env { cp, admin };

@@ -125,6 +125,7 @@ fn rows(report: &Value) -> Vec<Row> {
             "≥ 50 % of floor",
         ),
     ];
+    out.extend(cpu_rows(fl, st, fp));
     for (metric, p) in [
         ("/healthz during the storm, p99 / max ms", "/healthz"),
         ("/ready during the storm, p99 / max ms", "/ready"),
@@ -177,6 +178,55 @@ fn rows(report: &Value) -> Vec<Row> {
         "≤ 15 / ≤ 8",
     ));
     out
+}
+
+/// Where the CPU went in the four phases that write (login storm, mass logout, provisioning, cleanup): what
+/// one session cost the apiserver and etcd, and how busy the machine was. A phase near 100 % busy is
+/// CPU-bound, and then its rate follows the CPU each session costs.
+fn cpu_rows(fl: &Value, st: &Value, fp: &Value) -> Vec<Row> {
+    let product = [
+        &st["apiserver_during_logins"],
+        &st["apiserver_during_logouts"],
+        &fp["provision"]["apiserver"],
+        &fp["cleanup"]["apiserver"],
+    ];
+    let floor = [
+        &fl["apiserver_login"],
+        &fl["apiserver_cleanup"],
+        &fp["floor_provision_apiserver"],
+        &fp["floor_cleanup_apiserver"],
+    ];
+    let four = |phases: &[&Value; 4], f: &dyn Fn(&Value) -> String| {
+        phases.iter().map(|v| f(v)).collect::<Vec<_>>().join(" / ")
+    };
+    let control_plane = |v: &Value| {
+        let ms = &v["cpu_ms_per_op"];
+        match (num(&ms["kube-apiserver"]), num(&ms["etcd"])) {
+            (Some(a), Some(e)) => format!("{:.1}", a + e),
+            _ => "–".into(),
+        }
+    };
+    let busy = |v: &Value| num(&v["machine_busy_pct"]).map_or("–".into(), |b| format!("{b:.0}"));
+    vec![
+        Row {
+            floor: four(&floor, &control_plane),
+            ..row(
+                "apiserver + etcd CPU ms per session: login / logout / provisioning / cleanup",
+                "storm",
+                four(&product, &control_plane),
+                "",
+            )
+        },
+        Row {
+            floor: four(&floor, &busy),
+            ..row(
+                "machine CPU busy %, same four phases",
+                "storm",
+                four(&product, &busy),
+                "",
+            )
+        },
+    ]
 }
 
 fn footprint_rows(fp: &Value) -> Vec<Row> {

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 /// Where the in-cluster namespace is mounted.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
-/// `TKA_*` variables that are not configuration keys (test harness, tooling) and are ignored without a warning.
+/// `TKA_*` variables that are not configuration keys (test harness, this repository's tooling) and are
+/// ignored without a warning.
 pub(super) const NON_CONFIG_VARS: &[&str] =
-    &["TKA_PEERS_BIN", "TKA_INSECURE_TEST_IDENTITY", "TKA_CONFIG"];
-pub(super) const NON_CONFIG_PREFIXES: &[&str] = &["TKA_TEST_", "TKA_E2E_"];
+    &["TKA_INSECURE_TEST_IDENTITY", "TKA_CONFIG", "TKA_TOOLS_DIR"];
+pub(super) const NON_CONFIG_PREFIXES: &[&str] = &["TKA_TEST_", "TKA_E2E_", "TKA_PEERS_"];
 
 type VarFn<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 

@@ -351,6 +351,8 @@ fn unknown_environment_variables_only_warn() {
         ("TKA_TAILSCALE_CAPNAM", "x"),
         ("TKA_WHATEVER", "x"),
         ("TKA_PEERS_BIN", "/tmp/bin"),
+        ("TKA_PEERS_DROP_GO_CACHES", "1"),
+        ("TKA_TOOLS_DIR", "/tmp/tools"),
         ("TKA_INSECURE_TEST_IDENTITY", "1"),
         ("TKA_TAILSCALE_EMBEDDED_TAGRULES", "{}"),
         ("OTHER", "x"),

@@ -166,6 +166,12 @@ impl ControlPlane {
         self.bin.join("kubectl")
     }
 
+    /// The running processes by name (`etcd`, `kube-apiserver`) and pid: the storm bench reads their CPU time.
+    #[allow(dead_code)]
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.children.iter().map(|(n, c)| (*n, c.id())).collect()
+    }
+
     /// Kills the children (apiserver first), reaps them and removes the temp dir.
     /// Idempotent; also run on drop.
     pub fn stop(&mut self) {

@@ -105,14 +105,31 @@ impl Census {
 
     /// Waits (checking every 20 ms) until `done` holds; the time it took, or `None` after `limit`.
     pub async fn until(&self, limit: Duration, done: impl Fn(&Counts) -> bool) -> Option<Duration> {
+        self.until_sampled(limit, done).await.0
+    }
+
+    /// [`Census::until`], also returning the counts every 500 ms (seconds since the call, counts): whether
+    /// the objects went at an even pace or a few lagged behind.
+    pub async fn until_sampled(
+        &self,
+        limit: Duration,
+        done: impl Fn(&Counts) -> bool,
+    ) -> (Option<Duration>, Vec<(f64, Counts)>) {
         let started = Instant::now();
+        let mut samples = Vec::new();
         while started.elapsed() < limit {
-            if done(&self.counts()) {
-                return Some(started.elapsed());
+            let counts = self.counts();
+            let t = started.elapsed();
+            if done(&counts) {
+                samples.push((t.as_secs_f64(), counts));
+                return (Some(t), samples);
+            }
+            if samples.len() as f64 * 0.5 <= t.as_secs_f64() {
+                samples.push((t.as_secs_f64(), counts));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        None
+        (None, samples)
     }
 }
 

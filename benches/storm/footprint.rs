@@ -235,10 +235,10 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
         }
     })
     .await;
-    let gone = census
-        .until(Duration::from_secs(600), |c| c.exactly(0))
-        .await
-        .map(|_| started.elapsed());
+    let (gone, timeline) = census
+        .until_sampled(Duration::from_secs(600), |c| c.exactly(0))
+        .await;
+    let gone = gone.map(|_| started.elapsed());
     let after_cleanup = apiserver::scrape(admin).await;
 
     let big_result = if big > 0 {
@@ -278,6 +278,7 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
             "delete": deletes.json(),
             "all_gone_s": gone.map(|d| d.as_secs_f64()),
             "per_s": rate(gone),
+            "timeline": timeline,
             "apiserver": apiserver::report(&after, &after_cleanup, n, "tka"),
         },
         "floor_provision": floor_run.json(),

@@ -141,10 +141,10 @@ pub async fn run(env: &Env, n: usize, concurrency: usize) -> Value {
 
     let logout_started = Instant::now();
     let logouts = stats::run(n, concurrency, |i| expect_ok(&users[i], LOGOUT)).await;
-    let gone = census
-        .until(Duration::from_secs(600), |c| c.exactly(0))
-        .await
-        .map(|_| logout_started.elapsed());
+    let (gone, timeline) = census
+        .until_sampled(Duration::from_secs(600), |c| c.exactly(0))
+        .await;
+    let gone = gone.map(|_| logout_started.elapsed());
     let after_logout = apiserver::scrape(&env.admin).await;
     let left = census.counts();
     h.stop().await;
@@ -162,6 +162,7 @@ pub async fn run(env: &Env, n: usize, concurrency: usize) -> Value {
         "login_idle": summary(idle_login),
         "logout": logouts.json(),
         "all_gone_after_logout_s": gone.map(|d| d.as_secs_f64()),
+        "logout_timeline": timeline,
         "objects_left": left,
         "apiserver_during_logouts": apiserver::report(&after, &after_logout, n, "tka"),
     })

@@ -6,6 +6,7 @@
 //! after `tailscale.startTimeout` the server starts its controller and API anyway (answering 503 until the
 //! tailnet runs), which is all the controller and the caches need.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,6 +116,35 @@ impl Server {
         }
     }
 
+    /// Sum and count of the controller's latency histograms so far, by `reconcile ACTION` and
+    /// `kube VERB RESOURCE`: where a reconcile's time goes (waiting for the apiserver or not).
+    pub async fn latencies(&self) -> BTreeMap<String, (f64, f64)> {
+        let url = format!("{}/metrics/controller", self.health);
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for (name, l, v) in text.lines().filter_map(apiserver::parse) {
+            let get = |k: &str| l.get(k).copied().unwrap_or("");
+            let (key, is_sum) = match name {
+                "tka_controller_reconcile_duration_seconds_sum" => {
+                    (format!("reconcile {}", get("action")), true)
+                }
+                "tka_controller_reconcile_duration_seconds_count" => {
+                    (format!("reconcile {}", get("action")), false)
+                }
+                "tka_kube_api_request_duration_seconds_sum" => {
+                    (format!("kube {} {}", get("verb"), get("resource")), true)
+                }
+                "tka_kube_api_request_duration_seconds_count" => {
+                    (format!("kube {} {}", get("verb"), get("resource")), false)
+                }
+                _ => continue,
+            };
+            let e = out.entry(key).or_default();
+            if is_sum { e.0 += v } else { e.1 += v }
+        }
+        out
+    }
+
     /// VmRSS, RssAnon and RssFile of the process, in MiB.
     pub fn rss(&self) -> Value {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -194,6 +224,7 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
     let server = Server::start(env, &ns, &server_client_token).await;
     let census = Census::start(admin, &ns).await;
     let idle = settle_rss(&server).await;
+    let latencies_idle = server.latencies().await;
 
     // The floor: the admin creates, a bare client with the server's identity writes the rest.
     let floor_before = apiserver::scrape(admin).await;
@@ -216,6 +247,7 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
     )
     .await;
     let after = apiserver::scrape(admin).await;
+    let latencies_after_provision = server.latencies().await;
     let with_n = settle_rss(&server).await;
     let objects = census.counts();
 
@@ -240,6 +272,7 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
         .await;
     let gone = gone.map(|_| started.elapsed());
     let after_cleanup = apiserver::scrape(admin).await;
+    let latencies_after_cleanup = server.latencies().await;
 
     let big_result = if big > 0 {
         let (creates, ready) = create_and_wait(
@@ -272,6 +305,7 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
             "all_ready_s": ready.map(|d| d.as_secs_f64()),
             "per_s": rate(ready),
             "objects": objects,
+            "mean_ms": mean_ms(&latencies_idle, &latencies_after_provision),
             "apiserver": apiserver::report(&before, &after, n, "tka"),
         },
         "cleanup": {
@@ -279,6 +313,7 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
             "all_gone_s": gone.map(|d| d.as_secs_f64()),
             "per_s": rate(gone),
             "timeline": timeline,
+            "mean_ms": mean_ms(&latencies_after_provision, &latencies_after_cleanup),
             "apiserver": apiserver::report(&after, &after_cleanup, n, "tka"),
         },
         "floor_provision": floor_run.json(),
@@ -287,4 +322,19 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
         "floor_cleanup_apiserver": apiserver::report(&floor_after, &floor_after_cleanup, n, "tka"),
         "big": big_result,
     })
+}
+
+/// Mean latency in ms and count between two [`Server::latencies`], for what happened at least 10 times.
+fn mean_ms(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+) -> BTreeMap<String, (f64, f64)> {
+    after
+        .iter()
+        .filter_map(|(k, (sum, n))| {
+            let (s0, n0) = before.get(k).copied().unwrap_or_default();
+            let n = n - n0;
+            (n >= 10.0).then(|| (k.clone(), (((sum - s0) / n * 1e4).round() / 10.0, n)))
+        })
+        .collect()
 }

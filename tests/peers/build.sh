@@ -18,7 +18,8 @@
 # modules may overlap; runs for the same module wait for each other (flock). Binaries are
 # replaced by rename, so processes running an old one are unaffected. Needs `go` (PATH or
 # /usr/local/go/bin) and the module proxy; honours GOMODCACHE, GOPROXY, GOTOOLCHAIN etc.
-# like any go command.
+# like any go command. TKA_PEERS_DROP_GO_CACHES=1 (set by .ci/run) empties Go's build and module
+# caches after a build (several GB the later steps need on a small disk).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -207,25 +207,16 @@ fn cpu_rows(fl: &Value, st: &Value, fp: &Value) -> Vec<Row> {
         }
     };
     let busy = |v: &Value| num(&v["machine_busy_pct"]).map_or("–".into(), |b| format!("{b:.0}"));
+    let both = |metric, f: &dyn Fn(&Value) -> String| Row {
+        floor: four(&floor, f),
+        ..row(metric, "storm", four(&product, f), "")
+    };
     vec![
-        Row {
-            floor: four(&floor, &control_plane),
-            ..row(
-                "apiserver + etcd CPU ms per session: login / logout / provisioning / cleanup",
-                "storm",
-                four(&product, &control_plane),
-                "",
-            )
-        },
-        Row {
-            floor: four(&floor, &busy),
-            ..row(
-                "machine CPU busy %, same four phases",
-                "storm",
-                four(&product, &busy),
-                "",
-            )
-        },
+        both(
+            "apiserver + etcd CPU ms per session: login / logout / provisioning / cleanup",
+            &control_plane,
+        ),
+        both("machine CPU busy %, same four phases", &busy),
     ]
 }
 

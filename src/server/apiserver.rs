@@ -9,6 +9,9 @@
 //! future is dropped), the controller's after [`RETRIES`] attempts and is requeued. Retrying sooner than
 //! asked costs the apiserver little: a 429 is answered before any work, and tka's retries are bounded by the
 //! requests it has in flight.
+//!
+//! kube's own `RetryPolicy` either waits all `Retry-After` asks (the failure above) or ignores it and backs off
+//! from its shortest pause; this one takes what the server asked as the least pause, up to the cap.
 
 use std::sync::Arc;
 use std::time::Duration;

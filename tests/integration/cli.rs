@@ -55,14 +55,8 @@ impl Home {
             std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
         ))
         .unwrap();
-        // Only what the test sets: a TKA_* variable of the developer's or CI's shell (a config key, or a
-        // tooling variable the config warns about) must not change what the CLI does or reports.
-        for (name, _) in
-            std::env::vars_os().filter(|(n, _)| n.to_string_lossy().starts_with("TKA_"))
-        {
-            cmd.env_remove(name);
-        }
-        cmd.env("HOME", self.path())
+        crate::harness::without_tka_env(cmd)
+            .env("HOME", self.path())
             .env("XDG_CONFIG_HOME", self.path().join(".config"))
             .env("XDG_CACHE_HOME", self.path().join(".cache"))
             .env("XDG_RUNTIME_DIR", self.path().join("run"))

@@ -107,21 +107,15 @@ impl ServerSide {
 
     /// `tka-server doctor -o json` (or text): exit code and output.
     fn run(&self, json_output: bool) -> (Option<i32>, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tka-server"));
-        // Only the test's configuration: no TKA_* variable of the developer's or CI's shell.
-        for (name, _) in
-            std::env::vars_os().filter(|(n, _)| n.to_string_lossy().starts_with("TKA_"))
-        {
-            cmd.env_remove(name);
-        }
-        let out = cmd
-            .args(["doctor", "--config"])
-            .arg(self.dir.path().join("config.yaml"))
-            .args(["-o", if json_output { "json" } else { "text" }])
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .output()
-            .unwrap();
+        let out =
+            crate::harness::without_tka_env(&mut Command::new(env!("CARGO_BIN_EXE_tka-server")))
+                .args(["doctor", "--config"])
+                .arg(self.dir.path().join("config.yaml"))
+                .args(["-o", if json_output { "json" } else { "text" }])
+                .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .output()
+                .unwrap();
         (out.status.code(), text(&out.stdout))
     }
 

@@ -60,7 +60,6 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
         .map(|()| started.elapsed())
 }
 
-/// A counter of the server's `/metrics`, summed over the series matching `selector` (e.g. a label).
 /// Ten idle connections from one peer: four are kept (its cap), six are closed at once; another peer is
 /// served meanwhile.
 async fn idle_connections_of_one_peer_are_capped(env: Arc<Env>) {

@@ -75,6 +75,22 @@ async fn storm(users: &[User], path: &str) -> (Vec<String>, Vec<String>) {
     (failed, server_errors)
 }
 
+/// Every command ended 200, and none met a 5xx on the way.
+fn all_ended_200(what: &str, failed: &[String], errors: &[String]) {
+    assert!(
+        failed.is_empty(),
+        "{} {what}s failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        errors.is_empty(),
+        "{} 5xx answers to {what}s: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+}
+
 async fn apiserver_pushback_slows_users_down_but_never_fails_them(_shared: Arc<Env>) {
     let cp = tokio::task::spawn_blocking(|| {
         ControlPlane::start_with(Options {
@@ -108,18 +124,7 @@ async fn apiserver_pushback_slows_users_down_but_never_fails_them(_shared: Arc<E
         "/api/v1alpha1/login?wait=15s&include=kubeconfig&format=v1",
     )
     .await;
-    assert!(
-        failed.is_empty(),
-        "{} logins failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(
-        errors.is_empty(),
-        "{} 5xx answers to logins: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    all_ended_200("login", &failed, &errors);
     let pushed_back = h
         .metric(
             "/metrics/controller",
@@ -133,18 +138,7 @@ async fn apiserver_pushback_slows_users_down_but_never_fails_them(_shared: Arc<E
     );
 
     let (failed, errors) = storm(&users, "/api/v1alpha1/logout").await;
-    assert!(
-        failed.is_empty(),
-        "{} logouts failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(
-        errors.is_empty(),
-        "{} 5xx answers to logouts: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    all_ended_200("logout", &failed, &errors);
     let gone = eventually(Duration::from_secs(60), || async {
         let sessions = h.names::<TkaSignin>().await.len();
         let secrets = h.names::<k8s_openapi::api::core::v1::Secret>().await.len();

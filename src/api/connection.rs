@@ -151,7 +151,9 @@ impl Connection {
         // On shutdown, a connection accepted just before the drain began has usually sent its first request
         // already, unread: closing it now would drop that request (HTTP/2 answers it with GOAWAY, HTTP/1 with
         // a bare close or a reset). Like Go's `Shutdown`, it may reach the handler first (briefly: a silent
-        // client must not hold the drain), then it finishes as any other.
+        // client must not hold the drain). Only a connection with a request in flight then gets the drain's
+        // grace; any other has nothing to finish and gets the idle one, or a client that stops halfway
+        // through its headers or never acknowledges HTTP/2's GOAWAY would hold the stop for the whole drain.
         let draining = async {
             let _ = shutdown.wait_for(|s| *s).await;
             activity
@@ -166,7 +168,7 @@ impl Connection {
                 return;
             }
             _ = activity.idle(self.opts.read_header_timeout, self.opts.idle_timeout) => IDLE_GRACE,
-            _ = draining => self.opts.drain,
+            _ = draining => if activity.in_flight() { self.opts.drain } else { IDLE_GRACE },
         };
         conn.as_mut().graceful_shutdown();
         if tokio::time::timeout(grace, conn).await.is_err() {
@@ -201,6 +203,11 @@ impl Activity {
             *started = true;
         });
         Busy(self.0.clone())
+    }
+
+    /// Is a request being handled now?
+    fn in_flight(&self) -> bool {
+        self.0.borrow().0 > 0
     }
 
     /// Resolves once a first request has reached the handler (at once if one has), or after `within`.

@@ -1,7 +1,8 @@
 //! What one tailnet peer can make the real server hold or do: connections are capped per peer, a client
 //! that never finishes its headers (or never starts) is closed after readHeaderTimeout, an idle HTTP/2
 //! connection after idleTimeout, a streamed body over the limit is refused without being read, and the
-//! per-node budget answers 429 before WhoIs. Admitted federation peers keep their own budget.
+//! per-node budget answers 429 before WhoIs. Admitted federation peers keep their own budget. A graceful
+//! stop waits for a connection's first request only briefly, so silent clients cannot hold it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::harness::{Env, Federated, Harness, eventually};
 scenarios!(
     idle_connections_of_one_peer_are_capped,
     slow_or_silent_clients_are_closed_after_the_header_timeout,
+    silent_clients_cannot_hold_a_graceful_stop,
     idle_http2_connections_are_closed_after_the_idle_timeout,
     a_streamed_body_over_the_limit_is_413_without_being_read,
     the_node_budget_answers_429_before_whois_on_every_route,
@@ -148,6 +150,55 @@ async fn slow_or_silent_clients_are_closed_after_the_header_timeout(env: Arc<Env
         );
     }
     h.stop().await;
+}
+
+/// The drain gives a connection without a request up to 1 s for its first one (a login sent just before the
+/// SIGTERM is answered), then 1 s to close, never its whole readHeaderTimeout or the drain's grace: a peer
+/// that connects and sends nothing, or half of its headers, or only the HTTP/2 preface (and never answers
+/// GOAWAY), cannot keep a stopping server (a rollout) waiting. Here readHeaderTimeout is 30 s, so only the
+/// drain's own bounds can close them in time; the harness gives the stop 5 s before it gives up on it.
+async fn silent_clients_cannot_hold_a_graceful_stop(env: Arc<Env>) {
+    let h = Harness::with_config(&env, "silentstop", |c| {
+        c.server.read_header_timeout = tka::model::duration::GoDuration::from_secs(30);
+    })
+    .await;
+    let u = h.user("silent@example.com", view());
+    let mut silent = connect(u.ip, h.listener_addr).await;
+    let mut partial = connect(u.ip, h.listener_addr).await;
+    partial
+        .write_all(b"GET /api/v1alpha1/whoami HTTP/1.1\r\nHost: tka\r\n")
+        .await
+        .unwrap();
+    let mut h2 = connect(u.ip, h.listener_addr).await;
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // Let the server accept them before the stop begins.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let limit = Duration::from_secs(10);
+    let started = Instant::now();
+    let stopped = async {
+        h.stop().await;
+        started.elapsed()
+    };
+    let (stopped, a, b, c) = tokio::join!(
+        stopped,
+        closed_within(&mut silent, limit),
+        closed_within(&mut partial, limit),
+        closed_within(&mut h2, limit),
+    );
+    println!("stop took {stopped:?}; closed: silent {a:?}, partial {b:?}, HTTP/2 {c:?}");
+    for (name, took) in [("silent", a), ("partial headers", b), ("HTTP/2 preface", c)] {
+        let took = took.unwrap_or_else(|| panic!("{name}: still open 10 s into the stop"));
+        assert!(
+            took <= Duration::from_millis(3500),
+            "{name}: held the stop for {took:?}"
+        );
+    }
+    assert!(
+        stopped <= Duration::from_millis(4500),
+        "the graceful stop took {stopped:?} with three silent clients"
+    );
 }
 
 /// An HTTP/2 connection that served one request and then stays idle is closed after idleTimeout.

@@ -117,6 +117,26 @@ async fn idle_connections_of_one_peer_are_capped(env: Arc<Env>) {
     h.stop().await;
 }
 
+/// Three connections from `ip` that never get a request to the handler: one sends nothing, one half of its
+/// HTTP/1 headers, one the HTTP/2 preface and an empty SETTINGS frame.
+async fn silent_clients(ip: IpAddr, to: SocketAddr) -> [(&'static str, TcpStream); 3] {
+    let silent = connect(ip, to).await;
+    let mut partial = connect(ip, to).await;
+    partial
+        .write_all(b"GET /api/v1alpha1/whoami HTTP/1.1\r\nHost: tka\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    let mut h2 = connect(ip, to).await;
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    [
+        ("silent", silent),
+        ("partial headers", partial),
+        ("HTTP/2 without a request", h2),
+    ]
+}
+
 /// With readHeaderTimeout 1 s: a client that sends nothing, one that never finishes its HTTP/1 headers, and
 /// one that opens HTTP/2 but never sends a request are each closed after about a second.
 async fn slow_or_silent_clients_are_closed_after_the_header_timeout(env: Arc<Env>) {
@@ -125,23 +145,8 @@ async fn slow_or_silent_clients_are_closed_after_the_header_timeout(env: Arc<Env
     })
     .await;
     let u = h.user("slow@example.com", view());
-    let mut silent = connect(u.ip, h.listener_addr).await;
-    let mut partial = connect(u.ip, h.listener_addr).await;
-    partial
-        .write_all(b"GET /api/v1alpha1/whoami HTTP/1.1\r\nHost: tka\r\nX-Slow: 1\r\n")
-        .await
-        .unwrap();
-    let mut h2 = connect(u.ip, h.listener_addr).await;
-    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
-    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
-    for (name, conn) in [
-        ("silent", &mut silent),
-        ("partial headers", &mut partial),
-        ("HTTP/2 without a request", &mut h2),
-    ] {
-        let took = closed_within(conn, Duration::from_secs(10)).await;
+    for (name, mut conn) in silent_clients(u.ip, h.listener_addr).await {
+        let took = closed_within(&mut conn, Duration::from_secs(10)).await;
         println!("{name}: closed after {took:?}");
         let took = took.unwrap_or_else(|| panic!("{name}: still open after 10 s"));
         assert!(
@@ -163,16 +168,8 @@ async fn silent_clients_cannot_hold_a_graceful_stop(env: Arc<Env>) {
     })
     .await;
     let u = h.user("silent@example.com", view());
-    let mut silent = connect(u.ip, h.listener_addr).await;
-    let mut partial = connect(u.ip, h.listener_addr).await;
-    partial
-        .write_all(b"GET /api/v1alpha1/whoami HTTP/1.1\r\nHost: tka\r\n")
-        .await
-        .unwrap();
-    let mut h2 = connect(u.ip, h.listener_addr).await;
-    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
+    let [(_, mut silent), (_, mut partial), (_, mut h2)] =
+        silent_clients(u.ip, h.listener_addr).await;
     // Let the server accept them before the stop begins.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let limit = Duration::from_secs(10);

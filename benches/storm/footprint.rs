@@ -1,6 +1,6 @@
 //! The release `tka-server` binary as its own process (so its RSS is its own): memory idle, with 1,000 and
 //! with 10,000 live sessions, and the controller provisioning and cleaning up 1,000 pre-created TkaSignins
-//! beside the floor doing the same writes.
+//! beside the floors doing the same writes.
 //!
 //! The process runs `tka-server serve` with a supervised tailscaled that has no control server to talk to:
 //! after `tailscale.startTimeout` the server starts its controller and API anyway (answering 503 until the
@@ -219,21 +219,14 @@ async fn create_and_wait(
 
 pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
     let admin = &env.admin;
-    let (floor_ns, floor_client) = harness::server_namespace(env, "provfloor").await;
     let (ns, server_client_token) = harness::server_namespace_kubeconfig(env, "footprint").await;
     let server = Server::start(env, &ns, &server_client_token).await;
     let census = Census::start(admin, &ns).await;
     let idle = settle_rss(&server).await;
     let latencies_idle = server.latencies().await;
 
-    // The floor: the admin creates, a bare client with the server's identity writes the rest.
-    let floor_before = apiserver::scrape(admin).await;
-    let (floor_run, floor_created) =
-        floor::logins(admin, &floor_client, &floor_ns, "pf", n, concurrency, false).await;
-    let floor_after = apiserver::scrape(admin).await;
-    let floor_cleanup =
-        floor::cleanups(&floor_client, &floor_ns, &floor_created, concurrency).await;
-    let floor_after_cleanup = apiserver::scrape(admin).await;
+    // The floors: the admin creates, a bare client with the server's identity writes the rest.
+    let floors = floor::both(env, "provfloor", Some(admin), n, concurrency, false).await;
 
     let before = apiserver::scrape(admin).await;
     let (creates, ready) = create_and_wait(
@@ -316,10 +309,7 @@ pub async fn run(env: &Env, n: usize, big: usize, concurrency: usize) -> Value {
             "mean_ms": mean_ms(&latencies_after_provision, &latencies_after_cleanup),
             "apiserver": apiserver::report(&after, &after_cleanup, n, "tka"),
         },
-        "floor_provision": floor_run.json(),
-        "floor_provision_apiserver": apiserver::report(&floor_before, &floor_after, n, "tka"),
-        "floor_cleanup": floor_cleanup.json(),
-        "floor_cleanup_apiserver": apiserver::report(&floor_after, &floor_after_cleanup, n, "tka"),
+        "floor": floors,
         "big": big_result,
     })
 }

@@ -1,13 +1,14 @@
-//! "Monday morning at scale": a login storm of many distinct users beside the floor (a bare kube client doing
-//! the same writes), the apiserver pushing back with 429, controller provisioning and cleanup of pre-created
-//! sessions beside their floor, tka-server's memory idle and with many sessions, and the binary sizes.
+//! "Monday morning at scale": a login storm of many distinct users beside the floors (a bare kube client doing
+//! the same writes: only the objects, or also the finalizer and Events the spec requires, see
+//! [`floor::Writes`]), the apiserver pushing back with 429, controller provisioning and cleanup of pre-created
+//! sessions beside their floors, tka-server's memory idle and with many sessions, and the binary sizes.
 //!
 //! `cargo bench --features integration --bench storm [-- --users 1000 --concurrency 100 --big 10000
 //! --pushback 300 --skip floor,storm,pushback,footprint,big,static --as before]`; writes
 //! `target/bench/storm.{json,md}` (with `--as L`: `storm-L.{json,md}`) and `target/bench/report.md`. When
 //! `storm-before.json` exists (an earlier version measured with `--as before`, its `tka-server` given as
-//! `TKA_SERVER_BIN`), the table shows it beside this run. Numbers are reported, never asserted. The apiserver runs with API Priority
-//! and Fairness on and the FlowSchemas of deploy/kustomize/base/flowcontrol.yaml.
+//! `TKA_SERVER_BIN`), the table shows it beside this run. Numbers are reported, never asserted. The apiserver
+//! runs with API Priority and Fairness on and the FlowSchemas of deploy/kustomize/base/flowcontrol.yaml.
 
 #[path = "../../tests/support/controlplane.rs"]
 mod controlplane;
@@ -151,21 +152,6 @@ fn write_report(args: &Args, results: Map<String, Value>) {
     report::write(&report_name(args), &report, &md);
 }
 
-async fn floor_phase(env: &harness::Env, users: usize, concurrency: usize) -> Value {
-    let (ns, c) = harness::server_namespace(env, "floor").await;
-    let before = apiserver::scrape(&env.admin).await;
-    let (login, created) = floor::logins(&c, &c, &ns, "fl", users, concurrency, true).await;
-    let after = apiserver::scrape(&env.admin).await;
-    let cleanup = floor::cleanups(&c, &ns, &created, concurrency).await;
-    let after_cleanup = apiserver::scrape(&env.admin).await;
-    json!({
-        "login": login.json(),
-        "apiserver_login": apiserver::report(&before, &after, users, "tka"),
-        "cleanup": cleanup.json(),
-        "apiserver_cleanup": apiserver::report(&after, &after_cleanup, users, "tka"),
-    })
-}
-
 fn main() {
     let args = Args::parse();
     let options = controlplane::Options {
@@ -183,10 +169,21 @@ fn main() {
     let mut env = harness::Env { cp, admin };
     let (n, c) = (args.users, args.concurrency);
     let results = rt.block_on(async {
-        let namespaces = ["floor", "storm", "pushback", "provfloor", "footprint"];
+        let namespaces = [
+            "floor-bare",
+            "floor-spec",
+            "storm",
+            "pushback",
+            "provfloor-bare",
+            "provfloor-spec",
+            "footprint",
+        ];
         install_flowcontrol(&env.admin, &namespaces).await;
         let mut out = Map::new();
-        phase(&args, &mut out, "floor", || floor_phase(&env, n, c)).await;
+        phase(&args, &mut out, "floor", || {
+            floor::both(&env, "floor", None, n, c, true)
+        })
+        .await;
         phase(&args, &mut out, "storm", || storm::run(&env, n, c)).await;
         let p = args.pushback;
         phase(&args, &mut out, "pushback", || pushback::run(&env, p, c)).await;

@@ -1,5 +1,6 @@
-//! The storm report as Markdown: one table of metric, product, floor and ratio (beside an earlier run's, when
-//! one was saved with `--as before`), each row with the load average when its phase started and the target.
+//! The storm report as Markdown: one table of metric, product, floor and ratio, and the bare floor and its
+//! ratio (beside an earlier run's, when one was saved with `--as before`), each row with the load average when
+//! its phase started and the target. "floor" is the floor with the spec's writes ([`crate::floor::Writes`]).
 
 use serde_json::Value;
 
@@ -35,6 +36,9 @@ struct Row {
     product: String,
     floor: String,
     ratio: String,
+    /// The same beside the bare floor.
+    bare: String,
+    bare_ratio: String,
     target: &'static str,
 }
 
@@ -45,20 +49,27 @@ fn row(metric: &'static str, phase: &'static str, product: String, target: &'sta
         product,
         floor: String::new(),
         ratio: String::new(),
+        bare: String::new(),
+        bare_ratio: String::new(),
         target,
     }
 }
 
+/// A rate beside both floors: `floors` is `{"spec": …, "bare": …}` and `path` the rate's place in each.
 fn rate_row(
     metric: &'static str,
     phase: &'static str,
     product: &Value,
-    floor: &Value,
+    floors: &Value,
+    path: [&str; 2],
     target: &'static str,
 ) -> Row {
+    let at = |w: &str| &floors[w][path[0]][path[1]];
     Row {
-        floor: f1(floor),
-        ratio: ratio(product, floor),
+        floor: f1(at("spec")),
+        ratio: ratio(product, at("spec")),
+        bare: f1(at("bare")),
+        bare_ratio: ratio(product, at("bare")),
         ..row(metric, phase, f1(product), target)
     }
 }
@@ -76,11 +87,13 @@ fn rows(report: &Value) -> Vec<Row> {
             "login storm, logins/s",
             "storm",
             &st["login"]["per_s"],
-            &fl["login"]["per_s"],
+            fl,
+            ["login", "per_s"],
             "≥ 50 % of floor",
         ),
         Row {
-            floor: latency(&fl["login"]),
+            floor: latency(&fl["spec"]["login"]),
+            bare: latency(&fl["bare"]["login"]),
             ..row(
                 "login storm p50 / p95 / p99 ms",
                 "storm",
@@ -95,7 +108,8 @@ fn rows(report: &Value) -> Vec<Row> {
             "0; true",
         ),
         Row {
-            floor: f1(&fl["apiserver_login"]["requests_per_op"]),
+            floor: f1(&fl["spec"]["apiserver_login"]["requests_per_op"]),
+            bare: f1(&fl["bare"]["apiserver_login"]["requests_per_op"]),
             ..row(
                 "apiserver requests per login",
                 "storm",
@@ -107,21 +121,24 @@ fn rows(report: &Value) -> Vec<Row> {
             "logout of all → every object gone, sessions/s",
             "storm",
             &logout_rate,
-            &fl["cleanup"]["per_s"],
+            fl,
+            ["cleanup", "per_s"],
             "≥ 50 % of floor",
         ),
         rate_row(
             "controller provisioning, sessions/s",
             "footprint",
             &fp["provision"]["per_s"],
-            &fp["floor_provision"]["per_s"],
+            &fp["floor"],
+            ["login", "per_s"],
             "≥ 50 % of floor",
         ),
         rate_row(
             "controller cleanup, sessions/s",
             "footprint",
             &fp["cleanup"]["per_s"],
-            &fp["floor_cleanup"]["per_s"],
+            &fp["floor"],
+            ["cleanup", "per_s"],
             "≥ 50 % of floor",
         ),
     ];
@@ -190,12 +207,14 @@ fn cpu_rows(fl: &Value, st: &Value, fp: &Value) -> Vec<Row> {
         &fp["provision"]["apiserver"],
         &fp["cleanup"]["apiserver"],
     ];
-    let floor = [
-        &fl["apiserver_login"],
-        &fl["apiserver_cleanup"],
-        &fp["floor_provision_apiserver"],
-        &fp["floor_cleanup_apiserver"],
-    ];
+    let floor = |w: &str| {
+        [
+            &fl[w]["apiserver_login"],
+            &fl[w]["apiserver_cleanup"],
+            &fp["floor"][w]["apiserver_login"],
+            &fp["floor"][w]["apiserver_cleanup"],
+        ]
+    };
     let four = |phases: &[&Value; 4], f: &dyn Fn(&Value) -> String| {
         phases.iter().map(|v| f(v)).collect::<Vec<_>>().join(" / ")
     };
@@ -208,7 +227,8 @@ fn cpu_rows(fl: &Value, st: &Value, fp: &Value) -> Vec<Row> {
     };
     let busy = |v: &Value| num(&v["machine_busy_pct"]).map_or("–".into(), |b| format!("{b:.0}"));
     let both = |metric, f: &dyn Fn(&Value) -> String| Row {
-        floor: four(&floor, f),
+        floor: four(&floor("spec"), f),
+        bare: four(&floor("bare"), f),
         ..row(metric, "storm", four(&product, f), "")
     };
     vec![
@@ -277,13 +297,14 @@ pub fn markdown(report: &Value, before: Option<&Value>, label: Option<&str>) -> 
     match before {
         None => {
             md.push_str(
-                "| metric | tka | floor | ratio | load | target |\n|---|---|---|---|---|---|\n",
+                "| metric | tka | floor | ratio | bare floor | ratio | load | target |\n\
+                 |---|---|---|---|---|---|---|---|\n",
             );
             for r in &after {
                 let l = load(report, r.phase);
                 md.push_str(&format!(
-                    "| {} | {} | {} | {} | {l} | {} |\n",
-                    r.metric, r.product, r.floor, r.ratio, r.target
+                    "| {} | {} | {} | {} | {} | {} | {l} | {} |\n",
+                    r.metric, r.product, r.floor, r.ratio, r.bare, r.bare_ratio, r.target
                 ));
             }
         }

@@ -81,9 +81,9 @@ fn err(what: &str) -> impl Fn(kube::Error) -> String + '_ {
 pub enum Writes {
     /// Nothing.
     Bare,
-    /// What the spec requires of every session (kubernetes.md §3 and §5): the cleanup finalizer on the
-    /// TkaSignin (written with it by a login, patched in when an admin created it, patched out after the
-    /// cleanup: no deletion skips the revocation) and an Event when it is provisioned and when it is revoked.
+    /// What the product specification requires of every session: the cleanup finalizer on the TkaSignin
+    /// (written with it by a login, patched in when an admin created it, patched out after the cleanup: no
+    /// deletion skips the revocation) and an Event when it is provisioned and when it is revoked.
     Spec,
 }
 

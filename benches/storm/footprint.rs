@@ -124,18 +124,18 @@ impl Server {
         let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
         for (name, l, v) in text.lines().filter_map(apiserver::parse) {
             let get = |k: &str| l.get(k).copied().unwrap_or("");
-            let (key, is_sum) = match name {
-                "tka_controller_reconcile_duration_seconds_sum" => {
-                    (format!("reconcile {}", get("action")), true)
+            let (histogram, is_sum) = match (name.strip_suffix("_sum"), name.strip_suffix("_count"))
+            {
+                (Some(h), _) => (h, true),
+                (_, Some(h)) => (h, false),
+                _ => continue,
+            };
+            let key = match histogram {
+                "tka_controller_reconcile_duration_seconds" => {
+                    format!("reconcile {}", get("action"))
                 }
-                "tka_controller_reconcile_duration_seconds_count" => {
-                    (format!("reconcile {}", get("action")), false)
-                }
-                "tka_kube_api_request_duration_seconds_sum" => {
-                    (format!("kube {} {}", get("verb"), get("resource")), true)
-                }
-                "tka_kube_api_request_duration_seconds_count" => {
-                    (format!("kube {} {}", get("verb"), get("resource")), false)
+                "tka_kube_api_request_duration_seconds" => {
+                    format!("kube {} {}", get("verb"), get("resource"))
                 }
                 _ => continue,
             };

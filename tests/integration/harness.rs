@@ -36,7 +36,6 @@ pub struct Env {
 
 static NEXT_HOST: AtomicU16 = AtomicU16::new(10);
 
-/// A fresh loopback address for one test user (127.<n>.<m>.1), unique within the test binary.
 /// Removes every `TKA_*` variable the test process inherited (the developer's or CI's shell) from `cmd`'s
 /// environment: a child runs with only the configuration its test gives it, and reports no warning about a
 /// variable nobody meant for it.
@@ -47,6 +46,7 @@ pub fn without_tka_env(cmd: &mut std::process::Command) -> &mut std::process::Co
     cmd
 }
 
+/// A fresh loopback address for one test user (127.<n>.<m>.1), unique within the test binary.
 pub fn fresh_ip() -> IpAddr {
     let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
     IpAddr::V4(Ipv4Addr::new(127, 1 + (n >> 8) as u8, n as u8, 1))
